@@ -1,0 +1,82 @@
+"""Turn one row of the public ``images`` tensor into a BGR pixel array, or say clearly why not."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from python_models.contract import MAX_IMAGE_PIXELS
+
+JPEG_SOI = b"\xff\xd8\xff"
+JPEG_SOS = b"\xff\xda"
+JPEG_EOI = b"\xff\xd9"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND"
+
+
+class InvalidImageError(ValueError):
+    """The bytes are not a complete JPEG or PNG this service accepts; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+
+def probe(data: bytes | np.ndarray) -> ImageHeader:
+    """Read format and size from the header alone, and reject what decoding would get wrong.
+
+    Rows of a multi-image request are zero-padded to the longest row, so trailing
+    bytes after the end-of-image marker are allowed.
+    """
+    buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not buf.strip(b"\x00"):
+        raise InvalidImageError("empty image: the row holds no bytes (or only zero padding)")
+    if buf.startswith(JPEG_SOI):
+        fmt = "JPEG"
+        # Entropy-coded data byte-stuffs 0xFF, so an EOI after the last scan header
+        # only exists when the last scan is complete; an EXIF thumbnail's EOI comes earlier.
+        if buf.rfind(JPEG_EOI) < buf.rfind(JPEG_SOS):
+            raise InvalidImageError("truncated JPEG: no end-of-image marker after the last scan")
+    elif buf.startswith(PNG_SIGNATURE):
+        fmt = "PNG"
+        if buf.rfind(PNG_IEND) < 0:
+            raise InvalidImageError("truncated PNG: no IEND chunk")
+    else:
+        raise InvalidImageError(
+            f"not a JPEG or PNG: the row starts with bytes {buf[:8].hex()} ({len(buf)} bytes in all)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(buf)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        raise InvalidImageError(f"{fmt} header claims too many pixels (limit {MAX_IMAGE_PIXELS})") from None
+    except Exception as exc:  # PIL raises many types for corrupt headers
+        raise InvalidImageError(f"corrupt {fmt} header: {exc}") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidImageError(
+            f"{fmt} header claims {width}x{height} = {width * height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+        )
+    return ImageHeader(fmt, width, height)
+
+
+def decode(data: bytes | np.ndarray) -> np.ndarray:
+    """Decode one encoded JPEG/PNG into an HxWx3 uint8 BGR array, as ``cv2.imread`` would.
+
+    Grayscale, alpha and 16-bit images become 8-bit BGR; EXIF orientation is applied.
+    """
+    header = probe(data)
+    array = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidImageError(f"corrupt {header.format}: the decoder could not read the pixel data")
+    return image

@@ -1,0 +1,118 @@
+"""Weights: resolve what the user names, or build a deterministic untrained YOLO11 that still detects."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from python_models.contract import CONF_THRESHOLD, NUM_CLASSES
+
+DEFAULT_WEIGHTS = "yolo11n.pt"
+UNTRAINED_CONFIG = "yolo11n.yaml"
+UNTRAINED_SEED = 0
+UNTRAINED_QUANTILE = 0.997
+"""Share of each calibration image's anchors whose best class clears the confidence threshold."""
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be resolved or do not fit the serving contract."""
+
+
+def calibration_images() -> list[np.ndarray]:
+    """The two sample images the ultralytics wheel ships, and their mirror images (BGR)."""
+    import cv2
+    from ultralytics.utils import ASSETS
+
+    images = [cv2.imread(str(ASSETS / name)) for name in ("bus.jpg", "zidane.jpg")]
+    return images + [cv2.flip(image, 1) for image in images]
+
+
+def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEED):
+    """An untrained YOLO11 whose outputs depend on the image, built the same way every time.
+
+    A freshly initialised network's activations vanish through its depth (BatchNorm
+    running statistics start at mean 0, variance 1) and its class bias keeps every
+    score near 1e-4, so it returns nothing at a 0.25 threshold and the same boxes for
+    every image. Re-estimating BatchNorm statistics on the shipped sample images and
+    setting the class bias so a fixed share of anchors clears the threshold gives an
+    image-dependent detector: enough to prove every track returns what the reference
+    predictor returns, not a useful model.
+    """
+    from ultralytics import YOLO
+
+    from python_models.letterbox import letterbox
+
+    torch.manual_seed(seed)
+    model = YOLO(config)
+    net = model.model
+    head = net.model[-1]
+    if head.nc != NUM_CLASSES:
+        raise WeightsError(f"{config} has {head.nc} classes; the serving contract has {NUM_CLASSES}")
+    batch = torch.from_numpy(np.stack([letterbox(image)[0] for image in calibration_images()]))
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    class_convs = [branch[-1] for branch in head.cv3]
+    with torch.no_grad():
+        net.train()
+        net(batch)
+        net.eval()
+        for conv in class_convs:
+            conv.bias.zero_()
+        scores = net(batch)
+        scores = scores[0] if isinstance(scores, (list, tuple)) else scores
+        best_logit = torch.logit(scores[:, 4:].amax(1).double().clamp(1e-12, 1 - 1e-12))
+        level = torch.quantile(best_logit, UNTRAINED_QUANTILE, dim=1).mean()
+        shift = math.log(CONF_THRESHOLD / (1 - CONF_THRESHOLD)) - level.item()
+        for conv in class_convs:
+            conv.bias.fill_(shift)
+    return model
+
+
+def resolve_weights(weights: str):
+    """Return ``(YOLO model, untrained)`` for a ``.pt`` path or name, or a ``.yaml`` network.
+
+    A ``.pt`` that is neither on disk nor downloadable (offline) falls back to the
+    untrained network, flagged by ``untrained=True``.
+    """
+    from ultralytics import YOLO
+
+    if weights.endswith((".yaml", ".yml")):
+        return untrained_detector(weights), True
+    if not Path(weights).exists() and os.environ.get("YOLO_OFFLINE"):
+        return untrained_detector(), True
+    try:
+        model = YOLO(weights)
+    except Exception:  # offline download failures surface as many exception types
+        if Path(weights).exists():
+            raise
+        return untrained_detector(), True
+    nc = len(model.names)
+    if nc != NUM_CLASSES:
+        raise WeightsError(
+            f"{weights} detects {nc} classes; python_models/contract.py serves {NUM_CLASSES}. "
+            "Set NUM_CLASSES there and run tools/gen_configs.py."
+        )
+    return model, False
+
+
+def load_network(path: str | Path, device: torch.device, half: bool = False) -> torch.nn.Module:
+    """The fused, eval-mode network from a saved ``.pt``, ready for ``forward``."""
+    from ultralytics import YOLO
+
+    net = YOLO(str(path)).model.fuse().eval().to(device)
+    return net.half() if half else net.float()
+
+
+@torch.inference_mode()
+def forward(net: torch.nn.Module, batch: np.ndarray, device: torch.device, half: bool = False) -> torch.Tensor:
+    """Raw head output ``[B, 4 + classes, anchors]`` for letterboxed float32 CHW images."""
+    x = torch.from_numpy(batch).to(device, non_blocking=True)
+    y = net(x.half() if half else x)
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    return y.float()

@@ -1,0 +1,46 @@
+"""Build TensorRT plans from the exported ONNX, where TensorRT is installed (the NGC image on a GPU host)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+NOT_HERE = (
+    "TensorRT is not importable here: engines are built on the GPU host, inside the serving image "
+    "(docker compose run --rm export), so the plan's TensorRT version equals the server's."
+)
+
+
+def tensorrt_available() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def build_engine(onnx_path: Path, plan_path: Path, max_batch: int, input_name: str, chw: tuple[int, int, int],
+                 fp16: bool = True) -> Path:
+    """Parse ``onnx_path`` and write a plan whose optimisation profile spans batch 1..``max_batch``."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT lives in the plugin library
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(tensor.shape)[1:] if tensor.name != input_name else chw
+        rest = tuple(d if d > 0 else c for d, c in zip(rest, chw)) if tensor.name == input_name else rest
+        profile.set_shape(tensor.name, (1, *rest), (max(1, max_batch // 2), *rest), (max_batch, *rest))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT failed to build {plan_path}")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(plan))
+    return plan_path

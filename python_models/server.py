@@ -1,0 +1,156 @@
+"""Find a real ``tritonserver``, lay out the repository for this host's profile, and build its command line.
+
+GPU profile: the NGC image's server and backends serve ``model_repository/`` as it is.
+CPU profile: the server the ``nvidia-pytriton`` wheel ships serves a runtime copy in
+which each TensorRT/DALI leaf is a Python-backend twin with the same name and I/O;
+every other config, ensembles included, is linked unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_models import repository as repo
+
+NGC_ROOT = Path("/opt/tritonserver")
+GPU_BACKENDS = ("tensorrt", "dali", "python")
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    backend_dir: Path
+    libs: Path | None = None
+
+    @property
+    def profile(self) -> str:
+        have = {p.name for p in self.backend_dir.iterdir() if p.is_dir()}
+        return "gpu" if all(b in have for b in GPU_BACKENDS) else "cpu"
+
+
+def find_triton() -> TritonInstall:
+    """The NGC image's server when present, else the one inside the ``nvidia-pytriton`` wheel."""
+    if (NGC_ROOT / "bin" / "tritonserver").exists():
+        return TritonInstall(NGC_ROOT / "bin" / "tritonserver", NGC_ROOT / "backends")
+    try:
+        import pytriton
+    except ImportError:
+        raise RuntimeError("no tritonserver: install the project (pip install -e .), which brings nvidia-pytriton") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    backends = root / "backends"
+    # The stub's RPATH is relative to the backend folder inside the wheel, so it must be copied there.
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = backends / "python" / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    if not target.exists() or target.stat().st_size != stub.stat().st_size:
+        shutil.copy2(stub, target)
+    return TritonInstall(root / "bin" / "tritonserver", backends, root.parent.parent / "nvidia_pytriton.libs")
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    dst.symlink_to(src.resolve())
+
+
+@dataclass
+class CpuRepository:
+    path: Path
+    served: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Public models left out, and why."""
+
+
+def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None:
+    """Why this twin cannot run yet, or None."""
+    module = Path(__file__).parent / "triton" / f"{definition.twin}.py"
+    if not module.exists():
+        return f"its CPU twin ({definition.twin}) is not implemented yet"
+    if definition.twin == "onnx_twin_model" and not (artifacts / definition.name / "1" / "model.onnx").exists():
+        return f"{definition.name}/1/model.onnx has not been exported"
+    return None
+
+
+def build_cpu_repository(source: Path, artifacts: Path, target: Path) -> CpuRepository:
+    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``."""
+    definitions = repo.definitions_by_name()
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    result = CpuRepository(target)
+    blocked: dict[str, str] = {}
+    for name, definition in definitions.items():
+        if definition.twin and (why := _twin_ready(definition, artifacts)):
+            blocked[name] = why
+    needed: set[str] = set()
+    for public in repo.PUBLIC_MODELS:
+        config = definitions[public].config
+        leaves = repo.leaf_models(config) if config.platform == "ensemble" else []
+        reasons = [f"{leaf}: {blocked[leaf]}" for leaf in leaves if leaf in blocked]
+        if reasons:
+            result.skipped[public] = "; ".join(reasons)
+            continue
+        result.served.append(public)
+        needed.update([public, *leaves])
+    for name in sorted(needed):
+        definition = definitions[name]
+        model_dir = target / name
+        version = model_dir / "1"
+        version.mkdir(parents=True)
+        if definition.twin:
+            (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(repo.cpu_twin(definition)))
+            (version / "model.py").write_text(
+                f"from python_models.triton.{definition.twin} import TritonPythonModel  # noqa: F401\n"
+            )
+        else:
+            _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
+            for item in (source / name / "1").iterdir():
+                if item.name != ".gitkeep":
+                    _link(item, version / item.name)
+        artifact_dir = artifacts / name / "1"
+        if artifact_dir.is_dir():
+            for item in artifact_dir.iterdir():
+                if item.suffix in (".pt", ".onnx"):
+                    _link(item, version / item.name)
+    return result
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def server_command(install: TritonInstall, repository: Path, ports: Ports, host: str = "127.0.0.1") -> list[str]:
+    return [
+        str(install.binary),
+        f"--model-repository={repository}",
+        f"--backend-directory={install.backend_dir}",
+        f"--http-address={host}", f"--http-port={ports.http}",
+        f"--grpc-address={host}", f"--grpc-port={ports.grpc}",
+        f"--metrics-address={host}", f"--metrics-port={ports.metrics}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        # Letterboxed batches are tens of MB; start the Python backend's shared memory big enough for them.
+        "--backend-config=python,shm-default-byte-size=67108864",
+        "--backend-config=python,shm-growth-byte-size=67108864",
+    ]
+
+
+def server_env(install: TritonInstall) -> dict[str, str]:
+    """The Python backend stub imports packages from the first ``python3`` on PATH: make it this environment's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if install.libs is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [env.get("LD_LIBRARY_PATH"), str(install.libs)]))
+    env.setdefault("YOLO_OFFLINE", "1")
+    return env

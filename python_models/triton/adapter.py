@@ -1,0 +1,94 @@
+"""What every Python-backend model here does the same way: read rows, answer errors, build responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from python_models.contract import IMAGE_SIZE, INPUT_IMAGES
+from python_models.decode import InvalidImageError, decode
+from python_models.letterbox import LetterboxTransform, letterbox
+
+
+def version_dir(args: dict) -> Path:
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def model_config(args: dict) -> dict:
+    return json.loads(args["model_config"])
+
+
+def input_array(request, name: str) -> np.ndarray:
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+
+def invalid_argument(message: str):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
+def internal_error(message: str):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+
+def tensors_response(arrays: dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in arrays.items()])
+
+
+def letterbox_requests(requests: Sequence) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
+    """Decode and letterbox every image row of every request into one batch.
+
+    Returns the batch, one transform per good row and, per request, either the
+    slice of the batch that holds its rows or the error that rejects it alone.
+    """
+    decoded: list[list[np.ndarray]] = []
+    outcome: list[slice | Exception] = []
+    start = 0
+    for index, request in enumerate(requests):
+        rows = input_array(request, INPUT_IMAGES)
+        try:
+            images = []
+            for row_index, row in enumerate(rows):
+                try:
+                    images.append(decode(row))
+                except InvalidImageError as exc:
+                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
+                    raise InvalidImageError(f"{where}: {exc}") from None
+        except InvalidImageError as exc:
+            outcome.append(exc)
+            continue
+        decoded.append(images)
+        outcome.append(slice(start, start + len(images)))
+        start += len(images)
+    batch = np.empty((start, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    transforms: list[LetterboxTransform] = []
+    row = 0
+    for images in decoded:
+        for image in images:
+            transforms.append(letterbox(image, out=batch[row])[1])
+            row += 1
+    return batch, transforms, outcome
+
+
+def respond(outcome: Sequence[slice | Exception], build: Callable[[slice], dict[str, np.ndarray]]) -> list:
+    """One response per request: its slice of the batch results, or its own error."""
+    responses = []
+    for item in outcome:
+        if isinstance(item, InvalidImageError):
+            responses.append(invalid_argument(str(item)))
+        elif isinstance(item, Exception):
+            responses.append(internal_error(f"{type(item).__name__}: {item}"))
+        else:
+            responses.append(tensors_response(build(item)))
+    return responses
+
+
+def guarded(requests: Sequence, run: Callable[[Sequence], list]) -> list:
+    """Run a batch; a bug or resource error answers every request with INTERNAL instead of killing the stub."""
+    try:
+        return run(requests)
+    except Exception as exc:  # noqa: BLE001 - reported to each client, logged by Triton
+        return [internal_error(f"{type(exc).__name__}: {exc}") for _ in requests]

@@ -1,0 +1,28 @@
+"""Track B: NMS over the TensorRT raw output, boxes mapped back to original-image pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from python_models.contract import LETTERBOX_TRANSFORM, RAW_PREDICTIONS
+from python_models.letterbox import LetterboxTransform
+from python_models.nms import nms, pack_detections
+from python_models.triton.adapter import guarded, input_array, respond
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        torch.set_num_threads(1)  # one core per instance; the count of instances sets parallelism
+
+    def execute(self, requests):
+        return guarded(requests, self._run)
+
+    def _run(self, requests):
+        raws = [input_array(r, RAW_PREDICTIONS) for r in requests]
+        params = np.concatenate([input_array(r, LETTERBOX_TRANSFORM) for r in requests])
+        detections = nms(np.concatenate(raws))
+        packed = pack_detections(detections, [LetterboxTransform.from_array(p) for p in params])
+        bounds = np.cumsum([0] + [len(r) for r in raws])
+        outcome = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})

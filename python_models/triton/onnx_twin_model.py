@@ -1,0 +1,32 @@
+"""CPU-profile twin of a TensorRT leaf: runs the ONNX graph the engine is built from, with ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from python_models.triton.adapter import guarded, input_array, model_config, tensors_response, version_dir
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = model_config(args)
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        path = version_dir(args) / "model.onnx"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run tools/export.py (tools/serve.py does) first")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        return guarded(requests, self._run)
+
+    def _run(self, requests):
+        feeds = {name: np.concatenate([input_array(r, name) for r in requests]) for name in self.inputs}
+        results = dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+        responses, start = [], 0
+        for request in requests:
+            n = len(input_array(request, self.inputs[0]))
+            responses.append(tensors_response({k: v[start : start + n] for k, v in results.items()}))
+            start += n
+        return responses

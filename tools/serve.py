@@ -1,0 +1,66 @@
+"""Serve every track on a real Triton server: export the weights, lay out the repository, run tritonserver.
+
+With a GPU host's NGC image this serves the GPU profile (TensorRT and DALI backends);
+anywhere else it serves the CPU profile, where the TensorRT and DALI leaves are
+Python-backend twins running the same exported artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
+from python_models.export import export_artifacts  # noqa: E402
+from python_models.server import Ports, build_cpu_repository, find_triton, server_command, server_env  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="a .pt path or name Ultralytics resolves, or a .yaml network")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--host", default="127.0.0.1", help="address the server binds; 0.0.0.0 exposes it to the network")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository", help="where exported models are written")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
+    parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
+    args = parser.parse_args()
+
+    install = find_triton()
+    profile = install.profile if args.profile == "auto" else args.profile
+    manifest = export_artifacts(args.weights, args.artifacts.resolve())
+    if manifest.untrained:
+        print("=" * 100, flush=True)
+        print(f"!!! SERVING AN UNTRAINED NETWORK: weights {args.weights!r} could not be resolved offline; "
+              "detections are meaningless. Pass --weights path/to/yolo11n.pt for real ones. !!!", flush=True)
+        print("=" * 100, flush=True)
+
+    if profile == "gpu":
+        repository = ROOT / "model_repository"
+        print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
+    else:
+        layout = build_cpu_repository(ROOT / "model_repository", args.artifacts.resolve(), args.work_dir.resolve() / "cpu_repository")
+        repository = layout.path
+        print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
+        for name, why in layout.skipped.items():
+            print(f"CPU profile: not serving {name}: {why}", flush=True)
+
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    command = server_command(install, repository, ports, args.host)
+    print(f"tritonserver: HTTP {args.host}:{ports.http}, gRPC {args.host}:{ports.grpc}, metrics {args.host}:{ports.metrics}", flush=True)
+    process = subprocess.Popen(command, env=server_env(install))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: process.send_signal(signum))
+    return process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
