@@ -59,7 +59,7 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
             with Image.open(io.BytesIO(buf)) as img:
                 width, height = img.size
     except Image.DecompressionBombError:
-        raise InvalidImageError(f"{fmt} header claims too many pixels (limit {MAX_IMAGE_PIXELS})") from None
+        raise InvalidImageError(f"{fmt} header claims more pixels than decoding allows, over the limit of {MAX_IMAGE_PIXELS}") from None
     except Exception as exc:  # PIL raises many types for corrupt headers
         raise InvalidImageError(f"corrupt {fmt} header: {exc}") from None
     if width * height > MAX_IMAGE_PIXELS:

@@ -1,0 +1,116 @@
+"""Shared fixtures: sample images, and one real Triton server (CPU profile) for the whole session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ["YOLO_OFFLINE"] = "1"  # nothing downloads at test time
+
+from ultralytics.utils import ASSETS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.detector
+SERVER_START_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """Real photos in every form the contract accepts: JPEG, PNG, grayscale."""
+    out = tmp_path_factory.mktemp("images")
+    bus = cv2.imread(str(ASSETS / "bus.jpg"))
+    zidane = cv2.imread(str(ASSETS / "zidane.jpg"))
+    (out / "bus.jpg").write_bytes((ASSETS / "bus.jpg").read_bytes())
+    (out / "zidane.jpg").write_bytes((ASSETS / "zidane.jpg").read_bytes())
+    cv2.imwrite(str(out / "zidane_640x480.png"), cv2.resize(zidane, (640, 480), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(str(out / "bus_gray.jpg"), cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
+SAMPLE_NAMES = ("bus.jpg", "zidane.jpg", "zidane_640x480.png", "bus_gray.jpg")
+
+
+@pytest.fixture(scope="session")
+def samples(sample_dir) -> dict[str, bytes]:
+    return {name: (sample_dir / name).read_bytes() for name in SAMPLE_NAMES}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, http: int, grpc: int, metrics: int, artifacts: Path, log: Path):
+        self.http_url = f"127.0.0.1:{http}"
+        self.grpc_url = f"127.0.0.1:{grpc}"
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+        self.artifacts = artifacts
+        self.log = log
+
+    def grpc(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.grpc_url)
+
+    def http(self, concurrency: int = 1):
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, concurrency=concurrency, network_timeout=300)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    """``tools/serve.py`` exactly as a user runs it, on free loopback ports."""
+    import urllib.request
+
+    work = tmp_path_factory.mktemp("triton")
+    ports = [_free_port() for _ in range(3)]
+    log = work / "server.log"
+    srv = Server(*ports, artifacts=work / "artifacts", log=log)
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS,
+           "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+           "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work")]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"tools/serve.py exited with {process.returncode}:\n{srv.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://{srv.http_url}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
+        time.sleep(1)
+    srv.process = process
+    yield srv
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def reference_model(server):
+    """The Ultralytics predictor on the very weights the server exported."""
+    from ultralytics import YOLO
+
+    return YOLO(str(server.artifacts / "yolo11_pytorch" / "1" / "model.pt"))

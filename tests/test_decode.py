@@ -1,0 +1,79 @@
+"""Decoding accepts every JPEG/PNG a camera or pipeline produces and names what is wrong with the rest."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from ultralytics.utils import ASSETS
+
+from python_models.contract import MAX_IMAGE_PIXELS
+from python_models.decode import InvalidImageError, decode, probe
+
+BUS = (ASSETS / "bus.jpg").read_bytes()
+
+
+def encode(image: np.ndarray, ext: str) -> bytes:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+def test_jpeg_decodes_like_imread():
+    np.testing.assert_array_equal(decode(BUS), cv2.imread(str(ASSETS / "bus.jpg")))
+
+
+def test_trailing_zero_padding_is_ignored():
+    padded = np.frombuffer(BUS + bytes(5000), np.uint8)
+    np.testing.assert_array_equal(decode(padded), decode(BUS))
+
+
+@pytest.mark.parametrize(
+    "image, ext",
+    [
+        (np.full((40, 30, 4), 200, np.uint8), ".png"),  # alpha
+        (np.full((40, 30), 60000, np.uint16), ".png"),  # 16-bit grey
+        (np.full((40, 30), 90, np.uint8), ".jpg"),  # grayscale JPEG
+        (np.full((1, 1, 3), 7, np.uint8), ".png"),  # 1x1
+    ],
+)
+def test_unusual_but_valid_images_become_8bit_bgr(image, ext):
+    out = decode(encode(image, ext))
+    assert out.dtype == np.uint8 and out.shape == (*image.shape[:2], 3)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty image"),
+        (bytes(100), "empty image"),
+        (b"GIF89a" + bytes(50), "not a JPEG or PNG"),
+        (np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes(), "not a JPEG or PNG"),
+        (BUS[: len(BUS) // 3], "truncated JPEG"),
+        (BUS[:-2], "truncated JPEG"),
+        (encode(np.zeros((50, 50, 3), np.uint8), ".png")[:-20], "truncated PNG"),
+    ],
+)
+def test_bad_bytes_raise_a_clear_error(data, message):
+    with pytest.raises(InvalidImageError, match=message):
+        decode(data)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_huge_header_is_rejected_before_decoding():
+    with pytest.raises(InvalidImageError, match="over the limit"):
+        decode(png_header_claiming(30000, 30000))
+    assert 30000 * 30000 > MAX_IMAGE_PIXELS
+
+
+def test_probe_reads_size_without_decoding():
+    header = probe(BUS)
+    assert (header.format, header.width, header.height) == ("JPEG", 810, 1080)
