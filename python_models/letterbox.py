@@ -55,10 +55,14 @@ def letterbox(image_bgr: np.ndarray, size: int = IMAGE_SIZE, out: np.ndarray | N
     )
     if out is None:
         out = np.empty((3, size, size), dtype=np.float32)
-    out.fill(np.float32(PAD_VALUE) / np.float32(255))
-    # blobFromImage does the BGR->RGB swap, HWC->CHW and scaling in one vectorised pass.
-    blob = cv2.dnn.blobFromImage(resized, scalefactor=1.0 / 255, swapRB=True)
-    out[:, top : top + new_h, left : left + new_w] = blob[0]
+    # Pad in uint8 (cheap), cast plane by plane into the contiguous output, scale once in place:
+    # measured faster than cv2.dnn.blobFromImage or a fused multiply-with-cast into a strided view.
+    padded = cv2.copyMakeBorder(
+        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+    )
+    for channel, plane in enumerate(reversed(cv2.split(padded))):  # BGR -> RGB
+        out[channel] = plane
+    out *= np.float32(1 / 255)
     transform = LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
     return out, transform
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torchvision  # noqa: F401 - Ultralytics uses torchvision's C++ NMS only when it is imported, else a slow Python loop
 from ultralytics.utils.nms import non_max_suppression
 
 from python_models.contract import (

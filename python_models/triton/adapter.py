@@ -38,7 +38,26 @@ def tensors_response(arrays: dict[str, np.ndarray]):
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in arrays.items()])
 
 
-def letterbox_requests(requests: Sequence) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
+class BatchBuffer:
+    """A letterboxed-batch array reused across executions of one model instance.
+
+    A fresh 5 MB-per-image array costs a page fault per 4 KB on first touch, which
+    is a third of the letterbox time. Reuse is safe because the stub copies output
+    tensors into shared memory before it calls ``execute`` again.
+    """
+
+    def __init__(self) -> None:
+        self._array = np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+
+    def rows(self, count: int) -> np.ndarray:
+        if count > len(self._array):
+            self._array = np.empty((count, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        return self._array[:count]
+
+
+def letterbox_requests(
+    requests: Sequence, buffer: BatchBuffer | None = None
+) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
     """Decode and letterbox every image row of every request into one batch.
 
     Returns the batch, one transform per good row and, per request, either the
@@ -63,7 +82,7 @@ def letterbox_requests(requests: Sequence) -> tuple[np.ndarray, list[LetterboxTr
         decoded.append(images)
         outcome.append(slice(start, start + len(images)))
         start += len(images)
-    batch = np.empty((start, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    batch = (buffer or BatchBuffer()).rows(start)
     transforms: list[LetterboxTransform] = []
     row = 0
     for images in decoded:

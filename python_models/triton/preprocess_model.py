@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.triton.adapter import guarded, letterbox_requests, respond
+from python_models.triton.adapter import guarded, BatchBuffer, letterbox_requests, respond
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import cv2
 
+        self.buffer = BatchBuffer()
         cv2.setNumThreads(1)  # parallelism comes from model instances, one core each
 
     def execute(self, requests):
         return guarded(requests, self._run)
 
     def _run(self, requests):
-        batch, transforms, outcome = letterbox_requests(requests)
+        batch, transforms, outcome = letterbox_requests(requests, self.buffer)
         params = np.stack([t.to_array() for t in transforms]) if transforms else np.zeros((0, 6), np.float32)
         return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})

@@ -1,0 +1,96 @@
+"""Time the Python steps of the serving path in-process, on one core, and print a table.
+
+    .venv/bin/python tools/bench_python_steps.py [--weights yolo11n.yaml] [--repeat 50]
+
+Steps: a bare ``cv2.imdecode`` + ``cv2.resize`` of bus.jpg (the floor), our
+decode + letterbox of the same bytes, NMS over one raw head output (8400 anchors
+x 80 classes), and Track A end to end (decode, letterbox, forward, NMS, rescale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def per_call_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    fn()  # warm caches and lazy initialisation
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples), min(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="yolo11n.yaml")
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
+    args = parser.parse_args()
+
+    os.sched_setaffinity(0, {args.core})
+    import cv2
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+    from ultralytics.utils import ASSETS
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    from python_models.decode import decode
+    from python_models.detector import forward, resolve_weights
+    from python_models.letterbox import letterbox, letterbox_geometry
+    from python_models.nms import nms, pack_detections
+
+    data = (ASSETS / "bus.jpg").read_bytes()
+    array = np.frombuffer(data, np.uint8)
+    h, w = cv2.imdecode(array, cv2.IMREAD_COLOR).shape[:2]
+    new_h, new_w, _, _ = letterbox_geometry(h, w)
+
+    model, untrained = resolve_weights(args.weights)
+    net = model.model.fuse().eval()
+    batch, transform = letterbox(decode(data))
+    row = np.empty_like(batch)
+    raw = forward(net, batch[None], torch.device("cpu"))
+
+    def track_a() -> object:
+        image, t = letterbox(decode(data))
+        dets = nms(forward(net, image[None], torch.device("cpu")))
+        return pack_detections(dets, [t])
+
+    rows = [
+        ("cv2.imdecode + cv2.resize (floor)", lambda: cv2.resize(cv2.imdecode(array, cv2.IMREAD_COLOR), (new_w, new_h))),
+        # Into a reused row, as the Python models do with their per-instance batch buffer.
+        ("decode + letterbox (python_models)", lambda: letterbox(decode(array), out=row)),
+        (f"NMS, 8400 x 80 ({len(nms(raw)[0])} kept)", lambda: nms(raw)),
+        ("Track A end to end, 1 image", track_a),
+    ]
+    results = [(name, *per_call_ms(fn, args.repeat if "Track A" not in name else max(5, args.repeat // 5))) for name, fn in rows]
+    table = Table(title=f"bus.jpg ({w}x{h}), one core of {platform.processor() or platform.machine()}, "
+                        f"torch {torch.__version__}, opencv {cv2.__version__}{', untrained weights' if untrained else ''}")
+    table.add_column("step")
+    table.add_column("median ms", justify="right")
+    table.add_column("min ms", justify="right")
+    table.add_column("vs floor", justify="right")
+    floor = results[0][1]
+    for name, median, best in results:
+        table.add_row(name, f"{median:.2f}", f"{best:.2f}", f"{median / floor:.2f}x")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
