@@ -6,8 +6,8 @@ import importlib.util
 from pathlib import Path
 
 NOT_HERE = (
-    "TensorRT is not importable here: engines are built on the GPU host, inside the serving image "
-    "(docker compose run --rm export), so the plan's TensorRT version equals the server's."
+    "TensorRT is not importable here, so no engine was built: run tools/export.py on the GPU host inside the "
+    "NGC Triton image that serves them, so the plans' TensorRT version equals the server's."
 )
 
 
@@ -44,3 +44,21 @@ def build_engine(onnx_path: Path, plan_path: Path, max_batch: int, input_name: s
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     plan_path.write_bytes(bytes(plan))
     return plan_path
+
+
+def build_repository_engines(artifacts: Path, force: bool = False) -> list[Path]:
+    """Build a plan for every TensorRT model whose ONNX has been exported, sized to its config's max batch."""
+    from python_models import contract as c
+    from python_models import repository as repo
+
+    built = []
+    for definition in repo.model_definitions():
+        config = definition.config
+        if config.platform != "tensorrt_plan":
+            continue
+        onnx_path = artifacts / config.name / "1" / "model.onnx"
+        plan_path = artifacts / config.name / "1" / "model.plan"
+        if not onnx_path.exists() or (plan_path.exists() and not force):
+            continue
+        built.append(build_engine(onnx_path, plan_path, config.max_batch_size, c.ONNX_INPUT, c.LETTERBOXED_SPEC.dims))
+    return built

@@ -1,0 +1,37 @@
+"""Export weights into the repository: model.pt (Track A), raw ONNX (Track B); TensorRT plans where TensorRT is.
+
+    .venv/bin/python tools/export.py --weights yolo11s.pt [--artifacts model_repository] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
+from python_models.engine_build import NOT_HERE, build_repository_engines, tensorrt_available  # noqa: E402
+from python_models.export import export_artifacts  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--force", action="store_true", help="re-export and rebuild even if up to date")
+    args = parser.parse_args()
+    manifest = export_artifacts(args.weights, args.artifacts.resolve(), force=args.force)
+    print(f"exported {manifest.weights}{' (UNTRAINED network)' if manifest.untrained else ''} into {args.artifacts}")
+    if tensorrt_available():
+        for plan in build_repository_engines(args.artifacts.resolve(), force=args.force):
+            print(f"built {plan}")
+    else:
+        print(NOT_HERE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
