@@ -86,28 +86,25 @@ def _instances(count: int, kind: int) -> list[mc.ModelInstanceGroup]:
     return [mc.ModelInstanceGroup(count=count, kind=kind)]
 
 
-def _python(name, max_batch, inputs, outputs, instances, delay_us) -> mc.ModelConfig:
+def _leaf(name, max_batch, inputs, outputs, instances, delay_us, **runtime: str) -> mc.ModelConfig:
+    """A dynamically batched model; ``runtime`` is ``backend=...`` or ``platform=...``."""
     return mc.ModelConfig(
         name=name,
-        backend="python",
         max_batch_size=max_batch,
         input=inputs,
         output=outputs,
         dynamic_batching=_batching(delay_us, max_batch),
         instance_group=instances,
+        **runtime,
     )
 
 
-def _tensorrt(name, max_batch, inputs, outputs, instances, delay_us) -> mc.ModelConfig:
-    return mc.ModelConfig(
-        name=name,
-        platform="tensorrt_plan",
-        max_batch_size=max_batch,
-        input=inputs,
-        output=outputs,
-        dynamic_batching=_batching(delay_us, max_batch),
-        instance_group=instances,
-    )
+def _python(*args) -> mc.ModelConfig:
+    return _leaf(*args, backend="python")
+
+
+def _tensorrt(*args) -> mc.ModelConfig:
+    return _leaf(*args, platform="tensorrt_plan")
 
 
 def _ensemble(name: str, max_batch: int, steps: Sequence[mc.ModelEnsembling.Step]) -> mc.ModelConfig:
@@ -172,15 +169,9 @@ def model_definitions() -> list[ModelDefinition]:
         ])),
     ]
     for tier in c.DALI_TIERS:
-        dali = mc.ModelConfig(
-            name=dali_preprocess_name(tier),
-            backend="dali",
-            max_batch_size=tier.max_batch_size,
-            input=_inputs(c.PUBLIC_INPUTS, ragged=True),
-            output=_outputs(_PREPROCESS_OUTPUTS),
-            dynamic_batching=_batching(tier.max_queue_delay_us, tier.max_batch_size),
-            instance_group=_instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
-        )
+        dali = _leaf(dali_preprocess_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                     _outputs(_PREPROCESS_OUTPUTS), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
+                     tier.max_queue_delay_us, backend="dali")
         defs += [
             ModelDefinition(dali, twin="dali_twin_model"),
             _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances),
