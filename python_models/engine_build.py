@@ -46,19 +46,26 @@ def build_engine(onnx_path: Path, plan_path: Path, max_batch: int, input_name: s
     return plan_path
 
 
-def build_repository_engines(artifacts: Path, force: bool = False) -> list[Path]:
-    """Build a plan for every TensorRT model whose ONNX has been exported, sized to its config's max batch."""
+def build_repository_engines(artifacts: Path, force: bool = False) -> list[str]:
+    """Build a plan for every TensorRT model whose ONNX has been exported, sized to its config's max batch.
+
+    Returns what to tell the user: one line per plan built, or ``NOT_HERE`` where TensorRT is absent.
+    """
+    if not tensorrt_available():
+        return [NOT_HERE]
     from python_models import contract as c
     from python_models import repository as repo
+    from python_models.export import artifact
 
     built = []
     for definition in repo.model_definitions():
         config = definition.config
         if config.platform != "tensorrt_plan":
             continue
-        onnx_path = artifacts / config.name / "1" / "model.onnx"
-        plan_path = artifacts / config.name / "1" / "model.plan"
+        onnx_path = artifact(artifacts, config.name, "model.onnx")
+        plan_path = artifact(artifacts, config.name, "model.plan")
         if not onnx_path.exists() or (plan_path.exists() and not force):
             continue
-        built.append(build_engine(onnx_path, plan_path, config.max_batch_size, c.ONNX_INPUT, c.LETTERBOXED_SPEC.dims))
+        plan = build_engine(onnx_path, plan_path, config.max_batch_size, c.ONNX_INPUT, c.LETTERBOXED_SPEC.dims)
+        built.append(f"built {plan}")
     return built

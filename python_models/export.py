@@ -28,12 +28,17 @@ class ExportManifest:
     format_version: int = EXPORT_FORMAT_VERSION
 
 
+def artifact(artifacts: Path, model: str, filename: str) -> Path:
+    """Where an exported file of ``model`` lives: its version folder, where Triton and the twins read it."""
+    return artifacts / model / "1" / filename
+
+
 def weights_pt(artifacts: Path) -> Path:
-    return artifacts / repo.PYTORCH / "1" / "model.pt"
+    return artifact(artifacts, repo.PYTORCH, "model.pt")
 
 
 def raw_onnx(artifacts: Path) -> Path:
-    return artifacts / repo.RAW_TRT / "1" / "model.onnx"
+    return artifact(artifacts, repo.RAW_TRT, "model.onnx")
 
 
 def _source_key(weights: str) -> str:

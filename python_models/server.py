@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_models import repository as repo
+from python_models.export import artifact
 
 NGC_ROOT = Path("/opt/tritonserver")
 GPU_BACKENDS = ("tensorrt", "dali", "python")
@@ -73,7 +74,7 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
     module = Path(__file__).parent / "triton" / f"{definition.twin}.py"
     if not module.exists():
         return f"its CPU twin ({definition.twin}) is not implemented yet"
-    if definition.twin == "onnx_twin_model" and not (artifacts / definition.name / "1" / "model.onnx").exists():
+    if definition.twin == "onnx_twin_model" and not artifact(artifacts, definition.name, "model.onnx").exists():
         return f"{definition.name}/1/model.onnx has not been exported"
     return None
 

@@ -113,4 +113,6 @@ def reference_model(server):
     """The Ultralytics predictor on the very weights the server exported."""
     from ultralytics import YOLO
 
-    return YOLO(str(server.artifacts / "yolo11_pytorch" / "1" / "model.pt"))
+    from python_models.export import weights_pt
+
+    return YOLO(str(weights_pt(server.artifacts)))

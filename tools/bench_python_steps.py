@@ -48,12 +48,14 @@ def main() -> int:
     from rich.table import Table
     from ultralytics.utils import ASSETS
 
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     from python_models.decode import decode
     from python_models.detector import forward, resolve_weights
     from python_models.letterbox import letterbox, letterbox_geometry
     from python_models.nms import nms, pack_detections
+
+    # After the imports: importing ultralytics sets OpenCV to setNumThreads(0).
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
     data = (ASSETS / "bus.jpg").read_bytes()
     array = np.frombuffer(data, np.uint8)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
-from python_models.engine_build import NOT_HERE, build_repository_engines, tensorrt_available  # noqa: E402
+from python_models.engine_build import build_repository_engines  # noqa: E402
 from python_models.export import export_artifacts  # noqa: E402
 from python_models.server import Ports, build_cpu_repository, find_triton, server_command, server_env  # noqa: E402
 
@@ -46,11 +46,8 @@ def main() -> int:
 
     if profile == "gpu":
         repository = ROOT / "model_repository"
-        if tensorrt_available():
-            for plan in build_repository_engines(args.artifacts.resolve()):
-                print(f"built {plan}", flush=True)
-        else:
-            print(NOT_HERE, flush=True)
+        for line in build_repository_engines(args.artifacts.resolve()):
+            print(line, flush=True)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
         layout = build_cpu_repository(ROOT / "model_repository", args.artifacts.resolve(), args.work_dir.resolve() / "cpu_repository")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.triton.adapter import guarded, BatchBuffer, letterbox_requests, respond
+from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
+from python_models.triton.adapter import BatchBuffer, guarded, letterbox_requests, respond
 
 
 class TritonPythonModel:
@@ -20,5 +20,5 @@ class TritonPythonModel:
 
     def _run(self, requests):
         batch, transforms, outcome = letterbox_requests(requests, self.buffer)
-        params = np.stack([t.to_array() for t in transforms]) if transforms else np.zeros((0, 6), np.float32)
+        params = np.stack([t.to_array() for t in transforms]) if transforms else np.zeros((0, *TRANSFORM_SPEC.dims), np.float32)
         return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})

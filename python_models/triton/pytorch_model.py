@@ -6,7 +6,7 @@ import torch
 
 from python_models.detector import forward, load_network
 from python_models.nms import nms, pack_detections
-from python_models.triton.adapter import guarded, BatchBuffer, letterbox_requests, respond, version_dir
+from python_models.triton.adapter import BatchBuffer, guarded, letterbox_requests, respond, version_dir
 
 
 class TritonPythonModel:
