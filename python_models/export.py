@@ -1,5 +1,9 @@
 """Turn weights into the artifacts every track serves: the ``.pt`` for Track A, ONNX for the engines.
 
+Two ONNX graphs: the raw network (Track B's engine) and the End2End graph built on
+it (``python_models.end2end``: NMS and un-letterbox inside), which Track C's and
+every Track D tier's engines are built from.
+
 Artifacts land in the model folders of a repository root (``model_repository/`` by
 default), where Triton, the CPU twins and the TensorRT builder read them. A
 manifest skips re-exporting unchanged weights.
@@ -16,7 +20,7 @@ from pathlib import Path
 from python_models import repository as repo
 
 MANIFEST = "export.json"
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
 """Bump when what the export writes changes, so old artifacts are rebuilt."""
 
 
@@ -41,6 +45,17 @@ def raw_onnx(artifacts: Path) -> Path:
     return artifact(artifacts, repo.RAW_TRT, "model.onnx")
 
 
+def end2end_onnx(artifacts: Path) -> Path:
+    return artifact(artifacts, repo.END2END_TRT, "model.onnx")
+
+
+def onnx_for(artifacts: Path, definition: repo.ModelDefinition) -> Path:
+    """The exported graph a TensorRT leaf is built from (and its CPU twin runs)."""
+    if definition.onnx_source is None:
+        raise ValueError(f"{definition.name} is not built from ONNX")
+    return artifact(artifacts, definition.onnx_source, "model.onnx")
+
+
 def _source_key(weights: str) -> str:
     path = Path(weights)
     if path.is_file():
@@ -57,12 +72,12 @@ def read_manifest(artifacts: Path) -> ExportManifest | None:
 
 
 def export_artifacts(weights: str, artifacts: Path, force: bool = False) -> ExportManifest:
-    """Write ``model.pt`` and the raw ONNX (dynamic batch) for ``weights``; return what was served."""
+    """Write ``model.pt``, the raw and the End2End ONNX (dynamic batch) for ``weights``; return what was served."""
     from python_models.detector import resolve_weights
 
     key = _source_key(weights)
     current = read_manifest(artifacts)
-    outputs = (weights_pt(artifacts), raw_onnx(artifacts))
+    outputs = (weights_pt(artifacts), raw_onnx(artifacts), end2end_onnx(artifacts))
     if (not force and current and current.weights_sha256 == key and current.format_version == EXPORT_FORMAT_VERSION
             and all(p.exists() for p in outputs)):
         return current
@@ -81,6 +96,15 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False) -> Expo
     target = raw_onnx(artifacts)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(onnx_path), target)
+
+    import onnx
+
+    from python_models.end2end import end2end_graph
+
+    graph = end2end_graph(onnx.load(str(target)))
+    onnx.checker.check_model(graph)
+    end2end_onnx(artifacts).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(end2end_onnx(artifacts)))
 
     manifest = ExportManifest(weights=weights, weights_sha256=key, untrained=untrained)
     (artifacts / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")

@@ -58,6 +58,10 @@ class ModelDefinition:
     config: mc.ModelConfig
     twin: str | None = None
     """For a TensorRT or DALI leaf: the ``python_models.triton`` module of its CPU-profile twin."""
+    onnx_source: str | None = None
+    """For a TensorRT leaf: the model whose version folder holds the exported ONNX its engine is built from."""
+    entry: str | None = None
+    """For a Python-backend model: the ``python_models.triton`` module its ``model.py`` imports."""
 
     @property
     def name(self) -> str:
@@ -135,7 +139,7 @@ _END2END_INPUTS = (
 def _end2end(name: str, max_batch: int, delay_us: int, instances: int) -> ModelDefinition:
     config = _tensorrt(name, max_batch, _inputs(_END2END_INPUTS), _outputs(c.PUBLIC_OUTPUTS),
                        _instances(instances, mc.ModelInstanceGroup.KIND_GPU), delay_us)
-    return ModelDefinition(config, twin="onnx_twin_model")
+    return ModelDefinition(config, twin="onnx_twin_model", onnx_source=END2END_TRT)
 
 
 def model_definitions() -> list[ModelDefinition]:
@@ -144,19 +148,23 @@ def model_definitions() -> list[ModelDefinition]:
     defs = [
         # Track A: one Python model; KIND_AUTO puts it on the GPU when one is there.
         ModelDefinition(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                _outputs(c.PUBLIC_OUTPUTS), _instances(1, mc.ModelInstanceGroup.KIND_AUTO), 2000)),
+                                _outputs(c.PUBLIC_OUTPUTS), _instances(1, mc.ModelInstanceGroup.KIND_AUTO), 2000),
+                        entry="pytorch_model"),
         # Tracks B and C share the CPU preprocessing step.
         ModelDefinition(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500)),
+                                _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),
+                        entry="preprocess_model"),
         ModelDefinition(
             _tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH,
                       _inputs([c.TensorSpec(c.ONNX_INPUT, c.LETTERBOXED_SPEC.dtype, c.LETTERBOXED_SPEC.dims)]),
                       _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, c.RAW_SPEC.dtype, c.RAW_SPEC.dims)]),
                       _instances(1, mc.ModelInstanceGroup.KIND_GPU), 1000),
             twin="onnx_twin_model",
+            onnx_source=RAW_TRT,
         ),
         ModelDefinition(_python(NMS, ENSEMBLE_MAX_BATCH, _inputs([c.RAW_SPEC, c.TRANSFORM_SPEC]),
-                                _outputs(c.PUBLIC_OUTPUTS), _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500)),
+                                _outputs(c.PUBLIC_OUTPUTS), _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500),
+                        entry="nms_model"),
         ModelDefinition(_ensemble(TRT_ENSEMBLE, ENSEMBLE_MAX_BATCH, [
             _step(PREPROCESS, images, _PREPROCESSED),
             _step(RAW_TRT, {c.ONNX_INPUT: c.LETTERBOXED_IMAGES}, {c.ONNX_RAW_OUTPUT: c.RAW_PREDICTIONS}),
@@ -185,6 +193,40 @@ def model_definitions() -> list[ModelDefinition]:
 
 def definitions_by_name() -> dict[str, ModelDefinition]:
     return {d.name: d for d in model_definitions()}
+
+
+def python_entry(module: str) -> str:
+    """A Python-backend ``model.py``: it only points into ``python_models``."""
+    return f"from python_models.triton.{module} import TritonPythonModel  # noqa: F401\n"
+
+
+DALI_ENTRY = f'''"""Track D preprocessing. {GENERATED_HEADER[2:-1]}
+
+Triton's DALI backend serialises this pipeline when it loads the model (on the GPU host:
+a mixed-decoder pipeline cannot be serialised without CUDA). The graph is
+python_models/dali_letterbox.py; the model config's max_batch_size overrides batch_size.
+"""
+
+from nvidia.dali import pipeline_def
+from nvidia.dali.plugin.triton import autoserialize
+
+from python_models.dali_letterbox import letterbox_graph
+
+
+@autoserialize
+@pipeline_def(batch_size={{batch}}, num_threads=4, device_id=0)
+def yolo11_letterbox():
+    return letterbox_graph(decoder_device="mixed")
+'''
+
+
+def version_files(definition: ModelDefinition) -> dict[str, str]:
+    """Files the production repository keeps in the model's version folder, by name."""
+    if definition.entry:
+        return {"model.py": python_entry(definition.entry)}
+    if definition.config.backend == "dali":
+        return {"dali.py": DALI_ENTRY.replace("{batch}", str(definition.config.max_batch_size))}
+    return {}
 
 
 def to_pbtxt(config: mc.ModelConfig) -> str:

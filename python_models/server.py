@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_models import repository as repo
-from python_models.export import artifact
+from python_models.export import onnx_for
 
 NGC_ROOT = Path("/opt/tritonserver")
 GPU_BACKENDS = ("tensorrt", "dali", "python")
@@ -74,8 +74,8 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
     module = Path(__file__).parent / "triton" / f"{definition.twin}.py"
     if not module.exists():
         return f"its CPU twin ({definition.twin}) is not implemented yet"
-    if definition.twin == "onnx_twin_model" and not artifact(artifacts, definition.name, "model.onnx").exists():
-        return f"{definition.name}/1/model.onnx has not been exported"
+    if definition.onnx_source and not onnx_for(artifacts, definition).exists():
+        return f"{definition.onnx_source}/1/model.onnx has not been exported"
     return None
 
 
@@ -107,19 +107,20 @@ def build_cpu_repository(source: Path, artifacts: Path, target: Path) -> CpuRepo
         version.mkdir(parents=True)
         if definition.twin:
             (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(repo.cpu_twin(definition)))
-            (version / "model.py").write_text(
-                f"from python_models.triton.{definition.twin} import TritonPythonModel  # noqa: F401\n"
-            )
+            (version / "model.py").write_text(repo.python_entry(definition.twin))
         else:
             _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
             for item in (source / name / "1").iterdir():
-                if item.name != ".gitkeep":
+                if item.name not in (".gitkeep", "dali.py"):
                     _link(item, version / item.name)
         artifact_dir = artifacts / name / "1"
         if artifact_dir.is_dir():
             for item in artifact_dir.iterdir():
                 if item.suffix in (".pt", ".onnx"):
                     _link(item, version / item.name)
+        if definition.onnx_source:
+            # Each tier's twin runs the one End2End graph its own engine would be built from.
+            _link(onnx_for(artifacts, definition), version / "model.onnx")
     return result
 
 

@@ -24,7 +24,7 @@ SERVER_START_TIMEOUT_S = 600
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
-    """Real photos in every form the contract accepts: JPEG, PNG, grayscale."""
+    """Real photos in every form the contract accepts: JPEG, PNG, grayscale, landscape and tall."""
     out = tmp_path_factory.mktemp("images")
     bus = cv2.imread(str(ASSETS / "bus.jpg"))
     zidane = cv2.imread(str(ASSETS / "zidane.jpg"))
@@ -32,10 +32,12 @@ def sample_dir(tmp_path_factory) -> Path:
     (out / "zidane.jpg").write_bytes((ASSETS / "zidane.jpg").read_bytes())
     cv2.imwrite(str(out / "zidane_640x480.png"), cv2.resize(zidane, (640, 480), interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(out / "bus_gray.jpg"), cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(out / "bus_480x1280.jpg"), cv2.resize(bus, (480, 1280), interpolation=cv2.INTER_AREA),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
     return out
 
 
-SAMPLE_NAMES = ("bus.jpg", "zidane.jpg", "zidane_640x480.png", "bus_gray.jpg")
+SAMPLE_NAMES = ("bus.jpg", "zidane.jpg", "zidane_640x480.png", "bus_480x1280.jpg", "bus_gray.jpg")
 
 
 @pytest.fixture(scope="session")

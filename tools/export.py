@@ -1,6 +1,7 @@
-"""Export weights into the repository: model.pt (Track A), raw ONNX (Track B); TensorRT plans where TensorRT is.
+"""Export weights into the repository: model.pt (Track A), raw ONNX (Track B), End2End ONNX (Tracks C, D);
+then, where TensorRT is importable, one plan per TensorRT model (FP16 unless --fp32).
 
-    .venv/bin/python tools/export.py --weights yolo11s.pt [--artifacts model_repository] [--force]
+    .venv/bin/python tools/export.py --weights yolo11s.pt [--artifacts model_repository] [--force] [--fp32]
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ def main() -> int:
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--force", action="store_true", help="re-export and rebuild even if up to date")
+    parser.add_argument("--fp32", action="store_true", help="build FP32 engines instead of FP16")
     args = parser.parse_args()
     manifest = export_artifacts(args.weights, args.artifacts.resolve(), force=args.force)
     print(f"exported {manifest.weights}{' (UNTRAINED network)' if manifest.untrained else ''} into {args.artifacts}")
-    for line in build_repository_engines(args.artifacts.resolve(), force=args.force):
+    for line in build_repository_engines(args.artifacts.resolve(), force=args.force, fp16=not args.fp32):
         print(line)
     return 0
 

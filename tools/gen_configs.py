@@ -1,4 +1,4 @@
-"""Write model_repository/*/config.pbtxt from python_models/repository.py (the single definition)."""
+"""Write model_repository/*/config.pbtxt and the version-folder entry files (model.py, dali.py) from python_models/repository.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.repository import model_definitions, to_pbtxt  # noqa: E402
+from python_models.repository import model_definitions, to_pbtxt, version_files  # noqa: E402
 
 
 def main() -> int:
@@ -19,19 +19,25 @@ def main() -> int:
     args = parser.parse_args()
     stale = []
     for definition in model_definitions():
-        path = args.repository / definition.name / "config.pbtxt"
-        text = to_pbtxt(definition.config)
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(path)
+        folder = args.repository / definition.name
+        wanted = {folder / "config.pbtxt": to_pbtxt(definition.config)}
+        wanted.update({folder / "1" / name: text for name, text in version_files(definition).items()})
+        for path, text in wanted.items():
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(path)
+            if not args.check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        version = folder / "1"
         if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            version = path.parent / "1"
-            version.mkdir(exist_ok=True)
-            if not any(version.iterdir()):
-                # git keeps no empty folders, and Triton needs the version folder even when empty.
-                (version / ".gitkeep").touch()
+            version.mkdir(parents=True, exist_ok=True)
+            keep = version / ".gitkeep"
+            # git keeps no empty folders, and Triton needs the version folder even when empty.
+            if len(wanted) == 1 and not keep.exists():
+                keep.touch()
+            elif len(wanted) > 1 and keep.exists():
+                keep.unlink()
     for path in stale:
         print(("stale: " if args.check else "wrote: ") + str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
     return 1 if (args.check and stale) else 0

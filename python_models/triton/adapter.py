@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -12,6 +13,8 @@ import triton_python_backend_utils as pb_utils
 from python_models.contract import IMAGE_SIZE, INPUT_IMAGES
 from python_models.decode import InvalidImageError, decode
 from python_models.letterbox import LetterboxTransform, letterbox
+
+T = TypeVar("T")
 
 
 def version_dir(args: dict) -> Path:
@@ -55,6 +58,33 @@ class BatchBuffer:
         return self._array[:count]
 
 
+def read_rows(requests: Sequence, read: Callable[[np.ndarray], T]) -> tuple[list[T], list[slice | Exception]]:
+    """Apply ``read`` to every image row of every request, in order.
+
+    Returns the results of the good requests' rows, flattened, and per request either
+    the slice of that list holding its rows or the error that rejects it alone (a
+    bad row rejects its whole request, and the message names the row).
+    """
+    results: list[T] = []
+    outcome: list[slice | Exception] = []
+    for request in requests:
+        rows = input_array(request, INPUT_IMAGES)
+        try:
+            items = []
+            for row_index, row in enumerate(rows):
+                try:
+                    items.append(read(row))
+                except InvalidImageError as exc:
+                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
+                    raise InvalidImageError(f"{where}: {exc}") from None
+        except InvalidImageError as exc:
+            outcome.append(exc)
+            continue
+        outcome.append(slice(len(results), len(results) + len(items)))
+        results.extend(items)
+    return results, outcome
+
+
 def letterbox_requests(
     requests: Sequence, buffer: BatchBuffer | None = None
 ) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
@@ -63,32 +93,9 @@ def letterbox_requests(
     Returns the batch, one transform per good row and, per request, either the
     slice of the batch that holds its rows or the error that rejects it alone.
     """
-    decoded: list[list[np.ndarray]] = []
-    outcome: list[slice | Exception] = []
-    start = 0
-    for index, request in enumerate(requests):
-        rows = input_array(request, INPUT_IMAGES)
-        try:
-            images = []
-            for row_index, row in enumerate(rows):
-                try:
-                    images.append(decode(row))
-                except InvalidImageError as exc:
-                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
-                    raise InvalidImageError(f"{where}: {exc}") from None
-        except InvalidImageError as exc:
-            outcome.append(exc)
-            continue
-        decoded.append(images)
-        outcome.append(slice(start, start + len(images)))
-        start += len(images)
-    batch = (buffer or BatchBuffer()).rows(start)
-    transforms: list[LetterboxTransform] = []
-    row = 0
-    for images in decoded:
-        for image in images:
-            transforms.append(letterbox(image, out=batch[row])[1])
-            row += 1
+    images, outcome = read_rows(requests, decode)
+    batch = (buffer or BatchBuffer()).rows(len(images))
+    transforms = [letterbox(image, out=batch[row])[1] for row, image in enumerate(images)]
     return batch, transforms, outcome
 
 

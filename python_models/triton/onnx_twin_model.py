@@ -1,10 +1,14 @@
-"""CPU-profile twin of a TensorRT leaf: runs the ONNX graph the engine is built from, with ONNX Runtime."""
+"""CPU-profile twin of a TensorRT leaf: runs the ONNX graph the engine is built from, with ONNX Runtime.
+
+For the End2End leaves that graph holds ``EfficientNMS_TRT``, which ``python_models.onnx_session``
+supplies from ``python_models.efficient_nms``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
+from python_models.onnx_session import open_session
 from python_models.triton.adapter import guarded, input_array, model_config, tensors_response, version_dir
 
 
@@ -16,7 +20,7 @@ class TritonPythonModel:
         path = version_dir(args) / "model.onnx"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run tools/export.py (tools/serve.py does) first")
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = open_session(path)
 
     def execute(self, requests):
         return guarded(requests, self._run)

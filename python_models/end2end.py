@@ -1,0 +1,119 @@
+"""The End2End ONNX graph: YOLO11 head -> best-class scores -> EfficientNMS_TRT -> boxes in original pixels.
+
+Built by appending nodes to the raw export, so Tracks B and C run the same network.
+TensorRT's ONNX parser maps the unknown ``EfficientNMS_TRT`` op to its plugin; the
+CPU profile runs the same graph with ``python_models.efficient_nms`` standing in.
+
+Two choices keep Track C's answers equal to Ultralytics' (and so to Tracks A and B):
+- Ultralytics keeps one class per anchor, the best; the plugin would run NMS over
+  every class above the threshold. Scores other than an anchor's best are zeroed.
+- Ultralytics runs NMS in letterboxed pixels, then maps boxes back and clips them.
+  Clipping first could change overlaps, so the mapping follows NMS, over its
+  ``max_output_boxes`` rows only. Padding rows stay zero: (0 - pad) / gain clips to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from python_models import contract as c
+from python_models.efficient_nms import BOX_CENTER_SIZE, OP_TYPE, PLUGIN_VERSION, EfficientNMSAttributes
+
+PLUGIN_DOMAIN = "TRT"
+"""Any domain works for TensorRT's parser (it matches on op type); ONNX needs the op to be in one."""
+
+NMS_ATTRIBUTES = EfficientNMSAttributes(
+    score_threshold=c.CONF_THRESHOLD,
+    iou_threshold=c.IOU_THRESHOLD,
+    max_output_boxes=c.MAX_DETECTIONS,
+    background_class=-1,
+    score_activation=0,  # the YOLO11 head already applies the sigmoid
+    class_agnostic=0,
+    box_coding=BOX_CENTER_SIZE,  # the head emits centre-x, centre-y, w, h
+)
+
+BATCH = "batch"
+_P = "end2end/"  # prefix of every tensor and node this module adds
+NMS_BOXES = _P + "letterboxed_boxes"
+
+
+def _dims(*dims: int | str) -> list[int | str]:
+    return list(dims)
+
+
+def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
+    """The End2End model: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
+    model = onnx.ModelProto()
+    model.CopyFrom(raw)
+    graph = model.graph
+    (image_input,) = graph.input
+    (raw_output,) = graph.output
+    if image_input.name != c.ONNX_INPUT or raw_output.name != c.ONNX_RAW_OUTPUT:
+        raise ValueError(f"expected the raw export's {c.ONNX_INPUT!r} -> {c.ONNX_RAW_OUTPUT!r}, "
+                         f"got {image_input.name!r} -> {raw_output.name!r}")
+    # The engine only ever sees letterboxed 640 x 640 images: fixed spatial dims let TensorRT plan for them.
+    shape = image_input.type.tensor_type.shape
+    for dim, value in zip(shape.dim[2:], (c.IMAGE_SIZE, c.IMAGE_SIZE)):
+        dim.Clear()
+        dim.dim_value = value
+    shape.dim[0].Clear()
+    shape.dim[0].dim_param = BATCH
+
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([4, c.NUM_CLASSES], np.int64), _P + "split_sizes"),
+        numpy_helper.from_array(np.array([2], np.int64), _P + "class_axis"),
+        numpy_helper.from_array(np.array([1], np.int64), _P + "row_axis"),
+        numpy_helper.from_array(np.array(0, np.float32), _P + "zero"),
+        numpy_helper.from_array(np.array([2, 2, 2], np.int64), _P + "transform_split"),
+    ])
+    nodes = [
+        helper.make_node("Transpose", [c.ONNX_RAW_OUTPUT], [_P + "predictions"], perm=[0, 2, 1]),
+        helper.make_node("Split", [_P + "predictions", _P + "split_sizes"], [_P + "boxes_cxcywh", _P + "class_scores"], axis=2),
+        helper.make_node("ReduceMax", [_P + "class_scores", _P + "class_axis"], [_P + "best_score"], keepdims=1),
+        helper.make_node("Equal", [_P + "class_scores", _P + "best_score"], [_P + "is_best"]),
+        helper.make_node("Where", [_P + "is_best", _P + "class_scores", _P + "zero"], [_P + "best_class_scores"]),
+        helper.make_node(
+            OP_TYPE, [_P + "boxes_cxcywh", _P + "best_class_scores"],
+            [c.OUTPUT_NUM_DETECTIONS, NMS_BOXES, c.OUTPUT_SCORES, c.OUTPUT_CLASSES],
+            name=_P + "nms", domain=PLUGIN_DOMAIN, plugin_version=PLUGIN_VERSION,
+            **asdict(NMS_ATTRIBUTES),
+        ),
+        # letterbox_transform = gain_x, gain_y, pad_x, pad_y, width, height -> per-corner [B, 1, 4] factors.
+        helper.make_node("Split", [c.LETTERBOX_TRANSFORM, _P + "transform_split"],
+                         [_P + "gain", _P + "pad", _P + "size"], axis=1),
+        *[node for part in ("gain", "pad", "size") for node in (
+            helper.make_node("Concat", [_P + part, _P + part], [_P + part + "_xyxy"], axis=1),
+            helper.make_node("Unsqueeze", [_P + part + "_xyxy", _P + "row_axis"], [_P + part + "_rows"]),
+        )],
+        helper.make_node("Sub", [NMS_BOXES, _P + "pad_rows"], [_P + "unpadded"]),
+        helper.make_node("Div", [_P + "unpadded", _P + "gain_rows"], [_P + "unscaled"]),
+        helper.make_node("Max", [_P + "unscaled", _P + "zero"], [_P + "clipped_low"]),
+        helper.make_node("Min", [_P + "clipped_low", _P + "size_rows"], [c.OUTPUT_BOXES]),
+    ]
+    for node in nodes:
+        node.name = node.name or _P + node.output[0].removeprefix(_P)
+    graph.node.extend(nodes)
+
+    k = c.MAX_DETECTIONS
+    graph.input.append(helper.make_tensor_value_info(c.LETTERBOX_TRANSFORM, TensorProto.FLOAT,
+                                                     _dims(BATCH, *c.TRANSFORM_SPEC.dims)))
+    # The plugin's outputs, typed as its README states; shape inference knows nothing of the op.
+    graph.value_info.append(helper.make_tensor_value_info(NMS_BOXES, TensorProto.FLOAT, _dims(BATCH, k, 4)))
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(c.OUTPUT_NUM_DETECTIONS, TensorProto.INT32, _dims(BATCH, 1)),
+        helper.make_tensor_value_info(c.OUTPUT_BOXES, TensorProto.FLOAT, _dims(BATCH, k, 4)),
+        helper.make_tensor_value_info(c.OUTPUT_SCORES, TensorProto.FLOAT, _dims(BATCH, k)),
+        helper.make_tensor_value_info(c.OUTPUT_CLASSES, TensorProto.INT32, _dims(BATCH, k)),
+    ])
+    model.opset_import.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return model
+
+
+def nms_node(model: onnx.ModelProto) -> onnx.NodeProto:
+    (node,) = [n for n in model.graph.node if n.op_type == OP_TYPE]
+    return node
