@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import JpegImagePlugin, PngImagePlugin
 
 from python_models.contract import MAX_IMAGE_PIXELS
 
@@ -53,14 +52,14 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
         raise InvalidImageError(
             f"not a JPEG or PNG: the row starts with bytes {buf[:8].hex()} ({len(buf)} bytes in all)"
         )
+    # The format's own header parser, not Image.open: ultralytics patches Image.open to
+    # pip-install a HEIF plugin when Pillow cannot identify a file, which a bad request
+    # must never trigger; and Image.open's decompression-bomb check is ours below.
+    reader = JpegImagePlugin.JpegImageFile if fmt == "JPEG" else PngImagePlugin.PngImageFile
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(buf)) as img:
-                width, height = img.size
-    except Image.DecompressionBombError:
-        raise InvalidImageError(f"{fmt} header claims more pixels than decoding allows, over the limit of {MAX_IMAGE_PIXELS}") from None
-    except Exception as exc:  # PIL raises many types for corrupt headers
+        with reader(io.BytesIO(buf)) as img:
+            width, height = img.size
+    except Exception as exc:  # Pillow raises many types for corrupt headers
         raise InvalidImageError(f"corrupt {fmt} header: {exc}") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise InvalidImageError(

@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 import numpy as np
 import onnx
+import onnxslim
 from onnx import TensorProto, helper, numpy_helper
 
 from python_models import contract as c
@@ -47,21 +48,24 @@ def _dims(*dims: int | str) -> list[int | str]:
 
 def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     """The End2End model: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
-    model = onnx.ModelProto()
-    model.CopyFrom(raw)
-    graph = model.graph
-    (image_input,) = graph.input
-    (raw_output,) = graph.output
+    (image_input,) = raw.graph.input
+    (raw_output,) = raw.graph.output
     if image_input.name != c.ONNX_INPUT or raw_output.name != c.ONNX_RAW_OUTPUT:
         raise ValueError(f"expected the raw export's {c.ONNX_INPUT!r} -> {c.ONNX_RAW_OUTPUT!r}, "
                          f"got {image_input.name!r} -> {raw_output.name!r}")
-    # The engine only ever sees letterboxed 640 x 640 images: fixed spatial dims let TensorRT plan for them.
-    shape = image_input.type.tensor_type.shape
+    model = onnx.ModelProto()
+    model.CopyFrom(raw)
+    # The engine only ever sees letterboxed 640 x 640 images. Fixing the spatial dims lets
+    # onnxslim fold the head's shape arithmetic away and gives the plugin static input shapes.
+    shape = model.graph.input[0].type.tensor_type.shape
     for dim, value in zip(shape.dim[2:], (c.IMAGE_SIZE, c.IMAGE_SIZE)):
         dim.Clear()
         dim.dim_value = value
     shape.dim[0].Clear()
     shape.dim[0].dim_param = BATCH
+    del model.graph.value_info[:]  # shapes inferred for a dynamic height and width
+    model = onnxslim.slim(model)
+    graph = model.graph
 
     graph.initializer.extend([
         numpy_helper.from_array(np.array([4, c.NUM_CLASSES], np.int64), _P + "split_sizes"),
@@ -111,7 +115,7 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
         helper.make_tensor_value_info(c.OUTPUT_CLASSES, TensorProto.INT32, _dims(BATCH, k)),
     ])
     model.opset_import.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
-    return model
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def nms_node(model: onnx.ModelProto) -> onnx.NodeProto:

@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from matching import assert_same_detections, reference_detections
+from matching import assert_same_detections, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
+from python_models import repository as repo
 from python_models.client import infer_grpc, infer_http, unpack_detections
 
-PUBLIC = ("yolo11_pytorch", "yolo11_trt")
+PUBLIC = repo.PUBLIC_MODELS
 
 
 def bad_inputs(samples) -> dict[str, tuple[bytes, str]]:
@@ -25,7 +26,16 @@ def bad_inputs(samples) -> dict[str, tuple[bytes, str]]:
         "truncated_jpeg": (samples["bus.jpg"][: len(samples["bus.jpg"]) // 2], "truncated JPEG"),
         "truncated_png": (samples["zidane_640x480.png"][:20000], "truncated PNG"),
         "jpeg_header_only": (samples["bus.jpg"][:600], "truncated JPEG"),
+        # Headers intact, pixel data destroyed: only the decoder itself can tell.
+        "corrupt_png_pixels": (corrupt_pixels(samples["zidane_640x480.png"]), "could not read the pixel data"),
     }
+
+
+def corrupt_pixels(png: bytes) -> bytes:
+    data = bytearray(png)
+    start = data.find(b"IDAT") + 10
+    data[start : start + 2000] = bytes(2000)
+    return bytes(data)
 
 
 def grpc_empty_request(client, model):
@@ -53,11 +63,14 @@ def test_bad_input_over_http_is_a_400(server, samples, model):
     assert "truncated PNG" in err.value.message()
 
 
-def test_one_bad_row_rejects_its_request_and_names_the_row(server, samples):
-    with pytest.raises(InferenceServerException) as err:
-        infer_grpc(server.grpc(), "yolo11_pytorch", [samples["bus.jpg"], b"not an image at all"])
-    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "images[1]" in err.value.message()
+@pytest.mark.parametrize("model", PUBLIC)
+def test_one_bad_row_rejects_its_request_and_names_the_row(server, samples, model):
+    for bad, message in ((b"not an image at all", "not a JPEG or PNG"),
+                         (corrupt_pixels(samples["zidane_640x480.png"]), "could not read the pixel data")):
+        with pytest.raises(InferenceServerException) as err:
+            infer_grpc(server.grpc(), model, [samples["bus.jpg"], bad])
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT", (model, err.value.message())
+        assert "images[1]" in err.value.message() and message in err.value.message(), (model, err.value.message())
 
 
 @pytest.mark.parametrize("model", PUBLIC)
@@ -85,7 +98,7 @@ def test_good_requests_batched_with_bad_ones_still_get_correct_detections(
     for kind, result in results:
         if kind == "good":
             assert not isinstance(result, Exception), result
-            assert_same_detections(result, reference, 0.98, 1e-3, f"{model}: good request next to bad ones")
+            assert_same_detections(result, reference, *tolerance(model), f"{model}: good request next to bad ones")
         else:
             assert isinstance(result, InferenceServerException), "a bad image got detections"
             assert result.status() == "StatusCode.INVALID_ARGUMENT", result

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from python_models.client import infer_grpc, unpack_detections
 from python_models.metrics import average_batch, scrape
 
-BATCHED_LEAVES = ("yolo11_pytorch", "yolo11_preprocess", "yolo11_raw_trt", "yolo11_nms")
+TRACKS = ("yolo11_pytorch", "yolo11_trt", "yolo11_trt_end2end", "yolo11_dali_balanced")
+BATCHED_LEAVES = ("yolo11_pytorch", "yolo11_preprocess", "yolo11_raw_trt", "yolo11_nms", "yolo11_end2end_trt",
+                  "yolo11_dali_preprocess_balanced", "yolo11_end2end_trt_balanced")
 CLIENTS = 16
 COUNTERS = ("nv_inference_count", "nv_inference_exec_count")
 REQUESTS_PER_CLIENT = 3
@@ -24,11 +26,11 @@ def test_sixteen_concurrent_clients_are_batched(server, samples):
         client.close()
         return found
 
-    models = ["yolo11_pytorch", "yolo11_trt"] * (CLIENTS // 2)
+    models = list(TRACKS) * (CLIENTS // len(TRACKS))
     with ThreadPoolExecutor(CLIENTS) as pool:
         assert all(n > 0 for n in pool.map(client_loop, models))
     after = scrape(server.metrics_url, COUNTERS)
     for model in BATCHED_LEAVES:
         count, executions, ratio = average_batch(before, after, model)
-        assert count >= CLIENTS // 2 * REQUESTS_PER_CLIENT, (model, count)
+        assert count >= CLIENTS // len(TRACKS) * REQUESTS_PER_CLIENT, (model, count)
         assert ratio > 1, f"{model}: {count} inferences in {executions} executions: no batching"

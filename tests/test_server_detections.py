@@ -1,18 +1,23 @@
-"""Tracks A and B on the real server return what the Ultralytics predictor returns for the same weights."""
+"""Every track on the real server returns what the Ultralytics predictor returns for the same weights.
+
+Tracks A and B are compared with the predictor itself; Tracks C and D with Track A as
+served, as a user switching tracks would compare them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import SAMPLE_NAMES
-from matching import assert_same_detections, reference_detections
+from matching import assert_same_detections, reference_detections, tolerance
 
+from python_models import contract as c
+from python_models import repository as repo
 from python_models.client import infer_grpc, infer_http, unpack_detections
-from python_models.contract import MAX_DETECTIONS, PUBLIC_OUTPUTS
 
-TRACKS = ("yolo11_pytorch", "yolo11_trt")
-MIN_IOU = 0.98
-SCORE_TOL = 1e-3
+PREDICTOR_TRACKS = (repo.PYTORCH, repo.TRT_ENSEMBLE)
+DALI_TRACKS = tuple(repo.dali_ensemble_name(t) for t in c.DALI_TIERS)
+VS_TRACK_A = (repo.END2END_ENSEMBLE, *DALI_TRACKS)
 
 
 @pytest.fixture(scope="module")
@@ -20,50 +25,80 @@ def references(reference_model, sample_dir):
     return {name: reference_detections(reference_model, sample_dir / name) for name in SAMPLE_NAMES}
 
 
-def test_server_is_ready_and_serves_tracks_a_and_b(server):
+@pytest.fixture(scope="module")
+def track_a(server, samples):
+    client = server.grpc()
+    return {name: unpack_detections(infer_grpc(client, repo.PYTORCH, [samples[name]]))[0] for name in SAMPLE_NAMES}
+
+
+def test_all_six_public_models_are_ready(server):
     import urllib.request
 
     with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready") as response:
         assert response.status == 200
     client = server.grpc()
-    for model in TRACKS:
+    assert len(repo.PUBLIC_MODELS) == 6
+    for model in repo.PUBLIC_MODELS:
         assert client.is_model_ready(model), model
+    assert "not serving" not in server.log.read_text(), server.log_tail()
+
+
+def _check_layout(outputs, rows):
+    for spec in c.PUBLIC_OUTPUTS:
+        assert outputs[spec.name].dtype == spec.dtype and outputs[spec.name].shape == (rows, *spec.dims), spec.name
+    for row in range(rows):
+        n = int(outputs[c.OUTPUT_NUM_DETECTIONS][row, 0])
+        assert not outputs[c.OUTPUT_BOXES][row, n:].any() and not outputs[c.OUTPUT_SCORES][row, n:].any(), \
+            "rows past num_detections must be zero"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-@pytest.mark.parametrize("model", TRACKS)
+@pytest.mark.parametrize("model", PREDICTOR_TRACKS)
 def test_one_image_per_request_matches_ultralytics(server, samples, references, model, protocol):
     client = server.grpc() if protocol == "grpc" else server.http()
     infer = infer_grpc if protocol == "grpc" else infer_http
     for name in SAMPLE_NAMES:
         outputs = infer(client, model, [samples[name]])
-        for spec in PUBLIC_OUTPUTS:
-            assert outputs[spec.name].dtype == spec.dtype and outputs[spec.name].shape == (1, *spec.dims), spec.name
+        _check_layout(outputs, 1)
         (got,) = unpack_detections(outputs)
-        assert_same_detections(got, references[name], MIN_IOU, SCORE_TOL, f"{model}/{protocol}/{name}")
-        n = int(outputs["num_detections"][0, 0])
-        assert not outputs["detection_boxes"][0, n:].any() and not outputs["detection_scores"][0, n:].any(), \
-            "rows past num_detections must be zero"
+        assert_same_detections(got, references[name], *tolerance(model), f"{model}/{protocol}/{name}")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-@pytest.mark.parametrize("model", TRACKS)
+@pytest.mark.parametrize("model", PREDICTOR_TRACKS)
 def test_four_images_per_request_match_ultralytics(server, samples, references, model, protocol):
     client = server.grpc() if protocol == "grpc" else server.http()
     infer = infer_grpc if protocol == "grpc" else infer_http
-    outputs = infer(client, model, [samples[name] for name in SAMPLE_NAMES])
-    assert outputs["num_detections"].shape == (4, 1)
-    assert outputs["detection_boxes"].shape == (4, MAX_DETECTIONS, 4)
-    for name, got in zip(SAMPLE_NAMES, unpack_detections(outputs)):
-        assert_same_detections(got, references[name], MIN_IOU, SCORE_TOL, f"{model}/{protocol}/batch/{name}")
+    names = SAMPLE_NAMES[:4]
+    outputs = infer(client, model, [samples[name] for name in names])
+    _check_layout(outputs, 4)
+    for name, got in zip(names, unpack_detections(outputs)):
+        assert_same_detections(got, references[name], *tolerance(model), f"{model}/{protocol}/batch/{name}")
 
 
-def test_boxes_are_in_original_image_pixels(server, samples):
+@pytest.mark.parametrize("model", VS_TRACK_A)
+def test_end2end_and_dali_tracks_match_track_a(server, samples, track_a, model):
+    min_iou, score_tol = tolerance(model)
+    client = server.grpc()
+    for name in SAMPLE_NAMES:
+        outputs = infer_grpc(client, model, [samples[name]])
+        _check_layout(outputs, 1)
+        assert_same_detections(unpack_detections(outputs)[0], track_a[name], min_iou, score_tol, f"{model}/{name}")
+    # Four images of different sizes and formats in one request, twice: rows must not mix.
+    for names in (SAMPLE_NAMES[:4], SAMPLE_NAMES[1:]):
+        outputs = infer_grpc(client, model, [samples[name] for name in names])
+        _check_layout(outputs, 4)
+        for name, got in zip(names, unpack_detections(outputs)):
+            assert_same_detections(got, track_a[name], min_iou, score_tol, f"{model}/batch/{name}")
+
+
+@pytest.mark.parametrize("model", repo.PUBLIC_MODELS)
+def test_boxes_are_in_original_image_pixels(server, samples, model):
     import cv2
 
     for name in SAMPLE_NAMES:
         height, width = cv2.imdecode(np.frombuffer(samples[name], np.uint8), cv2.IMREAD_COLOR).shape[:2]
-        (got,) = unpack_detections(infer_grpc(server.grpc(), "yolo11_trt", [samples[name]]))
+        (got,) = unpack_detections(infer_grpc(server.grpc(), model, [samples[name]]))
         assert len(got) > 0, name
         assert got.boxes[:, [0, 2]].max() <= width and got.boxes[:, [1, 3]].max() <= height, name
         assert got.boxes.min() >= 0, name

@@ -3,8 +3,9 @@
 Rows are checked by ``python_models.decode.probe`` first, so a bad image is refused
 alone with the Foundation's messages rather than failing the whole DALI batch. A
 corrupt image that passes the header checks makes DALI fail the batch and leaves
-its pipeline unusable: the twin rebuilds it and retries request by request, so
-only the request holding that image gets the error.
+its pipeline unusable: the twin rebuilds it and retries row by row, so only the
+request holding that image gets the error. (The GPU profile's DALI backend has no
+such check: there a corrupt image fails every request batched with it.)
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from python_models.decode import InvalidImageError, probe
 from python_models.triton.adapter import guarded, model_config, read_rows, respond
 
 
-def _checked(row: np.ndarray) -> np.ndarray:
-    probe(row)
-    return row
+def _checked(row: np.ndarray) -> tuple[np.ndarray, str]:
+    return row, probe(row).format
 
 
 def _reason(exc: Exception) -> str:
@@ -51,23 +51,33 @@ class TritonPythonModel:
         return guarded(requests, self._run)
 
     def _run(self, requests):
-        rows, outcome = read_rows(requests, _checked)
-        if not rows:
+        checked, outcome = read_rows(requests, _checked)
+        if not checked:
             return respond(outcome, lambda _: {})
         try:
-            images, transforms = self._letterbox(rows)
+            images, transforms = self._letterbox([row for row, _ in checked])
         except RuntimeError:
             self.pipe = self._build()
-            return self._one_by_one(rows, outcome)
+            return self._one_by_one(checked, outcome)
         return respond(outcome, lambda r: {LETTERBOXED_IMAGES: images[r], LETTERBOX_TRANSFORM: transforms[r]})
 
-    def _one_by_one(self, rows, outcome):
+    def _one_by_one(self, checked: list[tuple[np.ndarray, str]], outcome: list) -> list:
+        """After a failed batch: letterbox row by row, so the error names the request and row that caused it."""
         results = {}
         for index, item in enumerate(outcome):
-            if isinstance(item, slice):
+            if not isinstance(item, slice):
+                continue
+            rows = checked[item]
+            parts = []
+            for row_index, (row, fmt) in enumerate(rows):
                 try:
-                    results[item.start, item.stop] = self._letterbox(rows[item])
+                    parts.append(self._letterbox([row]))
                 except RuntimeError as exc:
                     self.pipe = self._build()
-                    outcome[index] = InvalidImageError(f"images: corrupt image, the decoder failed: {_reason(exc)}")
+                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
+                    outcome[index] = InvalidImageError(
+                        f"{where}: corrupt {fmt}: the decoder could not read the pixel data ({_reason(exc)})")
+                    break
+            else:
+                results[item.start, item.stop] = tuple(np.concatenate(p) for p in zip(*parts))
         return respond(outcome, lambda r: dict(zip((LETTERBOXED_IMAGES, LETTERBOX_TRANSFORM), results[r.start, r.stop])))

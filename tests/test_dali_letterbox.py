@@ -1,0 +1,88 @@
+"""Track D's DALI graph letterboxes as python_models' CPU letterbox does, and each tier ships it for autoserialisation."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_NAMES
+
+from python_models import contract as c
+from python_models import repository as repo
+from python_models.dali_letterbox import letterbox_graph, letterbox_pipeline
+from python_models.decode import decode
+from python_models.letterbox import letterbox
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_MEAN_ABS_DIFF = 2 / 255
+
+
+def cpu_letterbox(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    pipe = letterbox_pipeline(batch_size=len(encoded), num_threads=2, device_id=None, decoder_device="cpu")
+    pipe.build()
+    pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(e, np.uint8) for e in encoded])
+    images, transforms = pipe.run()
+    return images.as_array(), transforms.as_array()
+
+
+def test_dali_cpu_pipeline_matches_the_cpu_letterbox(samples):
+    images, transforms = cpu_letterbox([samples[name] for name in SAMPLE_NAMES])
+    assert images.shape == (len(SAMPLE_NAMES), *c.LETTERBOXED_SPEC.dims) and images.dtype == np.float32
+    for name, image, transform in zip(SAMPLE_NAMES, images, transforms):
+        expected, expected_transform = letterbox(decode(samples[name]))
+        np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
+        assert np.abs(image - expected).mean() <= MAX_MEAN_ABS_DIFF, name
+        # The border is exactly the pad value wherever both agree it is border.
+        assert np.isclose(image[:, 0, 0], c.PAD_VALUE / 255).all() or expected_transform.pad_x == expected_transform.pad_y == 0
+
+
+@pytest.mark.parametrize("width,height", [(481, 1280), (1, 1), (1280, 3), (639, 641)])
+def test_geometry_rounds_like_ultralytics(width, height):
+    """Odd sizes, where Python's round-half-to-even decides the resized width."""
+    import cv2
+
+    rng = np.random.default_rng(width)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    encoded = cv2.imencode(".png", pixels)[1].tobytes()
+    _, transforms = cpu_letterbox([encoded])
+    np.testing.assert_array_equal(transforms[0], letterbox(pixels)[1].to_array())
+
+
+def test_the_graph_rejects_an_unknown_decoder_device():
+    with pytest.raises(ValueError, match="decoder_device"):
+        letterbox_graph("gpu")
+
+
+@pytest.mark.parametrize("tier", c.DALI_TIERS, ids=lambda t: t.name)
+def test_each_tier_ships_one_autoserialisable_mixed_decoder_pipeline(tier):
+    from nvidia.dali._utils.autoserialize import _discover_autoserialize
+
+    path = ROOT / "model_repository" / repo.dali_preprocess_name(tier) / "1" / "dali.py"
+    spec = importlib.util.spec_from_file_location(f"dali_{tier.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (pipeline,) = _discover_autoserialize(module, visited=[])  # the DALI backend demands exactly one
+    assert 'decoder_device="mixed"' in path.read_text()
+    config = repo.definitions_by_name()[repo.dali_preprocess_name(tier)].config
+    assert config.backend == "dali" and all(i.allow_ragged_batch for i in config.input)
+    assert [o.name for o in config.output] == [c.LETTERBOXED_IMAGES, c.LETTERBOX_TRANSFORM], "DALI maps outputs by order"
+
+
+@pytest.mark.parametrize("tier", c.DALI_TIERS, ids=lambda t: t.name)
+def test_served_dali_twin_letterboxes_as_the_cpu_letterbox(server, samples, tier):
+    """The DALI leaf as the server runs it, called directly, one request of all sample images."""
+    import tritonclient.grpc as grpcclient
+
+    from python_models.client import pack_images
+
+    rows = pack_images([samples[name] for name in SAMPLE_NAMES])
+    inp = grpcclient.InferInput(c.INPUT_IMAGES, list(rows.shape), "UINT8")
+    inp.set_data_from_numpy(rows)
+    result = server.grpc().infer(repo.dali_preprocess_name(tier), [inp])
+    images, transforms = result.as_numpy(c.LETTERBOXED_IMAGES), result.as_numpy(c.LETTERBOX_TRANSFORM)
+    for name, image, transform in zip(SAMPLE_NAMES, images, transforms):
+        expected, expected_transform = letterbox(decode(samples[name]))
+        np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
+        assert np.abs(image - expected).mean() <= MAX_MEAN_ABS_DIFF, name

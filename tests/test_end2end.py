@@ -1,0 +1,133 @@
+"""The End2End graph TensorRT builds Tracks C and D from: the plugin node, the un-letterbox, the engine plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import SAMPLE_NAMES
+from onnx import TensorProto, shape_inference
+
+from python_models import contract as c
+from python_models import repository as repo
+from python_models.decode import decode
+from python_models.efficient_nms import OP_TYPE
+from python_models.end2end import NMS_ATTRIBUTES, nms_node
+from python_models.engine_build import TensorRTVersionError, check_builder_version, engine_specs
+from python_models.export import end2end_onnx, raw_onnx
+from python_models.letterbox import letterbox
+from python_models.nms import nms, pack_detections
+from python_models.onnx_session import open_session
+
+
+@pytest.fixture(scope="module")
+def end2end(server) -> onnx.ModelProto:
+    return onnx.load(str(end2end_onnx(server.artifacts)))
+
+
+def _shape(info) -> list:
+    return [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
+
+
+def test_the_plugin_node_has_the_efficientnms_contract(end2end):
+    node = nms_node(end2end)
+    assert node.op_type == OP_TYPE == "EfficientNMS_TRT"
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attributes.pop("plugin_version") == b"1"
+    assert attributes == {
+        "score_threshold": pytest.approx(c.CONF_THRESHOLD), "iou_threshold": pytest.approx(c.IOU_THRESHOLD),
+        "max_output_boxes": c.MAX_DETECTIONS, "background_class": -1, "score_activation": 0,
+        "class_agnostic": 0, "box_coding": 1,  # the head's boxes are centre-x, centre-y, w, h
+    }
+    assert NMS_ATTRIBUTES.score_threshold == c.CONF_THRESHOLD and NMS_ATTRIBUTES.max_output_boxes == c.MAX_DETECTIONS
+    # Inputs: boxes [B, anchors, 4] and scores [B, anchors, classes], as the plugin takes them.
+    inferred = shape_inference.infer_shapes(end2end)
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    boxes, scores = (known[name] for name in node.input)
+    assert _shape(boxes)[1:] == [c.NUM_ANCHORS, 4], _shape(boxes)
+    assert _shape(scores)[1:] == [c.NUM_ANCHORS, c.NUM_CLASSES], _shape(scores)
+    assert all(known[name].type.tensor_type.elem_type == TensorProto.FLOAT for name in node.input)
+    # Outputs: the plugin's names are the contract's, except the boxes, which are un-letterboxed after it.
+    assert list(node.output)[0] == c.OUTPUT_NUM_DETECTIONS
+    assert list(node.output)[2:] == [c.OUTPUT_SCORES, c.OUTPUT_CLASSES]
+
+
+def test_graph_io_is_the_contract(end2end):
+    inputs = {i.name: i for i in end2end.graph.input}
+    assert list(inputs) == [c.ONNX_INPUT, c.LETTERBOX_TRANSFORM]
+    assert _shape(inputs[c.ONNX_INPUT])[1:] == [3, c.IMAGE_SIZE, c.IMAGE_SIZE]
+    assert _shape(inputs[c.LETTERBOX_TRANSFORM])[1:] == [len(c.TRANSFORM_FIELDS)]
+    types = {TensorProto.INT32: np.dtype(np.int32), TensorProto.FLOAT: np.dtype(np.float32)}
+    outputs = [(o.name, types[o.type.tensor_type.elem_type], _shape(o)[1:]) for o in end2end.graph.output]
+    assert outputs == [(s.name, s.dtype, list(s.dims)) for s in c.PUBLIC_OUTPUTS]
+    assert all(isinstance(_shape(o)[0], str) for o in end2end.graph.output), "dynamic batch"
+
+
+def _letterboxed(sample_dir, names):
+    pairs = [letterbox(decode((sample_dir / name).read_bytes())) for name in names]
+    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def test_end2end_graph_answers_what_track_b_answers(server, sample_dir):
+    """Same network, same NMS decisions, boxes mapped back in the graph: outputs equal Track B's Python steps."""
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    raw = open_session(raw_onnx(server.artifacts)).run(None, {c.ONNX_INPUT: images})[0]
+    expected = pack_detections(nms(raw), transforms)
+    session = open_session(end2end_onnx(server.artifacts))
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {c.ONNX_INPUT: images,
+                                             c.LETTERBOX_TRANSFORM: np.stack([t.to_array() for t in transforms])})))
+    assert expected[c.OUTPUT_NUM_DETECTIONS].min() > 0, "every sample image must have detections to compare"
+    for spec in c.PUBLIC_OUTPUTS:
+        assert got[spec.name].dtype == spec.dtype and got[spec.name].shape == (len(SAMPLE_NAMES), *spec.dims)
+    np.testing.assert_array_equal(got[c.OUTPUT_NUM_DETECTIONS], expected[c.OUTPUT_NUM_DETECTIONS])
+    np.testing.assert_array_equal(got[c.OUTPUT_CLASSES], expected[c.OUTPUT_CLASSES])
+    np.testing.assert_allclose(got[c.OUTPUT_SCORES], expected[c.OUTPUT_SCORES], atol=1e-6)
+    np.testing.assert_allclose(got[c.OUTPUT_BOXES], expected[c.OUTPUT_BOXES], atol=1e-3)
+
+
+def test_unletterbox_in_the_graph_uses_the_transform(server, sample_dir):
+    """The same letterboxed tensor with another transform gives boxes mapped by that transform, clipped to it."""
+    images, (transform,) = _letterboxed(sample_dir, ["bus.jpg"])
+    session = open_session(end2end_onnx(server.artifacts))
+    doubled = transform.to_array().copy()
+    doubled[:2] /= 2  # gain halved: every box twice as large in a twice-as-large original
+    doubled[4:] *= 2
+    runs = [dict(zip([o.name for o in session.get_outputs()],
+                     session.run(None, {c.ONNX_INPUT: images, c.LETTERBOX_TRANSFORM: t[None]})))
+            for t in (transform.to_array(), doubled)]
+    n = int(runs[0][c.OUTPUT_NUM_DETECTIONS][0, 0])
+    assert n > 0
+    np.testing.assert_allclose(runs[1][c.OUTPUT_BOXES][0, :n], runs[0][c.OUTPUT_BOXES][0, :n] * 2, rtol=1e-5, atol=1e-3)
+    boxes = runs[0][c.OUTPUT_BOXES][0, :n]
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= transform.width and boxes[:, [1, 3]].max() <= transform.height
+    assert not runs[0][c.OUTPUT_BOXES][0, n:].any(), "padding rows stay zero after the un-letterbox"
+
+
+def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
+    defs = repo.definitions_by_name()
+    specs = {s.model: s for s in engine_specs(tmp_path)}
+    assert set(specs) == {n for n, d in defs.items() if d.config.platform == "tensorrt_plan"}
+    engines = []
+    for tier in c.DALI_TIERS:
+        steps = {s.model_name for s in defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step}
+        assert steps == {repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)}
+        engine = defs[repo.dali_end2end_name(tier)].config
+        assert engine.max_batch_size == tier.max_batch_size == defs[repo.dali_preprocess_name(tier)].config.max_batch_size
+        spec = specs[engine.name]
+        for low, opt, high in spec.profiles.values():
+            assert (low[0], high[0]) == (1, engine.max_batch_size), (engine.name, low, high)
+            assert low[0] <= opt[0] <= high[0]
+        assert set(spec.profiles) == {c.ONNX_INPUT, c.LETTERBOX_TRANSFORM}
+        assert spec.onnx == end2end_onnx(tmp_path) and spec.plan.parent.parent.name == engine.name
+        engines.append(engine.name)
+    assert len(set(engines)) == len(c.DALI_TIERS)
+    assert specs[repo.RAW_TRT].onnx == raw_onnx(tmp_path)
+    assert specs[repo.END2END_TRT].onnx == end2end_onnx(tmp_path)
+
+
+def test_builder_refuses_a_tensorrt_other_than_the_servers():
+    check_builder_version("10.13.3.9", "10.13.3")
+    for other in ("10.13.2.6", "10.14.1", "11.0.0"):
+        with pytest.raises(TensorRTVersionError, match="only loads on the version that built it"):
+            check_builder_version(other, "10.13.3")
