@@ -5,6 +5,11 @@
 Steps: a bare ``cv2.imdecode`` + ``cv2.resize`` of bus.jpg (the floor), our
 decode + letterbox of the same bytes, NMS over one raw head output (8400 anchors
 x 80 classes), and Track A end to end (decode, letterbox, forward, NMS, rescale).
+
+A second table times the CPU twins of Tracks C and D as the server runs them (one
+instance, every core): the End2End graph in ONNX Runtime with EfficientNMS, the raw
+graph for comparison, and the DALI letterbox pipeline on DALI's CPU operators, per
+image at batch 1 and 16.
 """
 
 from __future__ import annotations
@@ -91,7 +96,60 @@ def main() -> int:
     for name, median, best in results:
         table.add_row(name, f"{median:.2f}", f"{best:.2f}", f"{median / floor:.2f}x")
     Console().print(table)
+    Console().print(twins_table(args, data))
     return 0
+
+
+def twins_table(args, data: bytes):
+    """Per-image cost of the Track C and D twins at batch 1 and 16, on every core."""
+    import tempfile
+
+    import numpy as np
+    from rich.table import Table
+
+    from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, ONNX_INPUT
+    from python_models.dali_letterbox import letterbox_pipeline
+    from python_models.decode import decode
+    from python_models.export import end2end_onnx, export_artifacts, raw_onnx
+    from python_models.letterbox import letterbox
+    from python_models.onnx_session import open_session
+
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0))
+    artifacts = Path(tempfile.mkdtemp(prefix="bench_artifacts_"))
+    export_artifacts(args.weights, artifacts)
+    end2end, raw = open_session(end2end_onnx(artifacts)), open_session(raw_onnx(artifacts))
+    image, transform = letterbox(decode(data))
+    encoded = np.frombuffer(data, np.uint8)
+    table = Table(title=f"CPU twins of Tracks C and D, bus.jpg, {cores} cores, per image")
+    table.add_column("step")
+    for batch in (1, 16):
+        table.add_column(f"batch {batch}: ms/image", justify="right")
+    rows: dict[str, list[str]] = {}
+    for batch in (1, 16):
+        images = np.repeat(image[None], batch, 0)
+        transforms = np.repeat(transform.to_array()[None], batch, 0)
+        pipe = letterbox_pipeline(batch_size=batch, num_threads=cores, device_id=None, decoder_device="cpu",
+                                  prefetch_queue_depth=1)
+        pipe.build()
+
+        def dali_run():
+            pipe.feed_input(INPUT_IMAGES, [encoded] * batch)
+            return pipe.run()
+
+        steps = {
+            "End2End twin: ONNX Runtime + EfficientNMS (Track C/D engine)":
+                lambda: end2end.run(None, {ONNX_INPUT: images, LETTERBOX_TRANSFORM: transforms}),
+            "raw twin: ONNX Runtime, no NMS (Track B engine)": lambda: raw.run(None, {ONNX_INPUT: images}),
+            "DALI CPU pipeline: decode + letterbox (Track D preprocess)": dali_run,
+        }
+        repeat = max(3, args.repeat // (5 * batch))
+        for name, fn in steps.items():
+            median, _ = per_call_ms(fn, repeat)
+            rows.setdefault(name, []).append(f"{median / batch:.1f}")
+    for name, cells in rows.items():
+        table.add_row(name, *cells)
+    return table
 
 
 if __name__ == "__main__":
