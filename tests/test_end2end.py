@@ -50,6 +50,10 @@ def test_the_plugin_node_has_the_efficientnms_contract(end2end):
     # Outputs: the plugin's names are the contract's, except the boxes, which are un-letterboxed after it.
     assert list(node.output)[0] == c.OUTPUT_NUM_DETECTIONS
     assert list(node.output)[2:] == [c.OUTPUT_SCORES, c.OUTPUT_CLASSES]
+    plugin_outputs = [(known[name].type.tensor_type.elem_type, _shape(known[name])[1:]) for name in node.output]
+    k = c.MAX_DETECTIONS
+    assert plugin_outputs == [(TensorProto.INT32, [1]), (TensorProto.FLOAT, [k, 4]),
+                              (TensorProto.FLOAT, [k]), (TensorProto.INT32, [k])], plugin_outputs
 
 
 def test_graph_io_is_the_contract(end2end):
