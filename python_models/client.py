@@ -7,7 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from python_models.contract import INPUT_IMAGES, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES, PUBLIC_OUTPUTS
+from python_models.contract import (
+    CONF_THRESHOLD,
+    INPUT_IMAGES,
+    MAX_DETECTIONS,
+    NUM_CLASSES,
+    OUTPUT_BOXES,
+    OUTPUT_CLASSES,
+    OUTPUT_NUM_DETECTIONS,
+    OUTPUT_SCORES,
+    PUBLIC_OUTPUTS,
+)
 
 
 def pack_images(encoded: Sequence[bytes]) -> np.ndarray:
@@ -58,3 +68,41 @@ def infer_http(client, model: str, encoded: Sequence[bytes], timeout: float | No
     outputs = [httpclient.InferRequestedOutput(s.name, binary_data=True) for s in PUBLIC_OUTPUTS]
     result = client.infer(model, [inp], outputs=outputs, timeout=timeout)
     return {s.name: result.as_numpy(s.name) for s in PUBLIC_OUTPUTS}
+
+
+def contract_violations(outputs: dict[str, np.ndarray | None], sizes: Sequence[tuple[int, int]]) -> list[str]:
+    """What is wrong with a response to images of ``sizes`` (width, height), per the contract; empty if nothing.
+
+    Load tools count a non-empty answer as a failure: a server that answers fast but
+    wrongly must not look healthy.
+    """
+    problems = []
+    rows = len(sizes)
+    for spec in PUBLIC_OUTPUTS:
+        value = outputs.get(spec.name)
+        if value is None:
+            problems.append(f"{spec.name} missing")
+        elif value.dtype != spec.dtype or value.shape != (rows, *spec.dims):
+            problems.append(f"{spec.name}: {value.dtype}{list(value.shape)}, expected {spec.dtype}{[rows, *spec.dims]}")
+    if problems:
+        return problems
+    num = outputs[OUTPUT_NUM_DETECTIONS].reshape(-1)
+    for row, (width, height) in enumerate(sizes):
+        n = int(num[row])
+        if not 0 <= n <= MAX_DETECTIONS:
+            problems.append(f"row {row}: num_detections {n} outside 0..{MAX_DETECTIONS}")
+            continue
+        boxes, scores, classes = (outputs[k][row] for k in (OUTPUT_BOXES, OUTPUT_SCORES, OUTPUT_CLASSES))
+        if not np.isfinite(boxes).all() or not np.isfinite(scores).all():
+            problems.append(f"row {row}: non-finite values")
+        if boxes[n:].any() or scores[n:].any() or classes[n:].any():
+            problems.append(f"row {row}: non-zero rows past num_detections")
+        kept = boxes[:n]
+        if n and (kept.min() < 0 or kept[:, [0, 2]].max() > width or kept[:, [1, 3]].max() > height
+                  or (kept[:, 2:] < kept[:, :2]).any()):
+            problems.append(f"row {row}: boxes outside the {width}x{height} image or not x1<=x2, y1<=y2")
+        if n and (scores[:n].min() < CONF_THRESHOLD or scores[:n].max() > 1 or np.any(np.diff(scores[:n]) > 0)):
+            problems.append(f"row {row}: scores not in [{CONF_THRESHOLD}, 1] best first")
+        if n and (classes[:n].min() < 0 or classes[:n].max() >= NUM_CLASSES):
+            problems.append(f"row {row}: class outside 0..{NUM_CLASSES - 1}")
+    return problems

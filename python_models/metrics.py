@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,3 +28,43 @@ def average_batch(before: dict, after: dict, model: str) -> tuple[float, float, 
     count = after.get(("nv_inference_count", model), 0.0) - before.get(("nv_inference_count", model), 0.0)
     executions = after.get(("nv_inference_exec_count", model), 0.0) - before.get(("nv_inference_exec_count", model), 0.0)
     return count, executions, (count / executions if executions else 0.0)
+
+
+SUMMARY_FAMILIES = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+)
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """One model between two scrapes."""
+
+    requests: float
+    failures: float
+    inferences: float
+    executions: float
+    avg_batch: float
+    """Inferences per execution: delta ``nv_inference_count`` / delta ``nv_inference_exec_count``."""
+    queue_ms: float
+    """Average time a successful request waited in the scheduler queue."""
+    compute_ms: float
+    """Average compute time (input + infer + output) per successful request."""
+
+
+def summarise(before: dict, after: dict, model: str) -> ModelMetrics:
+    def delta(family: str) -> float:
+        return after.get((family, model), 0.0) - before.get((family, model), 0.0)
+
+    requests = delta("nv_inference_request_success")
+    inferences, executions, avg_batch = average_batch(before, after, model)
+    compute_us = sum(delta(f"nv_inference_compute_{part}_duration_us") for part in ("input", "infer", "output"))
+    per_request = (lambda us: us / requests / 1000) if requests else (lambda us: 0.0)
+    return ModelMetrics(requests, delta("nv_inference_request_failure"), inferences, executions, avg_batch,
+                        per_request(delta("nv_inference_queue_duration_us")), per_request(compute_us))

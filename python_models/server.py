@@ -79,8 +79,11 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
     return None
 
 
-def build_cpu_repository(source: Path, artifacts: Path, target: Path) -> CpuRepository:
-    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``."""
+def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_models: Path | None = None) -> CpuRepository:
+    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``.
+
+    ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
+    """
     definitions = repo.definitions_by_name()
     if target.exists():
         shutil.rmtree(target)
@@ -121,6 +124,12 @@ def build_cpu_repository(source: Path, artifacts: Path, target: Path) -> CpuRepo
         if definition.onnx_source:
             # Each tier's twin runs the one End2End graph its own engine would be built from.
             _link(onnx_for(artifacts, definition), version / "model.onnx")
+    for model_dir in sorted(extra_models.iterdir()) if extra_models else []:
+        if (model_dir / "config.pbtxt").exists():
+            if model_dir.name in definitions:
+                raise ValueError(f"{model_dir} would replace the repository's own {model_dir.name}")
+            (target / model_dir.name).symlink_to(model_dir.resolve())
+            result.served.append(model_dir.name)
     return result
 
 

@@ -84,7 +84,8 @@ def server(tmp_path_factory) -> Server:
     srv = Server(*ports, artifacts=work / "artifacts", log=log)
     cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS,
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
-           "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work")]
+           "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
+           "--extra-models", str(ROOT / "tests" / "models")]
     with open(log, "wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S

@@ -14,3 +14,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
   echo "$want" > "$stamp"
 fi
+# perf_analyzer comes from a different wheel per platform; see the script.
+bash tools/install_perf_analyzer.sh

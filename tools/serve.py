@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository", help="where exported models are written")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
     args = parser.parse_args()
 
     install = find_triton()
@@ -45,12 +46,15 @@ def main() -> int:
         print("=" * 100, flush=True)
 
     if profile == "gpu":
+        if args.extra_models:
+            parser.error("--extra-models is for the CPU profile only")
         repository = ROOT / "model_repository"
         for line in build_repository_engines(args.artifacts.resolve()):
             print(line, flush=True)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
-        layout = build_cpu_repository(ROOT / "model_repository", args.artifacts.resolve(), args.work_dir.resolve() / "cpu_repository")
+        layout = build_cpu_repository(ROOT / "model_repository", args.artifacts.resolve(),
+                                      args.work_dir.resolve() / "cpu_repository", args.extra_models)
         repository = layout.path
         print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
         for name, why in layout.skipped.items():

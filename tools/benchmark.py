@@ -1,0 +1,124 @@
+"""Benchmark public models with perf_analyzer over gRPC on real images, and write one report.
+
+    .venv/bin/python tools/benchmark.py [--models yolo11_pytorch,yolo11_trt] [--concurrency 1,4,16]
+                                        [--images DIR] [--out reports/NAME]
+
+Against a running server (tools/serve.py). For every model and concurrency level it
+scrapes Triton's metrics, runs perf_analyzer, scrapes again, and records throughput,
+p50/p95/p99 latency and, per leaf model, average batch size, queue and compute time
+and failures. The report directory gets report.json, report.md, throughput.png and
+latency_p95.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from python_models import perf_analyzer as pa  # noqa: E402
+from python_models import repository as repo  # noqa: E402
+from python_models.metrics import SUMMARY_FAMILIES, scrape, summarise  # noqa: E402
+from python_models.report import Run, write_report  # noqa: E402
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def default_images() -> Path:
+    from ultralytics.utils import ASSETS
+
+    return Path(ASSETS)
+
+
+def image_files(source: Path) -> list[Path]:
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if source.is_dir() else [source]
+    if not files:
+        raise SystemExit(f"no .jpg/.jpeg/.png files in {source}")
+    return files
+
+
+def ready_public_models(grpc_url: str) -> list[str]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    return [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
+
+
+def models_of(public: str) -> list[str]:
+    config = repo.definitions_by_name()[public].config
+    return [public, *(repo.leaf_models(config) if config.platform == "ensemble" else [])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
+    parser.add_argument("--metrics-url", default="http://127.0.0.1:8002/metrics")
+    parser.add_argument("--models", help="comma-separated public models (default: every one the server has ready)")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
+    parser.add_argument("--images", type=Path, help="a directory of JPEG/PNG files or one file (default: the ultralytics sample images)")
+    parser.add_argument("--measurement-ms", type=int, default=4000, help="perf_analyzer measurement window")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / time.strftime("benchmark-%Y%m%d-%H%M%S"))
+    parser.add_argument("--perf-analyzer", type=Path, help="binary (default: .venv/bin/perf_analyzer, then PATH)")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    binary = args.perf_analyzer or pa.find_binary()
+    models = args.models.split(",") if args.models else ready_public_models(args.grpc_url)
+    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
+    if unknown or not models:
+        raise SystemExit(f"not public models: {unknown}" if unknown else "the server has no public model ready")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    images = image_files(args.images or default_images())
+    args.out.mkdir(parents=True, exist_ok=True)
+    input_data = pa.write_input_data(images, args.out / "perf_input.json")
+    console.print(f"{len(models)} models x concurrency {levels}, {len(images)} images, into {args.out}")
+
+    runs: list[Run] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("perf_analyzer", total=len(models) * len(levels))
+        for model in models:
+            for concurrency in levels:
+                progress.update(task, description=f"{model} @ {concurrency}")
+                csv_path = args.out / "perf" / f"{model}_c{concurrency}.csv"
+                csv_path.parent.mkdir(exist_ok=True)
+                cmd = pa.command(binary, model, args.grpc_url, input_data, concurrency, csv_path, args.measurement_ms)
+                before = scrape(args.metrics_url, SUMMARY_FAMILIES)
+                result = subprocess.run(cmd, capture_output=True, text=True)
+                after = scrape(args.metrics_url, SUMMARY_FAMILIES)
+                (csv_path.with_suffix(".log")).write_text(result.stdout + result.stderr)
+                if result.returncode != 0 or not csv_path.exists():
+                    tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+                    raise SystemExit(f"perf_analyzer failed on {model} at {concurrency}:\n" + "\n".join(tail))
+                (perf,) = pa.parse_csv(csv_path)
+                runs.append(Run(model, perf, {m: summarise(before, after, m) for m in models_of(model)}))
+                progress.advance(task)
+
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "profile": os.environ.get("YOLO11_TRITON_PROFILE", "as served"),
+        "images": [p.name for p in images],
+        "perf_analyzer": subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout.strip(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+    }
+    paths = write_report(args.out, runs, meta)
+    console.print((args.out / "report.md").read_text())
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
