@@ -53,6 +53,26 @@ def ready_public_models(grpc_url: str) -> list[str]:
     return [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
 
 
+def served_profile(grpc_url: str, models: list[str]) -> str:
+    """"cpu" when the server runs the CPU twins (their configs say what they stand in for), else "gpu"."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    leaves = {leaf for model in models for leaf in models_of(model)}
+    twins = [leaf for leaf in leaves if "twin_of" in client.get_model_config(leaf, as_json=True)["config"].get("parameters", {})]
+    return f"cpu (Python twins for {len(twins)} TensorRT/DALI leaves)" if twins else "gpu"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def models_of(public: str) -> list[str]:
     config = repo.definitions_by_name()[public].config
     return [public, *(repo.leaf_models(config) if config.platform == "ensemble" else [])]
@@ -108,8 +128,8 @@ def main() -> int:
 
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "profile": os.environ.get("YOLO11_TRITON_PROFILE", "as served"),
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.platform()}",
+        "profile": served_profile(args.grpc_url, models),
         "images": [p.name for p in images],
         "perf_analyzer": subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout.strip(),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),

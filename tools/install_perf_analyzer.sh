@@ -27,7 +27,8 @@ fi
 if ! ldconfig -p | grep -q 'libb64.so.0d'; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get install -y --no-install-recommends libb64-0d >/dev/null \
+  { $sudo apt-get install -y --no-install-recommends libb64-0d >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends libb64-0d >/dev/null; }; } \
     || { echo "install_perf_analyzer: needs Debian's libb64-0d (apt-get install libb64-0d)" >&2; exit 1; }
 fi
 rm -rf "$home" && mkdir -p "$home"
