@@ -68,3 +68,14 @@ def summarise(before: dict, after: dict, model: str) -> ModelMetrics:
     per_request = (lambda us: us / requests / 1000) if requests else (lambda us: 0.0)
     return ModelMetrics(requests, delta("nv_inference_request_failure"), inferences, executions, avg_batch,
                         per_request(delta("nv_inference_queue_duration_us")), per_request(compute_us))
+
+
+GPU_FAMILIES = frozenset({
+    "nv_gpu_utilization",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_memory_used_bytes",
+    "nv_gpu_power_usage",
+    "nv_gpu_power_limit",
+    "nv_energy_consumption",
+})
+"""Triton's GPU metric families: exported only where it sees a GPU (through DCGM), never in the CPU profile."""

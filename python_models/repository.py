@@ -81,9 +81,19 @@ def _outputs(specs: Iterable[c.TensorSpec], rename: dict[str, str] | None = None
     return [mc.ModelOutput(name=rename.get(s.name, s.name), data_type=_DTYPES[s.dtype], dims=list(s.dims)) for s in specs]
 
 
+QUEUE_DEPTH_PER_BATCH = 4
+"""Each leaf queues at most this many of its largest batches; past that Triton rejects at once."""
+QUEUE_TIMEOUT_US = 5_000_000
+"""A request still queued after this long is rejected; clients may ask for less per request."""
+
+
 def _batching(delay_us: int, max_batch: int) -> mc.ModelDynamicBatching:
     preferred = [b for b in (4, 8, 16, 32, 64, 128) if b <= max_batch]
-    return mc.ModelDynamicBatching(max_queue_delay_microseconds=delay_us, preferred_batch_size=preferred)
+    # Overload must fail fast and visibly (UNAVAILABLE) instead of queueing without bound.
+    policy = mc.ModelQueuePolicy(timeout_action=mc.ModelQueuePolicy.REJECT, default_timeout_microseconds=QUEUE_TIMEOUT_US,
+                                 allow_timeout_override=True, max_queue_size=QUEUE_DEPTH_PER_BATCH * max_batch)
+    return mc.ModelDynamicBatching(max_queue_delay_microseconds=delay_us, preferred_batch_size=preferred,
+                                   default_queue_policy=policy)
 
 
 def _instances(count: int, kind: int) -> list[mc.ModelInstanceGroup]:
@@ -136,10 +146,56 @@ _END2END_INPUTS = (
 )
 
 
+WARMUP_IMAGE = "bus.jpg"
+"""A real photo from the ultralytics wheel: the DALI leaves warm up nvJPEG on what they will decode."""
+WARMUP_TRANSFORM = "identity_transform"
+
+
+def _warmups(config: mc.ModelConfig) -> list[mc.ModelWarmup]:
+    """Warm-up requests at batch 1 and at the largest batch, so the engine's whole profile is initialised
+    (and each DALI instance has decoded once) before the first client request."""
+    inputs = {}
+    for tensor in config.input:
+        if tensor.name == c.INPUT_IMAGES and tensor.data_type == mc.TYPE_UINT8:  # encoded bytes, not the engine's input
+            inputs[tensor.name] = mc.ModelWarmup.Input(data_type=tensor.data_type, dims=[len(warmup_image())],
+                                                       input_data_file=WARMUP_IMAGE)
+        elif tensor.name == c.LETTERBOX_TRANSFORM:
+            inputs[tensor.name] = mc.ModelWarmup.Input(data_type=tensor.data_type, dims=list(tensor.dims),
+                                                       input_data_file=WARMUP_TRANSFORM)
+        else:
+            inputs[tensor.name] = mc.ModelWarmup.Input(data_type=tensor.data_type, dims=list(tensor.dims), random_data=True)
+    sizes = sorted({1, config.max_batch_size})
+    return [mc.ModelWarmup(name=f"batch_{b}", batch_size=b, inputs=inputs) for b in sizes]
+
+
+def warmup_image() -> bytes:
+    from ultralytics.utils import ASSETS
+
+    return (ASSETS / WARMUP_IMAGE).read_bytes()
+
+
+def warmup_files(definition: "ModelDefinition") -> dict[str, bytes]:
+    """Files the model's ``warmup/`` folder must hold for its ``model_warmup`` entries."""
+    wanted = {i.input_data_file for w in definition.config.model_warmup for i in w.inputs.values() if i.input_data_file}
+    files = {}
+    if WARMUP_IMAGE in wanted:
+        files[WARMUP_IMAGE] = warmup_image()
+    if WARMUP_TRANSFORM in wanted:
+        # gain 1, no padding, a 640 x 640 original: boxes pass through unchanged.
+        identity = [1, 1, 0, 0, c.IMAGE_SIZE, c.IMAGE_SIZE]
+        files[WARMUP_TRANSFORM] = np.asarray(identity, dtype="<f4").tobytes()
+    return files
+
+
+def _warmed(config: mc.ModelConfig) -> mc.ModelConfig:
+    config.model_warmup.extend(_warmups(config))
+    return config
+
+
 def _end2end(name: str, max_batch: int, delay_us: int, instances: int) -> ModelDefinition:
     config = _tensorrt(name, max_batch, _inputs(_END2END_INPUTS), _outputs(c.PUBLIC_OUTPUTS),
                        _instances(instances, mc.ModelInstanceGroup.KIND_GPU), delay_us)
-    return ModelDefinition(config, twin="onnx_twin_model", onnx_source=END2END_TRT)
+    return ModelDefinition(_warmed(config), twin="onnx_twin_model", onnx_source=END2END_TRT)
 
 
 def model_definitions() -> list[ModelDefinition]:
@@ -155,10 +211,10 @@ def model_definitions() -> list[ModelDefinition]:
                                 _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),
                         entry="preprocess_model"),
         ModelDefinition(
-            _tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH,
-                      _inputs([c.TensorSpec(c.ONNX_INPUT, c.LETTERBOXED_SPEC.dtype, c.LETTERBOXED_SPEC.dims)]),
-                      _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, c.RAW_SPEC.dtype, c.RAW_SPEC.dims)]),
-                      _instances(1, mc.ModelInstanceGroup.KIND_GPU), 1000),
+            _warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH,
+                              _inputs([c.TensorSpec(c.ONNX_INPUT, c.LETTERBOXED_SPEC.dtype, c.LETTERBOXED_SPEC.dims)]),
+                              _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, c.RAW_SPEC.dtype, c.RAW_SPEC.dims)]),
+                              _instances(1, mc.ModelInstanceGroup.KIND_GPU), 1000)),
             twin="onnx_twin_model",
             onnx_source=RAW_TRT,
         ),
@@ -181,7 +237,7 @@ def model_definitions() -> list[ModelDefinition]:
                      _outputs(_PREPROCESS_OUTPUTS), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
                      tier.max_queue_delay_us, backend="dali")
         defs += [
-            ModelDefinition(dali, twin="dali_twin_model"),
+            ModelDefinition(_warmed(dali), twin="dali_twin_model"),
             _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances),
             ModelDefinition(_ensemble(dali_ensemble_name(tier), tier.max_batch_size, [
                 _step(dali_preprocess_name(tier), images, _PREPROCESSED),
@@ -248,6 +304,10 @@ def cpu_twin(definition: ModelDefinition) -> mc.ModelConfig:
     twin.ClearField("instance_group")
     # One instance: ONNX Runtime and DALI already use every core inside it.
     twin.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
+    # Same warm-up inputs, batch 1 only: a CPU warm-up at batch 128 would only delay the start.
+    kept = [w for w in twin.model_warmup if w.batch_size == 1]
+    twin.ClearField("model_warmup")
+    twin.model_warmup.extend(kept)
     twin.parameters["twin_of"].string_value = definition.config.platform or definition.config.backend
     return twin
 

@@ -111,6 +111,8 @@ def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_mode
         if definition.twin:
             (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(repo.cpu_twin(definition)))
             (version / "model.py").write_text(repo.python_entry(definition.twin))
+            if (source / name / "warmup").is_dir():
+                _link(source / name / "warmup", model_dir / "warmup")
         else:
             _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
             for item in (source / name / "1").iterdir():
@@ -140,7 +142,22 @@ class Ports:
     metrics: int = 8002
 
 
-def server_command(install: TritonInstall, repository: Path, ports: Ports, host: str = "127.0.0.1") -> list[str]:
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+"""APIs that change what the server loads, reads or logs: only callers holding the admin key may use them."""
+ADMIN_KEY_HEADER = "triton-admin-key"
+ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
+
+
+def admin_key() -> str:
+    """``$TRITON_ADMIN_KEY``, or a random key nobody knows, which leaves the restricted APIs off."""
+    import secrets
+
+    return os.environ.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(32)
+
+
+def server_command(install: TritonInstall, repository: Path, ports: Ports, host: str = "127.0.0.1",
+                   key: str | None = None) -> list[str]:
+    restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={key or admin_key()}"
     return [
         str(install.binary),
         f"--model-repository={repository}",
@@ -149,6 +166,8 @@ def server_command(install: TritonInstall, repository: Path, ports: Ports, host:
         f"--grpc-address={host}", f"--grpc-port={ports.grpc}",
         f"--metrics-address={host}", f"--metrics-port={ports.metrics}",
         "--model-control-mode=none",
+        f"--grpc-restricted-protocol={restricted}",
+        f"--http-restricted-api={restricted}",
         "--strict-readiness=true",
         "--exit-on-error=true",
         # Letterboxed batches are tens of MB; start the Python backend's shared memory big enough for them.

@@ -10,6 +10,7 @@ import pytest
 
 from python_models import contract as c
 from python_models import repository as repo
+from tritonclient.grpc import model_config_pb2 as mc
 from python_models.server import build_cpu_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,3 +91,47 @@ def test_cpu_repository_links_ensembles_unchanged(tmp_path):
 def test_python_models_point_into_python_models(name):
     entry = (ROOT / "model_repository" / name / "1" / "model.py").read_text()
     assert entry.startswith("from python_models.triton.") and len(entry.splitlines()) == 1
+
+
+def test_every_batched_model_rejects_instead_of_queueing_without_bound():
+    for definition in repo.model_definitions():
+        config = definition.config
+        if config.platform == "ensemble":
+            continue
+        policy = config.dynamic_batching.default_queue_policy
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT, config.name
+        assert policy.max_queue_size == repo.QUEUE_DEPTH_PER_BATCH * config.max_batch_size > 0, config.name
+        assert 0 < policy.default_timeout_microseconds <= 10_000_000 and policy.allow_timeout_override, config.name
+
+
+def test_tensorrt_and_dali_leaves_warm_up_on_files_the_repository_holds():
+    for definition in repo.model_definitions():
+        config = definition.config
+        if config.platform != "tensorrt_plan" and config.backend != "dali":
+            assert not config.model_warmup, config.name
+            continue
+        sizes = sorted(w.batch_size for w in config.model_warmup)
+        assert sizes == sorted({1, config.max_batch_size}), config.name
+        for warmup in config.model_warmup:
+            assert set(warmup.inputs) == {i.name for i in config.input}, config.name
+            for name, value in warmup.inputs.items():
+                if value.input_data_file:
+                    path = ROOT / "model_repository" / config.name / "warmup" / value.input_data_file
+                    assert path.is_file(), path
+                    if config.backend == "dali":
+                        assert list(value.dims) == [path.stat().st_size]
+        twin = repo.cpu_twin(definition)
+        assert [w.batch_size for w in twin.model_warmup] == [1], "the CPU twin warms up on the same inputs, at batch 1"
+
+
+def test_server_command_restricts_the_apis_that_change_the_server():
+    from python_models.server import ADMIN_KEY_HEADER, Ports, TritonInstall, server_command
+
+    cmd = server_command(TritonInstall(Path("/bin/tritonserver"), Path("/backends")), Path("/repo"), Ports(), key="k")
+    for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+        (value,) = [a.split("=", 1)[1] for a in cmd if a.startswith(flag + "=")]
+        apis, header = value.split(":", 1)
+        assert set(apis.split(",")) == {"model-repository", "shared-memory", "trace", "logging"}
+        assert header == f"{ADMIN_KEY_HEADER}=k"
+    assert "--model-control-mode=none" in cmd
+    assert all(a.endswith("=127.0.0.1") for a in cmd if a.split("=")[0] in ("--http-address", "--grpc-address", "--metrics-address"))

@@ -16,3 +16,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 # perf_analyzer comes from a different wheel per platform; see the script.
 bash tools/install_perf_analyzer.sh
+# Debian's prometheus, unpacked into .venv, for the dashboard tests.
+bash tools/install_prometheus.sh

@@ -1,4 +1,5 @@
-"""Write model_repository/*/config.pbtxt and the version-folder entry files (model.py, dali.py) from python_models/repository.py."""
+"""Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py) and warm-up inputs
+from python_models/repository.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.repository import model_definitions, to_pbtxt, version_files  # noqa: E402
+from python_models.repository import model_definitions, to_pbtxt, version_files, warmup_files  # noqa: E402
 
 
 def main() -> int:
@@ -20,23 +21,25 @@ def main() -> int:
     stale = []
     for definition in model_definitions():
         folder = args.repository / definition.name
-        wanted = {folder / "config.pbtxt": to_pbtxt(definition.config)}
-        wanted.update({folder / "1" / name: text for name, text in version_files(definition).items()})
-        for path, text in wanted.items():
-            if path.exists() and path.read_text() == text:
+        wanted = {folder / "config.pbtxt": to_pbtxt(definition.config).encode()}
+        wanted.update({folder / "1" / name: text.encode() for name, text in version_files(definition).items()})
+        wanted.update({folder / "warmup" / name: data for name, data in warmup_files(definition).items()})
+        for path, data in wanted.items():
+            if path.exists() and path.read_bytes() == data:
                 continue
             stale.append(path)
             if not args.check:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                path.write_bytes(data)
         version = folder / "1"
         if not args.check:
             version.mkdir(parents=True, exist_ok=True)
             keep = version / ".gitkeep"
             # git keeps no empty folders, and Triton needs the version folder even when empty.
-            if len(wanted) == 1 and not keep.exists():
+            has_files = any(p.parent == version for p in wanted)
+            if not has_files and not keep.exists():
                 keep.touch()
-            elif len(wanted) > 1 and keep.exists():
+            elif has_files and keep.exists():
                 keep.unlink()
     for path in stale:
         print(("stale: " if args.check else "wrote: ") + str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))

@@ -19,8 +19,17 @@ sys.path.insert(0, str(ROOT))
 
 from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
 from python_models.engine_build import build_repository_engines  # noqa: E402
-from python_models.export import export_artifacts  # noqa: E402
-from python_models.server import Ports, build_cpu_repository, find_triton, server_command, server_env  # noqa: E402
+from python_models.export import export_artifacts, read_manifest  # noqa: E402
+from python_models.server import (  # noqa: E402
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_HEADER,
+    RESTRICTED_APIS,
+    Ports,
+    build_cpu_repository,
+    find_triton,
+    server_command,
+    server_env,
+)
 
 
 def main() -> int:
@@ -34,14 +43,21 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
+    parser.add_argument("--skip-export", action="store_true",
+                        help="serve what tools/export.py already wrote (docker compose's export service); export nothing")
     args = parser.parse_args()
 
     install = find_triton()
     profile = install.profile if args.profile == "auto" else args.profile
-    manifest = export_artifacts(args.weights, args.artifacts.resolve())
+    if args.skip_export:
+        manifest = read_manifest(args.artifacts.resolve())
+        if manifest is None:
+            parser.error(f"--skip-export: nothing exported in {args.artifacts} yet (run tools/export.py)")
+    else:
+        manifest = export_artifacts(args.weights, args.artifacts.resolve())
     if manifest.untrained:
         print("=" * 100, flush=True)
-        print(f"!!! SERVING AN UNTRAINED NETWORK: weights {args.weights!r} could not be resolved offline; "
+        print(f"!!! SERVING AN UNTRAINED NETWORK: weights {manifest.weights!r} could not be resolved offline; "
               "detections are meaningless. Pass --weights path/to/yolo11n.pt for real ones. !!!", flush=True)
         print("=" * 100, flush=True)
 
@@ -49,7 +65,7 @@ def main() -> int:
         if args.extra_models:
             parser.error("--extra-models is for the CPU profile only")
         repository = ROOT / "model_repository"
-        for line in build_repository_engines(args.artifacts.resolve()):
+        for line in [] if args.skip_export else build_repository_engines(args.artifacts.resolve()):
             print(line, flush=True)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
@@ -62,6 +78,11 @@ def main() -> int:
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     command = server_command(install, repository, ports, args.host)
+    if os.environ.get(ADMIN_KEY_ENV):
+        print(f"tritonserver: {', '.join(RESTRICTED_APIS)} APIs need header {ADMIN_KEY_HEADER}: ${ADMIN_KEY_ENV}", flush=True)
+    else:
+        print(f"tritonserver: {', '.join(RESTRICTED_APIS)} APIs are off (set {ADMIN_KEY_ENV} to use them with "
+              f"header {ADMIN_KEY_HEADER})", flush=True)
     print(f"tritonserver: HTTP {args.host}:{ports.http}, gRPC {args.host}:{ports.grpc}, metrics {args.host}:{ports.metrics}", flush=True)
     process = subprocess.Popen(command, env=server_env(install))
     for sig in (signal.SIGINT, signal.SIGTERM):
