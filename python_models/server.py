@@ -148,6 +148,11 @@ ADMIN_KEY_HEADER = "triton-admin-key"
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 
 
+def grpc_admin_headers(key: str) -> dict[str, str]:
+    """gRPC metadata carrying the key: Triton expects the header name prefixed with ``triton-grpc-protocol-``."""
+    return {f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": key}
+
+
 def admin_key() -> str:
     """``$TRITON_ADMIN_KEY``, or a random key nobody knows, which leaves the restricted APIs off."""
     import secrets
@@ -165,7 +170,10 @@ def server_command(install: TritonInstall, repository: Path, ports: Ports, host:
         f"--http-address={host}", f"--http-port={ports.http}",
         f"--grpc-address={host}", f"--grpc-port={ports.grpc}",
         f"--metrics-address={host}", f"--metrics-port={ports.metrics}",
-        "--model-control-mode=none",
+        # Explicit, with everything loaded at start: the stub supervisor reloads a model whose Python
+        # stub died (python_models/supervisor.py). Only holders of the admin key can use that API.
+        "--model-control-mode=explicit",
+        "--load-model=*",
         f"--grpc-restricted-protocol={restricted}",
         f"--http-restricted-api={restricted}",
         "--strict-readiness=true",

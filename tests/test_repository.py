@@ -133,5 +133,5 @@ def test_server_command_restricts_the_apis_that_change_the_server():
         apis, header = value.split(":", 1)
         assert set(apis.split(",")) == {"model-repository", "shared-memory", "trace", "logging"}
         assert header == f"{ADMIN_KEY_HEADER}=k"
-    assert "--model-control-mode=none" in cmd
+    assert "--model-control-mode=explicit" in cmd and "--load-model=*" in cmd
     assert all(a.endswith("=127.0.0.1") for a in cmd if a.split("=")[0] in ("--http-address", "--grpc-address", "--metrics-address"))

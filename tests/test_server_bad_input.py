@@ -1,10 +1,18 @@
-"""Bad input gets a clear INVALID_ARGUMENT, never a crash, and never spoils a good request batched with it."""
+"""Bad input gets a clear INVALID_ARGUMENT, never a crash, and never spoils a good request batched with it.
+
+Every public model, every input on the reliability list: what must be refused is refused
+with a message naming the problem; what must be accepted (alpha, 16-bit and 1x1 PNG,
+grayscale JPEG) is answered within the contract.
+"""
 
 from __future__ import annotations
 
+import struct
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -12,7 +20,7 @@ from matching import assert_same_detections, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import repository as repo
-from python_models.client import infer_grpc, infer_http, unpack_detections
+from python_models.client import contract_violations, infer_grpc, infer_http, unpack_detections
 
 PUBLIC = repo.PUBLIC_MODELS
 
@@ -28,6 +36,34 @@ def bad_inputs(samples) -> dict[str, tuple[bytes, str]]:
         "jpeg_header_only": (samples["bus.jpg"][:600], "truncated JPEG"),
         # Headers intact, pixel data destroyed: only the decoder itself can tell.
         "corrupt_png_pixels": (corrupt_pixels(samples["zidane_640x480.png"]), "could not read the pixel data"),
+        # Headers that claim 30000 x 30000 pixels: refused from the header, before any decoding.
+        "huge_png_header": (huge_png(), "over the limit of 40000000"),
+        "huge_jpeg_header": (huge_jpeg(samples["bus.jpg"]), "over the limit of 40000000"),
+    }
+
+
+def huge_png(side: int = 30000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b"")
+
+
+def huge_jpeg(jpeg: bytes, side: int = 30000) -> bytes:
+    data = bytearray(jpeg)
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", side, side)  # SOF0: precision, then height and width
+    return bytes(data)
+
+
+def accepted_inputs(samples) -> dict[str, bytes]:
+    bus = cv2.imdecode(np.frombuffer(samples["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
+    return {
+        "png_with_alpha": cv2.imencode(".png", cv2.cvtColor(bus, cv2.COLOR_BGR2BGRA))[1].tobytes(),
+        "png_16_bit": cv2.imencode(".png", bus.astype(np.uint16) * 257)[1].tobytes(),
+        "grayscale_jpeg": samples["bus_gray.jpg"],
+        "one_pixel_png": cv2.imencode(".png", bus[:1, :1])[1].tobytes(),
     }
 
 
@@ -106,15 +142,40 @@ def test_good_requests_batched_with_bad_ones_still_get_correct_detections(
         assert response.status == 200
 
 
-def test_wrong_datatype_and_wrong_input_name_are_rejected(server, samples):
+@pytest.mark.parametrize("model", PUBLIC)
+def test_unusual_but_valid_images_are_accepted(server, samples, model):
+    """Alpha is dropped, 16 bits become 8, grayscale becomes colour (as cv2.imread does); 1x1 is letterboxed."""
+    client = server.grpc()
+    for label, data in accepted_inputs(samples).items():
+        height, width = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+        outputs = infer_grpc(client, model, [data])
+        assert contract_violations(outputs, [(width, height)]) == [], (model, label)
+        if label != "one_pixel_png":
+            reference = unpack_detections(infer_grpc(client, "yolo11_pytorch", [data]))[0]
+            assert_same_detections(unpack_detections(outputs)[0], reference, *tolerance(model), f"{model}/{label}")
+
+
+@pytest.mark.parametrize("model", PUBLIC)
+def test_wrong_datatype_and_wrong_input_name_are_rejected(server, model):
     client = server.grpc()
     inp = grpcclient.InferInput("images", [1, 16], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 16), np.float32))
     with pytest.raises(InferenceServerException) as err:
-        client.infer("yolo11_trt", [inp])
+        client.infer(model, [inp])
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "data-type" in err.value.message()
     inp = grpcclient.InferInput("image", [1, 16], "UINT8")
     inp.set_data_from_numpy(np.zeros((1, 16), np.uint8))
     with pytest.raises(InferenceServerException) as err:
-        client.infer("yolo11_pytorch", [inp])
-    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+        client.infer(model, [inp])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "image" in err.value.message()
+
+
+@pytest.mark.parametrize("model", PUBLIC)
+def test_a_batch_over_max_batch_size_is_rejected(server, samples, model):
+    limit = repo.definitions_by_name()[model].config.max_batch_size
+    tiny = accepted_inputs(samples)["one_pixel_png"]
+    with pytest.raises(InferenceServerException) as err:
+        infer_grpc(server.grpc(), model, [tiny] * (limit + 1))
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value.message()
+    assert f"must be <= {limit}" in err.value.message(), err.value.message()
+    assert server.grpc().is_model_ready(model)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +21,16 @@ sys.path.insert(0, str(ROOT))
 from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
 from python_models.engine_build import build_repository_engines  # noqa: E402
 from python_models.export import export_artifacts, read_manifest  # noqa: E402
+from python_models.supervisor import StubSupervisor  # noqa: E402
 from python_models.server import (  # noqa: E402
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
     RESTRICTED_APIS,
     Ports,
+    admin_key,
     build_cpu_repository,
     find_triton,
+    grpc_admin_headers,
     server_command,
     server_env,
 )
@@ -77,7 +81,8 @@ def main() -> int:
             print(f"CPU profile: not serving {name}: {why}", flush=True)
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    command = server_command(install, repository, ports, args.host)
+    key = admin_key()
+    command = server_command(install, repository, ports, args.host, key=key)
     if os.environ.get(ADMIN_KEY_ENV):
         print(f"tritonserver: {', '.join(RESTRICTED_APIS)} APIs need header {ADMIN_KEY_HEADER}: ${ADMIN_KEY_ENV}", flush=True)
     else:
@@ -87,7 +92,27 @@ def main() -> int:
     process = subprocess.Popen(command, env=server_env(install))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: process.send_signal(signum))
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    if wait_ready(f"http://{local}:{ports.http}/v2/health/ready", process):
+        StubSupervisor(process.pid, f"{local}:{ports.grpc}", grpc_admin_headers(key),
+                       log=lambda line: print(line, flush=True)).start()
     return process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 1800) -> bool:
+    """Until the server answers ready (True) or exits (False)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
 
 
 if __name__ == "__main__":

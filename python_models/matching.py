@@ -1,0 +1,56 @@
+"""Compare two detection sets the way a user would: same objects, same classes, same boxes, same scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from python_models.client import Detections
+from python_models.contract import CONF_THRESHOLD, MAX_DETECTIONS
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes, (len(a), len(b))."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def unmatched(src: Detections, dst: Detections, min_iou: float, score_tol: float) -> list[int]:
+    """Rows of ``src`` with no partner in ``dst``, ignoring rows a rounding difference may drop.
+
+    A detection within ``score_tol`` of the confidence threshold, or of the last
+    score kept when the list is full, may exist on one side only.
+    """
+    floor = CONF_THRESHOLD + score_tol
+    if len(src) == MAX_DETECTIONS:
+        floor = max(floor, float(src.scores.min()) + score_tol)
+    iou = box_iou(src.boxes, dst.boxes) if len(src) and len(dst) else np.zeros((len(src), len(dst)))
+    missing = []
+    for i in range(len(src)):
+        if src.scores[i] < floor:
+            continue
+        # Boxes clipped to nothing at the image border have no area and so no IoU: compare corners.
+        same_box = (iou[i] >= min_iou) | (np.abs(dst.boxes - src.boxes[i]).max(1, initial=0) <= 0.5)
+        ok = (dst.classes == src.classes[i]) & same_box & (np.abs(dst.scores - src.scores[i]) <= score_tol)
+        if not ok.any():
+            missing.append(i)
+    return missing
+
+
+def differences(got: Detections, ref: Detections, min_iou: float, score_tol: float) -> list[str]:
+    """Why ``got`` is not the same detections as ``ref``; empty when it is."""
+    problems = []
+    if len(got) and not np.all(got.boxes[:, 2:] >= got.boxes[:, :2]):
+        problems.append("boxes are not x1 <= x2, y1 <= y2")
+    for src, dst, side in ((ref, got, "reference detection"), (got, ref, "served detection")):
+        missing = unmatched(src, dst, min_iou, score_tol)
+        if missing:
+            first = missing[0]
+            problems.append(
+                f"{len(missing)} {side}(s) without a match (class, IoU >= {min_iou}, score within {score_tol}); "
+                f"first: class {src.classes[first]} score {src.scores[first]:.4f} box {src.boxes[first]}; "
+                f"{len(got)} served vs {len(ref)} reference")
+    return problems

@@ -1,0 +1,154 @@
+"""Overload and faults against the real server: bounded queues reject fast, a dead stub is replaced, nothing else is hurt."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+from matching import assert_same_detections, tolerance
+from tritonclient.utils import InferenceServerException
+
+from python_models import repository as repo
+from python_models.client import contract_violations, infer_grpc, unpack_detections
+from python_models.supervisor import python_stubs
+
+STORM_CLIENTS = 200
+SLOW_MODEL = repo.PYTORCH  # about 100 ms an image on this CPU: 200 clients are far past its capacity
+BUS_SIZE = (810, 1080)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of the server process tree (launcher, tritonserver, stubs)."""
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def tritonserver_pid(server) -> int:
+    (process,) = [p for p in psutil.Process(server.process.pid).children() if p.name() == "tritonserver"]
+    return process.pid
+
+
+class ReadinessWatch(threading.Thread):
+    """Polls /v2/health/ready every 100 ms; remembers every answer that was not 200."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.url = f"http://{server.http_url}/v2/health/ready"
+        self.failures: list[str] = []
+        self.polls = 0
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.1):
+            self.polls += 1
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    if response.status != 200:
+                        self.failures.append(str(response.status))
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+
+def send(server, model: str, data: bytes, timeout: float = 120):
+    client = server.grpc()
+    start = time.monotonic()
+    try:
+        return "ok", time.monotonic() - start, infer_grpc(client, model, [data], timeout=timeout)
+    except InferenceServerException as exc:
+        return exc.status(), time.monotonic() - start, exc.message()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def bus_reference(server, samples):
+    return unpack_detections(infer_grpc(server.grpc(), SLOW_MODEL, [samples["bus.jpg"]]))[0]
+
+
+def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, samples, bus_reference):
+    policy = repo.definitions_by_name()[SLOW_MODEL].config.dynamic_batching.default_queue_policy
+    for _ in range(3):
+        send(server, SLOW_MODEL, samples["bus.jpg"])  # warm
+    rss_before = tree_rss(server.process.pid)
+    watch = ReadinessWatch(server)
+    watch.start()
+    with ThreadPoolExecutor(STORM_CLIENTS) as pool:
+        results = list(pool.map(lambda _: send(server, SLOW_MODEL, samples["bus.jpg"]), range(STORM_CLIENTS)))
+    time.sleep(3)
+    watch.done.set()
+    watch.join()
+    rss_after = tree_rss(server.process.pid)
+
+    accepted = [r for r in results if r[0] == "ok"]
+    rejected = [r for r in results if r[0] != "ok"]
+    statuses = {r[0] for r in rejected}
+    full = [r for r in rejected if "queue size" in r[2]]
+    timed_out = [r for r in rejected if "timeout" in r[2].lower()]
+    print(f"\noverload: {len(accepted)} accepted, {len(full)} rejected as queue full, {len(timed_out)} timed out "
+          f"in the queue; rss {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB; {watch.polls} readiness polls")
+    assert statuses <= {"StatusCode.UNAVAILABLE"}, {r[2] for r in rejected}
+    assert len(full) + len(timed_out) == len(rejected), {r[2] for r in rejected}
+    assert full, f"{STORM_CLIENTS} clients never filled a queue bounded at {policy.max_queue_size}"
+    assert max(r[1] for r in full) < 2.0, "a full queue must reject at once"
+    assert max(r[1] for r in timed_out or [("", 0.0)]) < policy.default_timeout_microseconds / 1e6 + 10
+    assert accepted, "the model stopped answering altogether"
+    for _, _, outputs in accepted:
+        assert contract_violations(outputs, [BUS_SIZE]) == []
+        assert_same_detections(unpack_detections(outputs)[0], bus_reference, *tolerance(SLOW_MODEL), "accepted in the storm")
+    assert not watch.failures, watch.failures[:5]
+    assert abs(rss_after - rss_before) <= 0.2 * rss_before, (rss_before, rss_after)
+
+
+def test_a_killed_stub_fails_its_requests_cleanly_and_the_model_comes_back(server, samples, bus_reference):
+    """Kill one of yolo11_nms's stubs under traffic on yolo11_trt (which calls it) and on yolo11_pytorch (which does not)."""
+    victims = [s for s in python_stubs(tritonserver_pid(server)) if s.model == repo.NMS]
+    assert victims, "no yolo11_nms stub found"
+    results: list[tuple[str, float, str]] = []
+    stop = threading.Event()
+
+    def drive(model: str) -> None:
+        while not stop.is_set():
+            status, _, payload = send(server, model, samples["bus.jpg"], timeout=60)
+            results.append((model, time.monotonic(), status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE]) else "wrong")))
+
+    threads = [threading.Thread(target=drive, args=(m,)) for m in (repo.TRT_ENSEMBLE, repo.TRT_ENSEMBLE, repo.PYTORCH)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    killed_at = time.monotonic()
+    psutil.Process(victims[0].pid).send_signal(signal.SIGKILL)
+    # Recovered: 10 answers in a row from yolo11_trt after the kill, all correct.
+    deadline = killed_at + 120
+    while time.monotonic() < deadline:
+        recent = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > killed_at][-10:]
+        if len(recent) == 10 and all(r[2] == "ok" for r in recent):
+            break
+        time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    after_kill = [r for r in results if r[1] > killed_at]
+    trt_errors = [r for r in after_kill if r[0] == repo.TRT_ENSEMBLE and r[2] != "ok"]
+    recovered_at = next((r[1] for r in reversed(after_kill) if r[0] == repo.TRT_ENSEMBLE and r[2] != "ok"), killed_at)
+    print(f"\nfault: {len(trt_errors)} failed yolo11_trt requests, last {recovered_at - killed_at:.1f} s after the kill")
+    assert "wrong" not in {r[2] for r in results}, "a request got a wrong answer"
+    assert {r[2] for r in trt_errors} <= {"StatusCode.INTERNAL", "StatusCode.UNAVAILABLE"}, trt_errors[:3]
+    recent = [r for r in results if r[0] == repo.TRT_ENSEMBLE][-10:]
+    assert len(recent) == 10 and all(r[2] == "ok" for r in recent), "yolo11_trt did not recover within 120 s"
+    assert all(r[2] == "ok" for r in results if r[0] == repo.PYTORCH), "a model that does not use yolo11_nms was hurt"
+    assert "supervisor: yolo11_nms reloaded" in server.log.read_text()
+    live = [s for s in python_stubs(tritonserver_pid(server)) if s.model == repo.NMS]
+    assert victims[0].pid not in {s.pid for s in live} and live
+    outputs = infer_grpc(server.grpc(), repo.TRT_ENSEMBLE, [samples["bus.jpg"]])
+    assert_same_detections(unpack_detections(outputs)[0], bus_reference, *tolerance(repo.TRT_ENSEMBLE), "after recovery")

@@ -1,0 +1,206 @@
+"""Soak a running server with mixed good and bad traffic over every loaded public model.
+
+    .venv/bin/python tools/soak.py --duration 600 [--grpc-url 127.0.0.1:8001] [--workers 4] [--out soak.json]
+
+Every good answer is checked against the contract and against the first answer the same
+model gave for the same image (batching must not change answers); every bad input must
+be refused with INVALID_ARGUMENT. Prints requests, errors by kind, wrong answers and the
+server's resident memory over time; exits 1 if any answer was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from python_models import repository as repo  # noqa: E402
+from python_models.client import contract_violations, infer_grpc, unpack_detections  # noqa: E402
+from python_models.decode import decode  # noqa: E402
+from python_models.matching import differences  # noqa: E402
+
+BAD_SHARE = 0.3
+# Answers to the same image from the same model may differ only by batching's float noise.
+SAME_ANSWER = (0.99, 1e-3)
+
+
+def bad_inputs(good: bytes) -> dict[str, bytes]:
+    rng = random.Random(0)
+    return {
+        "zeros": bytes(64),
+        "random_bytes": bytes(rng.randrange(256) for _ in range(4096)),
+        "truncated_jpeg": good[: len(good) // 2],
+        "not_an_image": b"GIF89a" + bytes(100),
+        "huge_png_header": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00u0\x00\x00u0\x08\x02\x00\x00\x00\x00\x00\x00\x00"
+                           b"\x00\x00\x00\x00IEND\xaeB`\x82",
+    }
+
+
+def find_server_pid(grpc_port: int) -> int | None:
+    import psutil
+
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "tritonserver" and f"--grpc-port={grpc_port}" in (process.info["cmdline"] or []):
+            return process.pid
+    return None
+
+
+def tree_rss_mib(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+class Soak:
+    def __init__(self, grpc_url: str, models: list[str], images: dict[str, bytes]) -> None:
+        self.grpc_url, self.models, self.images = grpc_url, models, images
+        self.sizes = {name: decode(data).shape[1::-1] for name, data in images.items()}
+        self.bad = bad_inputs(next(iter(images.values())))
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (model, outcome)
+        self.wrong: list[str] = []
+        self.first_answer: dict[tuple[str, str], object] = {}
+        self.lock = threading.Lock()
+
+    def one(self, client, model: str, rng: random.Random) -> None:
+        import tritonclient.grpc  # noqa: F401 - the exception type below
+
+        from tritonclient.utils import InferenceServerException
+
+        bad = rng.random() < BAD_SHARE
+        name = rng.choice(list(self.bad if bad else self.images))
+        data = self.bad[name] if bad else self.images[name]
+        try:
+            outputs = infer_grpc(client, model, [data], timeout=120)
+        except InferenceServerException as exc:
+            status = exc.status().removeprefix("StatusCode.")
+            if bad and status == "INVALID_ARGUMENT":
+                self.record(model, "bad input refused")
+            elif bad:
+                self.record(model, f"bad input: {status}")
+            elif status == "INVALID_ARGUMENT":
+                self.record(model, "wrong", f"{model}: good image {name} refused: {exc.message()}")
+            else:
+                self.record(model, f"error {status}")
+            return
+        if bad:
+            self.record(model, "wrong", f"{model}: bad input {name} got an answer")
+            return
+        problems = contract_violations(outputs, [self.sizes[name]])
+        if not problems:
+            (got,) = unpack_detections(outputs)
+            with self.lock:
+                reference = self.first_answer.setdefault((model, name), got)
+            problems = differences(got, reference, *SAME_ANSWER) if reference is not got else []
+        self.record(model, "wrong" if problems else "ok", f"{model}/{name}: {'; '.join(problems)}" if problems else "")
+
+    def record(self, model: str, outcome: str, detail: str = "") -> None:
+        with self.lock:
+            self.outcomes[model, outcome] += 1
+            if outcome == "wrong" and len(self.wrong) < 50:
+                self.wrong.append(detail)
+
+    def worker(self, index: int, stop_at: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        rng = random.Random(index)
+        for model in itertools.islice(itertools.cycle(self.models), index % len(self.models), None):
+            if time.monotonic() >= stop_at:
+                break
+            self.one(client, model, rng)
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, required=True, help="seconds")
+    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
+    parser.add_argument("--models", help="comma-separated (default: every public model the server has ready)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--server-pid", type=int, help="tritonserver's pid, for RSS (default: found by its gRPC port)")
+    parser.add_argument("--rss-every", type=float, default=5.0, help="seconds between RSS samples")
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    args = parser.parse_args()
+
+    import tritonclient.grpc as grpcclient
+    from rich.console import Console
+    from rich.table import Table
+    from ultralytics.utils import ASSETS
+
+    console = Console()
+    client = grpcclient.InferenceServerClient(args.grpc_url)
+    models = args.models.split(",") if args.models else [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
+    images = {p.name: p.read_bytes() for p in sorted(Path(ASSETS).glob("*.jpg"))}
+    soak = Soak(args.grpc_url, models, images)
+    pid = args.server_pid or find_server_pid(int(args.grpc_url.rsplit(":", 1)[1]))
+    rss: list[tuple[float, float]] = []
+    start = time.monotonic()
+    stop_at = start + args.duration
+    threads = [threading.Thread(target=soak.worker, args=(i, stop_at), daemon=True) for i in range(args.workers)]
+    for t in threads:
+        t.start()
+    with console.status("soaking") as status:
+        while any(t.is_alive() for t in threads):
+            if pid:
+                rss.append((round(time.monotonic() - start, 1), round(tree_rss_mib(pid), 1)))
+            done = sum(soak.outcomes.values())
+            status.update(f"soaking: {time.monotonic() - start:.0f}/{args.duration:.0f} s, {done} requests, "
+                          f"{len(soak.wrong)} wrong")
+            time.sleep(min(args.rss_every, max(0.1, stop_at - time.monotonic())))
+    for t in threads:
+        t.join()
+    if pid:
+        rss.append((round(time.monotonic() - start, 1), round(tree_rss_mib(pid), 1)))
+
+    by_kind: Counter[str] = Counter()
+    for (_, outcome), n in soak.outcomes.items():
+        by_kind[outcome] += n
+    report = {
+        "duration_s": round(time.monotonic() - start, 1),
+        "models": models,
+        "requests": sum(by_kind.values()),
+        "outcomes": dict(by_kind),
+        "per_model": {m: {o: n for (mm, o), n in soak.outcomes.items() if mm == m} for m in models},
+        "wrong_answers": by_kind.get("wrong", 0),
+        "wrong_examples": soak.wrong[:10],
+        "rss_mib": rss,
+    }
+    table = Table(title=f"soak: {report['requests']} requests in {report['duration_s']} s over {len(models)} models")
+    table.add_column("model")
+    kinds = sorted(by_kind)
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    for model in models:
+        table.add_row(model, *(str(report["per_model"][model].get(k, 0)) for k in kinds))
+    console.print(table)
+    if rss:
+        console.print(f"server RSS (MiB): start {rss[0][1]}, max {max(v for _, v in rss)}, end {rss[-1][1]} "
+                      f"({len(rss)} samples)")
+    console.print(f"wrong answers: {report['wrong_answers']}")
+    for example in report["wrong_examples"]:
+        console.print(f"  {example}")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if report["wrong_answers"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
