@@ -128,3 +128,14 @@ def forward(net: torch.nn.Module, batch: np.ndarray, device: torch.device, half:
     y = net(x.half() if half else x)
     y = y[0] if isinstance(y, (list, tuple)) else y
     return y.float()
+
+
+@torch.inference_mode()
+def forward_padded(net: torch.nn.Module, padded_bgr: np.ndarray, device: torch.device, half: bool = False) -> torch.Tensor:
+    """The head output for letterboxed BGR HWC uint8 images ``[B, H, W, 3]``: uint8 crosses to the device,
+    which does BGR->RGB, CHW and the /255 (as ``letterbox`` does on the CPU, in the same float32 steps)."""
+    x = torch.from_numpy(padded_bgr).to(device, non_blocking=True)
+    x = x.flip(-1).permute(0, 3, 1, 2)
+    x = (x.half() if half else x.float()).mul_(1 / 255).contiguous()
+    out = net(x)
+    return out[0] if isinstance(out, (list, tuple)) else out

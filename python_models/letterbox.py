@@ -43,27 +43,36 @@ def letterbox_geometry(height: int, width: int, size: int = IMAGE_SIZE) -> tuple
     return new_h, new_w, top, left
 
 
-def letterbox(image_bgr: np.ndarray, size: int = IMAGE_SIZE, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
-    """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1].
+def letterbox_padded(image_bgr: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.ndarray, LetterboxTransform]:
+    """Resize keeping aspect ratio and pad with grey to ``size`` x ``size``: BGR HWC uint8, a quarter of the float bytes.
 
-    ``out`` (3 x size x size float32) lets a caller fill a row of a batch without another copy.
+    Track A on the GPU ships this and normalises there; ``letterbox`` finishes it on the CPU.
     """
     height, width = image_bgr.shape[:2]
     new_h, new_w, top, left = letterbox_geometry(height, width, size)
     resized = image_bgr if (new_h, new_w) == (height, width) else cv2.resize(
         image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR
     )
+    padded = cv2.copyMakeBorder(
+        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+    )
+    transform = LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
+    return padded, transform
+
+
+def letterbox(image_bgr: np.ndarray, size: int = IMAGE_SIZE, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
+    """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1].
+
+    ``out`` (3 x size x size float32) lets a caller fill a row of a batch without another copy.
+    """
+    padded, transform = letterbox_padded(image_bgr, size)
     if out is None:
         out = np.empty((3, size, size), dtype=np.float32)
     # Pad in uint8 (cheap), cast plane by plane into the contiguous output, scale once in place:
     # measured faster than cv2.dnn.blobFromImage or a fused multiply-with-cast into a strided view.
-    padded = cv2.copyMakeBorder(
-        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
-    )
     for channel, plane in enumerate(reversed(cv2.split(padded))):  # BGR -> RGB
         out[channel] = plane
     out *= np.float32(1 / 255)
-    transform = LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
     return out, transform
 
 

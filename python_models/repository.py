@@ -198,14 +198,26 @@ def _end2end(name: str, max_batch: int, delay_us: int, instances: int) -> ModelD
     return ModelDefinition(_warmed(config), twin="onnx_twin_model", onnx_source=END2END_TRT)
 
 
+PYTORCH_PRECISION = "fp16"
+"""Track A's network precision on a GPU (``fp16`` or ``fp32``); the CPU always runs FP32."""
+
+
+def _pytorch_config(kind: int = mc.ModelInstanceGroup.KIND_AUTO, count: int = 1,
+                    precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
+    """Track A; KIND_AUTO puts it on the GPU when there is one. ``decode_threads`` 0: one per core, up to 16."""
+    config = _python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True), _outputs(c.PUBLIC_OUTPUTS),
+                     _instances(count, kind), 2000)
+    config.parameters["precision"].string_value = precision
+    config.parameters["decode_threads"].string_value = "0"
+    return config
+
+
 def model_definitions() -> list[ModelDefinition]:
     """All models of the repository, public ensembles and the leaves they call."""
     images = {c.INPUT_IMAGES: c.INPUT_IMAGES}
     defs = [
-        # Track A: one Python model; KIND_AUTO puts it on the GPU when one is there.
-        ModelDefinition(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                _outputs(c.PUBLIC_OUTPUTS), _instances(1, mc.ModelInstanceGroup.KIND_AUTO), 2000),
-                        entry="pytorch_model"),
+        # Track A: one Python model.
+        ModelDefinition(_pytorch_config(), entry="pytorch_model"),
         # Tracks B and C share the CPU preprocessing step.
         ModelDefinition(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),

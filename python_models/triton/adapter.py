@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,30 +59,36 @@ class BatchBuffer:
         return self._array[:count]
 
 
-def read_rows(requests: Sequence, read: Callable[[np.ndarray], T]) -> tuple[list[T], list[slice | Exception]]:
-    """Apply ``read`` to every image row of every request, in order.
+def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executor | None = None
+              ) -> tuple[list[T], list[slice | Exception]]:
+    """Apply ``read`` to every image row of every request, in order (on ``pool``'s threads when given).
 
     Returns the results of the good requests' rows, flattened, and per request either
     the slice of that list holding its rows or the error that rejects it alone (a
     bad row rejects its whole request, and the message names the row).
     """
+    per_request = [input_array(request, INPUT_IMAGES) for request in requests]
+    flat = [row for rows in per_request for row in rows]
+
+    def attempt(row: np.ndarray) -> T | InvalidImageError:
+        try:
+            return read(row)
+        except InvalidImageError as exc:
+            return exc
+
+    values = list(pool.map(attempt, flat)) if pool is not None and len(flat) > 1 else [attempt(r) for r in flat]
     results: list[T] = []
     outcome: list[slice | Exception] = []
-    for request in requests:
-        rows = input_array(request, INPUT_IMAGES)
-        try:
-            items = []
-            for row_index, row in enumerate(rows):
-                try:
-                    items.append(read(row))
-                except InvalidImageError as exc:
-                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
-                    raise InvalidImageError(f"{where}: {exc}") from None
-        except InvalidImageError as exc:
-            outcome.append(exc)
+    start = 0
+    for rows in per_request:
+        mine, start = values[start : start + len(rows)], start + len(rows)
+        bad = next(((i, v) for i, v in enumerate(mine) if isinstance(v, InvalidImageError)), None)
+        if bad is not None:
+            where = f"images[{bad[0]}]" if len(rows) > 1 else "images"
+            outcome.append(InvalidImageError(f"{where}: {bad[1]}"))
             continue
-        outcome.append(slice(len(results), len(results) + len(items)))
-        results.extend(items)
+        outcome.append(slice(len(results), len(results) + len(mine)))
+        results.extend(mine)
     return results, outcome
 
 
