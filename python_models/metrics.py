@@ -56,6 +56,9 @@ class ModelMetrics:
     """Average time a successful request waited in the scheduler queue."""
     compute_ms: float
     """Average compute time (input + infer + output) per successful request."""
+    compute_input_ms: float = 0.0
+    compute_infer_ms: float = 0.0
+    compute_output_ms: float = 0.0
 
 
 def summarise(before: dict, after: dict, model: str) -> ModelMetrics:
@@ -66,8 +69,9 @@ def summarise(before: dict, after: dict, model: str) -> ModelMetrics:
     inferences, executions, avg_batch = average_batch(before, after, model)
     compute_us = sum(delta(f"nv_inference_compute_{part}_duration_us") for part in ("input", "infer", "output"))
     per_request = (lambda us: us / requests / 1000) if requests else (lambda us: 0.0)
+    parts = [per_request(delta(f"nv_inference_compute_{part}_duration_us")) for part in ("input", "infer", "output")]
     return ModelMetrics(requests, delta("nv_inference_request_failure"), inferences, executions, avg_batch,
-                        per_request(delta("nv_inference_queue_duration_us")), per_request(compute_us))
+                        per_request(delta("nv_inference_queue_duration_us")), per_request(compute_us), *parts)
 
 
 GPU_FAMILIES = frozenset({

@@ -184,10 +184,11 @@ def server_command(install: TritonInstall, repository: Path, ports: Ports, host:
     ]
 
 
-def server_env(install: TritonInstall) -> dict[str, str]:
-    """The Python backend stub imports packages from the first ``python3`` on PATH: make it this environment's."""
+def server_env(install: TritonInstall, stub_python_bin: Path | None = None) -> dict[str, str]:
+    """The Python backend stub imports packages from the first ``python3`` on PATH: make it this environment's
+    (or ``stub_python_bin``'s, e.g. a numpy 1.x environment on a host whose own numpy is 2.x)."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{stub_python_bin or Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if install.libs is not None:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [env.get("LD_LIBRARY_PATH"), str(install.libs)]))
     env.setdefault("YOLO_OFFLINE", "1")
