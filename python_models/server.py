@@ -37,11 +37,13 @@ def find_triton() -> TritonInstall:
     """The NGC image's server when present, else the one inside the ``nvidia-pytriton`` wheel."""
     if (NGC_ROOT / "bin" / "tritonserver").exists():
         return TritonInstall(NGC_ROOT / "bin" / "tritonserver", NGC_ROOT / "backends")
-    try:
-        import pytriton
-    except ImportError:
-        raise RuntimeError("no tritonserver: install the project (pip install -e .), which brings nvidia-pytriton") from None
-    root = Path(pytriton.__file__).parent / "tritonserver"
+    import importlib.util
+
+    # Located, not imported: the server binary is all we use, and pytriton's own imports need more packages.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("no tritonserver: install the project (pip install -e .), which brings nvidia-pytriton")
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     backends = root / "backends"
     # The stub's RPATH is relative to the backend folder inside the wheel, so it must be copied there.
     version = f"{sys.version_info.major}.{sys.version_info.minor}"

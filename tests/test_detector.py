@@ -20,3 +20,23 @@ def test_untrained_detector_is_deterministic_and_image_dependent():
     detections = nms(ya)
     assert all(len(d) > 0 for d in detections), "the test weights must detect on the sample images"
     assert not np.allclose(detections[0][:3, :4], detections[1][:3, :4]), "boxes must depend on the image"
+
+
+def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
+    """Track A ships letterboxed uint8 and normalises on the device: the network sees the same tensor."""
+    import cv2
+    import numpy as np
+    import torch
+    from ultralytics.utils import ASSETS
+
+    from python_models.detector import forward, forward_padded, untrained_detector
+    from python_models.letterbox import letterbox, letterbox_padded
+
+    net = untrained_detector().model.fuse().eval()
+    image = cv2.imread(str(ASSETS / "zidane.jpg"))
+    padded, transform = letterbox_padded(image)
+    floats, same_transform = letterbox(image)
+    assert transform == same_transform
+    via_uint8 = forward_padded(net, padded[None], torch.device("cpu"))
+    via_float = forward(net, floats[None], torch.device("cpu"))
+    assert torch.equal(via_uint8, torch.as_tensor(via_float)), "the two input paths must be bit-identical on the CPU"

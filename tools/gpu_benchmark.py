@@ -45,7 +45,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 PARITY_TOLERANCE = {"fp32": (0.98, 1e-3), "fp16": (0.95, 5e-3)}  # FP16 rounds differently in different batch shapes
 
 
-def layout(out: Path, weights: str, precision: str, instances: int) -> Path:
+def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0) -> Path:
     """A repository holding only Track A, on the GPU."""
     from python_models.detector import resolve_weights
 
@@ -55,6 +55,7 @@ def layout(out: Path, weights: str, precision: str, instances: int) -> Path:
     model, untrained = resolve_weights(weights)
     model.save(str(version / "model.pt"))
     config = repo._pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
+    config.parameters["decode_threads"].string_value = str(decode_threads)
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry("pytorch_model"))
     return repository, untrained
@@ -162,19 +163,27 @@ def main() -> int:
     parser.add_argument("--weights", default="yolo11s.pt", help="a .pt, or a .yaml for an untrained network of that size")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on the GPU")
+    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: one per core)")
     parser.add_argument("--concurrency", default="1,16,64,128,256")
     parser.add_argument("--measurement-ms", type=int, default=5000)
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
     parser.add_argument("--grpc-port", type=int, default=18001)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / time.strftime("gpu-%Y%m%d-%H%M%S"))
     parser.add_argument("--skip-dali", action="store_true")
+    parser.add_argument("--dali-only", action="store_true", help="only step 4 (no server): writes dali.json")
     args = parser.parse_args()
+    if args.dali_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        dali = dali_benchmark()
+        (args.out / "dali.json").write_text(json.dumps(dali, indent=2) + "\n")
+        print(json.dumps(dali, indent=2))
+        return 0
 
     from rich.console import Console
 
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
-    repository, untrained = layout(args.out, args.weights, args.precision, args.instances)
+    repository, untrained = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads)
     install = find_triton()
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
@@ -185,7 +194,7 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server)
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **versions(grpc_url),
                 "weights": args.weights + (" (untrained)" if untrained else ""), "precision": args.precision,
-                "instances": args.instances, "command": shlex.join(["python3", *sys.argv])}
+                "instances": args.instances, "decode_threads": args.decode_threads, "command": shlex.join(["python3", *sys.argv])}
         console.print(meta)
         checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision)
         console.print({"parity": checked})
@@ -199,12 +208,12 @@ def main() -> int:
             csv_path.parent.mkdir(exist_ok=True)
             before = scrape(metrics_url, SUMMARY_FAMILIES)
             result = subprocess.run(pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path,
-                                               args.measurement_ms, max_trials=5, stability_percent=20),
+                                               args.measurement_ms, max_trials=8, stability_percent=30),
                                     capture_output=True, text=True)
             after = scrape(metrics_url, SUMMARY_FAMILIES)
             csv_path.with_suffix(".log").write_text(result.stdout + result.stderr)
             if result.returncode != 0 or not csv_path.exists():
-                console.print(f"perf_analyzer failed at {concurrency}: {(result.stdout + result.stderr)[-800:]}")
+                console.print(f"perf_analyzer failed at {concurrency}: {(result.stdout + result.stderr).strip().splitlines()[-1][:300]}")
                 continue
             (perf,) = pa.parse_csv(csv_path)
             runs.append(Run(repo.PYTORCH, perf, {repo.PYTORCH: summarise(before, after, repo.PYTORCH)}))

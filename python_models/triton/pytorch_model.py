@@ -9,6 +9,7 @@ GIL), stay uint8 until the device, and NMS runs where the head output is.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -46,19 +47,42 @@ class TritonPythonModel:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
+        self.name = args["model_instance_name"]
+        self.timing: dict | None = {} if os.environ.get("YOLO11_TRITON_TIMING") == "1" else None
         self.net = load_network(version_dir(args) / "model.pt", self.device, self.half)
 
     def execute(self, requests):
         return guarded(requests, self._run)
 
     def _run(self, requests):
+        start = time.perf_counter()
         items, outcome = read_rows(requests, _decode_and_pad, self.pool)
+        decoded = time.perf_counter()
         detections = []
         if items:
             padded = np.stack([image for image, _ in items])
-            detections = nms(forward_padded(self.net, padded, self.device, self.half))
+            raw = forward_padded(self.net, padded, self.device, self.half)
+            if self.timing is not None and self.device.type == "cuda":
+                self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
+            forwarded = time.perf_counter()
+            detections = nms(raw)
+        else:
+            forwarded = decoded
         packed = pack_detections(detections, [transform for _, transform in items])
+        if self.timing is not None:
+            self._account(len(items), decoded - start, forwarded - decoded, time.perf_counter() - forwarded)
         return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})
+
+    def _account(self, images: int, decode_s: float, forward_s: float, nms_s: float) -> None:
+        """With YOLO11_TRITON_TIMING=1: every 200 executions, print where the time inside execute went."""
+        totals = self.timing
+        for key, value in (("images", images), ("decode", decode_s), ("forward", forward_s), ("nms", nms_s), ("runs", 1)):
+            totals[key] = totals.get(key, 0) + value
+        if totals["runs"] % 200 == 0:
+            n = max(totals["images"], 1)
+            print(f"timing {self.name}: {totals['runs']} executions, {totals['images'] / totals['runs']:.1f} images each; "
+                  f"per image: decode+letterbox {totals['decode'] / n * 1e3:.2f} ms, forward {totals['forward'] / n * 1e3:.2f} ms, "
+                  f"nms+pack {totals['nms'] / n * 1e3:.2f} ms", flush=True)
 
     def finalize(self) -> None:
         if self.pool is not None:
