@@ -20,6 +20,7 @@ from python_models.supervisor import python_stubs
 STORM_CLIENTS = 200
 SLOW_MODEL = repo.PYTORCH  # about 100 ms an image on this CPU: 200 clients are far past its capacity
 BUS_SIZE = (810, 1080)
+RELOADED = f"supervisor: {repo.NMS} reloaded"
 
 
 def tree_rss(pid: int) -> int:
@@ -119,35 +120,36 @@ def test_a_killed_stub_fails_its_requests_cleanly_and_the_model_comes_back(serve
 
     def drive(model: str) -> None:
         while not stop.is_set():
+            started = time.monotonic()
             status, _, payload = send(server, model, samples["bus.jpg"], timeout=60)
-            results.append((model, time.monotonic(), status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE]) else "wrong")))
+            results.append((model, started, status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE]) else "wrong")))
 
     threads = [threading.Thread(target=drive, args=(m,)) for m in (repo.TRT_ENSEMBLE, repo.TRT_ENSEMBLE, repo.PYTORCH)]
     for t in threads:
         t.start()
     time.sleep(2)
+    reloads_before = server.log.read_text().count(RELOADED)
     killed_at = time.monotonic()
     psutil.Process(victims[0].pid).send_signal(signal.SIGKILL)
-    # Recovered: 10 answers in a row from yolo11_trt after the kill, all correct.
-    deadline = killed_at + 120
-    while time.monotonic() < deadline:
-        recent = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > killed_at][-10:]
-        if len(recent) == 10 and all(r[2] == "ok" for r in recent):
-            break
-        time.sleep(0.5)
+    # The supervisor's reload returns once the new instances serve; requests sent after it must all succeed.
+    reloaded_at = None
+    while time.monotonic() < killed_at + 120 and reloaded_at is None:
+        if server.log.read_text().count(RELOADED) > reloads_before:
+            reloaded_at = time.monotonic()
+        time.sleep(0.2)
+    time.sleep(5)
     stop.set()
     for t in threads:
         t.join()
-    after_kill = [r for r in results if r[1] > killed_at]
-    trt_errors = [r for r in after_kill if r[0] == repo.TRT_ENSEMBLE and r[2] != "ok"]
-    recovered_at = next((r[1] for r in reversed(after_kill) if r[0] == repo.TRT_ENSEMBLE and r[2] != "ok"), killed_at)
-    print(f"\nfault: {len(trt_errors)} failed yolo11_trt requests, last {recovered_at - killed_at:.1f} s after the kill")
+    assert reloaded_at is not None, f"no reload within 120 s:\n{server.log_tail()}"
+    trt_errors = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > killed_at and r[2] != "ok"]
+    after_reload = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > reloaded_at]
+    print(f"\nfault: {len(trt_errors)} failed yolo11_trt requests; reloaded {reloaded_at - killed_at:.1f} s after the kill; "
+          f"{len(after_reload)} requests after it")
     assert "wrong" not in {r[2] for r in results}, "a request got a wrong answer"
     assert {r[2] for r in trt_errors} <= {"StatusCode.INTERNAL", "StatusCode.UNAVAILABLE"}, trt_errors[:3]
-    recent = [r for r in results if r[0] == repo.TRT_ENSEMBLE][-10:]
-    assert len(recent) == 10 and all(r[2] == "ok" for r in recent), "yolo11_trt did not recover within 120 s"
+    assert len(after_reload) >= 5 and all(r[2] == "ok" for r in after_reload), after_reload[:5]
     assert all(r[2] == "ok" for r in results if r[0] == repo.PYTORCH), "a model that does not use yolo11_nms was hurt"
-    assert "supervisor: yolo11_nms reloaded" in server.log.read_text()
     live = [s for s in python_stubs(tritonserver_pid(server)) if s.model == repo.NMS]
     assert victims[0].pid not in {s.pid for s in live} and live
     outputs = infer_grpc(server.grpc(), repo.TRT_ENSEMBLE, [samples["bus.jpg"]])
