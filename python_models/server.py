@@ -195,3 +195,34 @@ def server_env(install: TritonInstall, stub_python_bin: Path | None = None) -> d
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [env.get("LD_LIBRARY_PATH"), str(install.libs)]))
     env.setdefault("YOLO_OFFLINE", "1")
     return env
+
+
+def wait_ready(url: str, process, timeout_s: float = 1800) -> bool:
+    """Poll ``url`` until it answers 200 (True), or until ``process`` exits or time runs out (False)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (launcher, tritonserver, Python stubs)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

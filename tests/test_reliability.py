@@ -15,24 +15,13 @@ from tritonclient.utils import InferenceServerException
 
 from python_models import repository as repo
 from python_models.client import contract_violations, infer_grpc, unpack_detections
+from python_models.server import process_tree_rss
 from python_models.supervisor import python_stubs
 
 STORM_CLIENTS = 200
 SLOW_MODEL = repo.PYTORCH  # about 100 ms an image on this CPU: 200 clients are far past its capacity
 BUS_SIZE = (810, 1080)
 RELOADED = f"supervisor: {repo.NMS} reloaded"
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of the server process tree (launcher, tritonserver, stubs)."""
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def tritonserver_pid(server) -> int:
@@ -81,7 +70,7 @@ def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, sampl
     policy = repo.definitions_by_name()[SLOW_MODEL].config.dynamic_batching.default_queue_policy
     for _ in range(3):
         send(server, SLOW_MODEL, samples["bus.jpg"])  # warm
-    rss_before = tree_rss(server.process.pid)
+    rss_before = process_tree_rss(server.process.pid)
     watch = ReadinessWatch(server)
     watch.start()
     with ThreadPoolExecutor(STORM_CLIENTS) as pool:
@@ -89,7 +78,7 @@ def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, sampl
     time.sleep(3)
     watch.done.set()
     watch.join()
-    rss_after = tree_rss(server.process.pid)
+    rss_after = process_tree_rss(server.process.pid)
 
     accepted = [r for r in results if r[0] == "ok"]
     rejected = [r for r in results if r[0] != "ok"]

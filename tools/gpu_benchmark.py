@@ -38,7 +38,7 @@ from python_models import perf_analyzer as pa  # noqa: E402
 from python_models import repository as repo  # noqa: E402
 from python_models.metrics import SUMMARY_FAMILIES, scrape, summarise  # noqa: E402
 from python_models.report import Run, write_report  # noqa: E402
-from python_models.server import Ports, find_triton, server_command, server_env  # noqa: E402
+from python_models.server import Ports, find_triton, server_command, server_env, wait_ready  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
@@ -59,23 +59,6 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry("pytorch_model"))
     return repository, untrained
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"tritonserver exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise SystemExit("tritonserver not ready in time")
 
 
 def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
@@ -191,7 +174,8 @@ def main() -> int:
     server = subprocess.Popen(server_command(install, repository, ports), env=server_env(install, args.stub_python_bin),
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server)
+        if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=600):
+            raise SystemExit(f"tritonserver did not become ready: see {args.out / 'server.log'}")
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **versions(grpc_url),
                 "weights": args.weights + (" (untrained)" if untrained else ""), "precision": args.precision,
                 "instances": args.instances, "decode_threads": args.decode_threads, "command": shlex.join(["python3", *sys.argv])}

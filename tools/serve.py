@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ from python_models.server import (  # noqa: E402
     grpc_admin_headers,
     server_command,
     server_env,
+    wait_ready,
 )
 
 
@@ -97,22 +97,6 @@ def main() -> int:
         StubSupervisor(process.pid, f"{local}:{ports.grpc}", grpc_admin_headers(key),
                        log=lambda line: print(line, flush=True)).start()
     return process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 1800) -> bool:
-    """Until the server answers ready (True) or exits (False)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(1)
-    return False
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from python_models import repository as repo  # noqa: E402
 from python_models.client import contract_violations, infer_grpc, unpack_detections  # noqa: E402
 from python_models.decode import decode  # noqa: E402
 from python_models.matching import differences  # noqa: E402
+from python_models.server import process_tree_rss  # noqa: E402
 
 BAD_SHARE = 0.3
 # Answers to the same image from the same model may differ only by batching's float noise.
@@ -54,19 +55,6 @@ def find_server_pid(grpc_port: int) -> int | None:
         if process.info["name"] == "tritonserver" and f"--grpc-port={grpc_port}" in (process.info["cmdline"] or []):
             return process.pid
     return None
-
-
-def tree_rss_mib(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
 
 
 class Soak:
@@ -160,7 +148,7 @@ def main() -> int:
     with console.status("soaking") as status:
         while any(t.is_alive() for t in threads):
             if pid:
-                rss.append((round(time.monotonic() - start, 1), round(tree_rss_mib(pid), 1)))
+                rss.append((round(time.monotonic() - start, 1), round(process_tree_rss(pid) / 2**20, 1)))
             done = sum(soak.outcomes.values())
             status.update(f"soaking: {time.monotonic() - start:.0f}/{args.duration:.0f} s, {done} requests, "
                           f"{len(soak.wrong)} wrong")
@@ -168,7 +156,7 @@ def main() -> int:
     for t in threads:
         t.join()
     if pid:
-        rss.append((round(time.monotonic() - start, 1), round(tree_rss_mib(pid), 1)))
+        rss.append((round(time.monotonic() - start, 1), round(process_tree_rss(pid) / 2**20, 1)))
 
     by_kind: Counter[str] = Counter()
     for (_, outcome), n in soak.outcomes.items():
