@@ -27,8 +27,7 @@ from locust import User, constant, events, task  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models import repository as repo  # noqa: E402
-from python_models.client import contract_violations, infer_grpc  # noqa: E402
+from python_models.client import contract_violations, infer_grpc, ready_public_models  # noqa: E402
 from python_models.decode import decode  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -74,7 +73,7 @@ def _load(environment, **_kwargs) -> None:
         Workload.models = options.models.split(",")
     else:
         client = grpcclient.InferenceServerClient(environment.host)
-        Workload.models = [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
+        Workload.models = ready_public_models(client)
         client.close()
     if not Workload.models:
         raise SystemExit(f"no public model is ready at {environment.host}")

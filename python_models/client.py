@@ -48,6 +48,13 @@ def unpack_detections(outputs: dict[str, np.ndarray]) -> list[Detections]:
     ]
 
 
+def ready_public_models(client) -> list[str]:
+    """The public models ``client``'s server has ready, in the repository's order."""
+    from python_models.repository import PUBLIC_MODELS
+
+    return [model for model in PUBLIC_MODELS if client.is_model_ready(model)]
+
+
 def infer_grpc(client, model: str, encoded: Sequence[bytes], timeout: float | None = None) -> dict[str, np.ndarray]:
     import tritonclient.grpc as grpcclient
 

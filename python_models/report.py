@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from python_models.metrics import ModelMetrics
+from python_models import perf_analyzer as pa
+from python_models.metrics import SUMMARY_FAMILIES, ModelMetrics, scrape, summarise
 from python_models.perf_analyzer import PerfResult
 
 REPORT_JSON = "report.json"
@@ -30,6 +31,30 @@ class Run:
         """Failed requests of the public model (an ensemble's count includes its leaves' failures)."""
         own = self.server.get(self.model)
         return own.failures if own else 0.0
+
+
+class PerfAnalyzerFailed(RuntimeError):
+    """perf_analyzer exited with an error or wrote no CSV; the message is the end of its output."""
+
+
+def measure(command: list[str], csv_path: Path, model: str, metrics_url: str, models: Sequence[str]) -> Run:
+    """Run one perf_analyzer level (``command`` writes ``csv_path``) between two scrapes of Triton's metrics.
+
+    ``models``: the public model and the leaves whose server-side figures the run records.
+    Its output is kept next to the CSV, as ``.log``.
+    """
+    import subprocess
+
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    before = scrape(metrics_url, SUMMARY_FAMILIES)
+    result = subprocess.run(command, capture_output=True, text=True)
+    after = scrape(metrics_url, SUMMARY_FAMILIES)
+    output = result.stdout + result.stderr
+    csv_path.with_suffix(".log").write_text(output)
+    if result.returncode != 0 or not csv_path.exists():
+        raise PerfAnalyzerFailed("\n".join(output.strip().splitlines()[-5:]))
+    (perf,) = pa.parse_csv(csv_path)
+    return Run(model, perf, {m: summarise(before, after, m) for m in models})
 
 
 def _short(leaf: str, model: str) -> str:

@@ -202,7 +202,7 @@ PYTORCH_PRECISION = "fp16"
 """Track A's network precision on a GPU (``fp16`` or ``fp32``); the CPU always runs FP32."""
 
 
-def _pytorch_config(kind: int = mc.ModelInstanceGroup.KIND_AUTO, count: int = 1,
+def pytorch_config(kind: int = mc.ModelInstanceGroup.KIND_AUTO, count: int = 1,
                     precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
     """Track A; KIND_AUTO puts it on the GPU when there is one. ``decode_threads`` 0: one per core, up to 16."""
     config = _python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True), _outputs(c.PUBLIC_OUTPUTS),
@@ -217,7 +217,7 @@ def model_definitions() -> list[ModelDefinition]:
     images = {c.INPUT_IMAGES: c.INPUT_IMAGES}
     defs = [
         # Track A: one Python model.
-        ModelDefinition(_pytorch_config(), entry="pytorch_model"),
+        ModelDefinition(pytorch_config(), entry="pytorch_model"),
         # Tracks B and C share the CPU preprocessing step.
         ModelDefinition(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,8 @@ import pytest
 os.environ["YOLO_OFFLINE"] = "1"  # nothing downloads at test time
 
 from ultralytics.utils import ASSETS  # noqa: E402
+
+from python_models.server import wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.detector
@@ -76,8 +77,6 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     """``tools/serve.py`` exactly as a user runs it, on free loopback ports."""
-    import urllib.request
-
     work = tmp_path_factory.mktemp("triton")
     ports = [_free_port() for _ in range(3)]
     log = work / "server.log"
@@ -88,20 +87,11 @@ def server(tmp_path_factory) -> Server:
            "--extra-models", str(ROOT / "tests" / "models")]
     with open(log, "wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
+    if not wait_ready(f"http://{srv.http_url}/v2/health/ready", process, SERVER_START_TIMEOUT_S):
         if process.poll() is not None:
             pytest.fail(f"tools/serve.py exited with {process.returncode}:\n{srv.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://{srv.http_url}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
-        time.sleep(1)
+        process.kill()
+        pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
     srv.process = process
     yield srv
     process.terminate()

@@ -19,6 +19,7 @@ import yaml
 from python_models import repository as repo
 from python_models.client import infer_grpc
 from python_models.metrics import GPU_FAMILIES
+from python_models.server import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "yolo11-triton.json"
@@ -101,18 +102,9 @@ def prometheus(server, tmp_path_factory):
                                 f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail((work / "prometheus.log").read_text()[-3000:])
-        time.sleep(0.5)
+    if not wait_ready(f"{url}/-/ready", process, timeout_s=60):
+        process.kill()
+        pytest.fail((work / "prometheus.log").read_text()[-3000:])
     yield url
     process.terminate()
     process.wait(timeout=30)

@@ -27,8 +27,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import perf_analyzer as pa  # noqa: E402
 from python_models import repository as repo  # noqa: E402
-from python_models.metrics import SUMMARY_FAMILIES, scrape, summarise  # noqa: E402
-from python_models.report import Run, write_report  # noqa: E402
+from python_models.client import ready_public_models  # noqa: E402
+from python_models.report import PerfAnalyzerFailed, Run, measure, write_report  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -49,8 +49,7 @@ def image_files(source: Path) -> list[Path]:
 def ready_public_models(grpc_url: str) -> list[str]:
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(grpc_url)
-    return [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
+    return ready_public_models(grpcclient.InferenceServerClient(grpc_url))
 
 
 def served_profile(grpc_url: str, models: list[str]) -> str:
@@ -113,17 +112,11 @@ def main() -> int:
             for concurrency in levels:
                 progress.update(task, description=f"{model} @ {concurrency}")
                 csv_path = args.out / "perf" / f"{model}_c{concurrency}.csv"
-                csv_path.parent.mkdir(exist_ok=True)
                 cmd = pa.command(binary, model, args.grpc_url, input_data, concurrency, csv_path, args.measurement_ms)
-                before = scrape(args.metrics_url, SUMMARY_FAMILIES)
-                result = subprocess.run(cmd, capture_output=True, text=True)
-                after = scrape(args.metrics_url, SUMMARY_FAMILIES)
-                (csv_path.with_suffix(".log")).write_text(result.stdout + result.stderr)
-                if result.returncode != 0 or not csv_path.exists():
-                    tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-                    raise SystemExit(f"perf_analyzer failed on {model} at {concurrency}:\n" + "\n".join(tail))
-                (perf,) = pa.parse_csv(csv_path)
-                runs.append(Run(model, perf, {m: summarise(before, after, m) for m in models_of(model)}))
+                try:
+                    runs.append(measure(cmd, csv_path, model, args.metrics_url, models_of(model)))
+                except PerfAnalyzerFailed as exc:
+                    raise SystemExit(f"perf_analyzer failed on {model} at {concurrency}:\n{exc}") from None
                 progress.advance(task)
 
     meta = {

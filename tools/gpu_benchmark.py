@@ -36,8 +36,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from python_models import contract as c  # noqa: E402
 from python_models import perf_analyzer as pa  # noqa: E402
 from python_models import repository as repo  # noqa: E402
-from python_models.metrics import SUMMARY_FAMILIES, scrape, summarise  # noqa: E402
-from python_models.report import Run, write_report  # noqa: E402
+from python_models.report import PerfAnalyzerFailed, measure, write_report  # noqa: E402
 from python_models.server import Ports, find_triton, server_command, server_env, wait_ready  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
@@ -45,7 +44,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 PARITY_TOLERANCE = {"fp32": (0.98, 1e-3), "fp16": (0.95, 5e-3)}  # FP16 rounds differently in different batch shapes
 
 
-def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0) -> Path:
+def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0) -> tuple[Path, bool]:
     """A repository holding only Track A, on the GPU."""
     from python_models.detector import resolve_weights
 
@@ -54,7 +53,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     version.mkdir(parents=True, exist_ok=True)
     model, untrained = resolve_weights(weights)
     model.save(str(version / "model.pt"))
-    config = repo._pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
+    config = repo.pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry("pytorch_model"))
@@ -189,18 +188,14 @@ def main() -> int:
         runs = []
         for concurrency in [int(x) for x in args.concurrency.split(",")]:
             csv_path = args.out / "perf" / f"c{concurrency}.csv"
-            csv_path.parent.mkdir(exist_ok=True)
-            before = scrape(metrics_url, SUMMARY_FAMILIES)
-            result = subprocess.run(pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path,
-                                               args.measurement_ms, max_trials=8, stability_percent=30),
-                                    capture_output=True, text=True)
-            after = scrape(metrics_url, SUMMARY_FAMILIES)
-            csv_path.with_suffix(".log").write_text(result.stdout + result.stderr)
-            if result.returncode != 0 or not csv_path.exists():
-                console.print(f"perf_analyzer failed at {concurrency}: {(result.stdout + result.stderr).strip().splitlines()[-1][:300]}")
+            cmd = pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path, args.measurement_ms,
+                             max_trials=8, stability_percent=30)
+            try:
+                runs.append(measure(cmd, csv_path, repo.PYTORCH, metrics_url, [repo.PYTORCH]))
+            except PerfAnalyzerFailed as exc:
+                console.print(f"perf_analyzer failed at {concurrency}: {str(exc).splitlines()[-1][:300]}")
                 continue
-            (perf,) = pa.parse_csv(csv_path)
-            runs.append(Run(repo.PYTORCH, perf, {repo.PYTORCH: summarise(before, after, repo.PYTORCH)}))
+            perf = runs[-1].perf
             m = runs[-1].server[repo.PYTORCH]
             console.print(f"c={concurrency}: {perf.throughput:.0f} img/s, p50 {perf.p50_ms:.0f} ms, p99 {perf.p99_ms:.0f} ms, "
                           f"batch {m.avg_batch:.1f}, queue {m.queue_ms:.1f} / input {m.compute_input_ms:.1f} / "

@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models import repository as repo  # noqa: E402
-from python_models.client import contract_violations, infer_grpc, unpack_detections  # noqa: E402
+from python_models.client import contract_violations, infer_grpc, ready_public_models, unpack_detections  # noqa: E402
 from python_models.decode import decode  # noqa: E402
 from python_models.matching import differences  # noqa: E402
 from python_models.server import process_tree_rss  # noqa: E402
@@ -135,7 +134,7 @@ def main() -> int:
 
     console = Console()
     client = grpcclient.InferenceServerClient(args.grpc_url)
-    models = args.models.split(",") if args.models else [m for m in repo.PUBLIC_MODELS if client.is_model_ready(m)]
+    models = args.models.split(",") if args.models else ready_public_models(client)
     images = {p.name: p.read_bytes() for p in sorted(Path(ASSETS).glob("*.jpg"))}
     soak = Soak(args.grpc_url, models, images)
     pid = args.server_pid or find_server_pid(int(args.grpc_url.rsplit(":", 1)[1]))
