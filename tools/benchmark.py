@@ -46,10 +46,18 @@ def image_files(source: Path) -> list[Path]:
     return files
 
 
-def ready_public_models(grpc_url: str) -> list[str]:
-    import tritonclient.grpc as grpcclient
+def chosen_models(grpc_url: str, requested: str | None) -> list[str]:
+    """The comma-separated public models asked for, else every public model the server has ready."""
+    if requested:
+        models = requested.split(",")
+    else:
+        import tritonclient.grpc as grpcclient
 
-    return ready_public_models(grpcclient.InferenceServerClient(grpc_url))
+        models = ready_public_models(grpcclient.InferenceServerClient(grpc_url))
+    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
+    if unknown or not models:
+        raise SystemExit(f"not public models: {unknown}" if unknown else "the server has no public model ready")
+    return models
 
 
 def served_profile(grpc_url: str, models: list[str]) -> str:
@@ -85,6 +93,10 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
     parser.add_argument("--images", type=Path, help="a directory of JPEG/PNG files or one file (default: the ultralytics sample images)")
     parser.add_argument("--measurement-ms", type=int, default=4000, help="perf_analyzer measurement window")
+    parser.add_argument("--max-trials", type=int, default=6, help="perf_analyzer windows before it gives up stabilising")
+    parser.add_argument("--stability-percent", type=int, default=25,
+                        help="perf_analyzer's allowed spread between its last 3 windows; raise it on a busy machine "
+                             "(Triton's own CI uses 9999, i.e. accept the first 3 windows)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / time.strftime("benchmark-%Y%m%d-%H%M%S"))
     parser.add_argument("--perf-analyzer", type=Path, help="binary (default: .venv/bin/perf_analyzer, then PATH)")
     args = parser.parse_args()
@@ -94,10 +106,7 @@ def main() -> int:
 
     console = Console()
     binary = args.perf_analyzer or pa.find_binary()
-    models = args.models.split(",") if args.models else ready_public_models(args.grpc_url)
-    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
-    if unknown or not models:
-        raise SystemExit(f"not public models: {unknown}" if unknown else "the server has no public model ready")
+    models = chosen_models(args.grpc_url, args.models)
     levels = [int(c) for c in args.concurrency.split(",")]
     images = image_files(args.images or default_images())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -112,11 +121,14 @@ def main() -> int:
             for concurrency in levels:
                 progress.update(task, description=f"{model} @ {concurrency}")
                 csv_path = args.out / "perf" / f"{model}_c{concurrency}.csv"
-                cmd = pa.command(binary, model, args.grpc_url, input_data, concurrency, csv_path, args.measurement_ms)
+                cmd = pa.command(binary, model, args.grpc_url, input_data, concurrency, csv_path, args.measurement_ms,
+                                 max_trials=args.max_trials, stability_percent=args.stability_percent)
                 try:
                     runs.append(measure(cmd, csv_path, model, args.metrics_url, models_of(model)))
                 except PerfAnalyzerFailed as exc:
-                    raise SystemExit(f"perf_analyzer failed on {model} at {concurrency}:\n{exc}") from None
+                    hint = ("\n(no stable measurement: raise --measurement-ms or --stability-percent)"
+                            if "stable measurement" in str(exc) else "")
+                    raise SystemExit(f"perf_analyzer failed on {model} at {concurrency}:\n{exc}{hint}") from None
                 progress.advance(task)
 
     meta = {
