@@ -1,0 +1,203 @@
+"""Time Track A's network forward alone on a GPU, as served and with the usual speed-ups, and print a table.
+
+    python3 tools/bench_forward.py [--weights yolo11s.yaml] [--batches 1,8,32,64] [--precision fp16]
+                                   [--processes 1,2,4] [--compile]
+
+Every variant starts from letterboxed uint8 BGR images in host memory, as
+``yolo11_pytorch`` holds them after decoding, and ends with the head output on the
+GPU, synchronised:
+
+- ``served``: ``detector.forward_padded``, what the model runs today (eager);
+- ``cudnn.benchmark``: the same with cuDNN's autotuner on;
+- ``channels_last``: network and input in NHWC memory layout, autotuner on;
+- ``pinned``: the uint8 batch staged in page-locked memory before the copy;
+- ``cuda graph``: one captured graph per batch size replays the whole forward, so
+  Python launches nothing per layer;
+- ``torch.compile`` (``--compile``): inductor's default mode.
+
+``--processes`` runs the served variant in N processes at once on the same GPU, as
+N Triton instances of a Python-backend model would, and reports their summed
+images/s (each process its own CUDA context, so the GPU time-slices between them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+@functools.cache
+def fused_network(weights: str):
+    from python_models.detector import resolve_weights
+
+    return resolve_weights(weights)[0].model.fuse().eval()
+
+
+def load(weights: str, half: bool, channels_last: bool = False):
+    """A fresh GPU copy of the fused network, as ``detector.load_network`` prepares it."""
+    import torch
+
+    net = copy.deepcopy(fused_network(weights)).to("cuda")
+    net = net.half() if half else net.float()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def sample_batch(batch: int):
+    import cv2
+    import numpy as np
+    from ultralytics.utils import ASSETS
+
+    from python_models.letterbox import letterbox_padded
+
+    images = [letterbox_padded(cv2.imread(str(ASSETS / name)))[0] for name in ("bus.jpg", "zidane.jpg")]
+    return np.stack([images[i % 2] for i in range(batch)])
+
+
+def ms_per_call(fn: Callable[[], object], seconds: float = 2.0) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        torch.cuda.synchronize()
+        calls += 1
+    return (time.perf_counter() - start) / calls * 1e3
+
+
+def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[str, Callable[[], object]]:
+    import torch
+
+    from python_models.detector import forward_padded
+
+    dtype = torch.half if half else torch.float
+    host = sample_batch(batch)
+    pinned = torch.from_numpy(host).pin_memory()
+    device = torch.device("cuda")
+    net = load(weights, half)
+    net_nhwc = load(weights, half, channels_last=True)
+
+    def to_input(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
+        x = x.to(device, non_blocking=True).flip(-1).permute(0, 3, 1, 2).to(dtype).mul_(1 / 255)
+        return x.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+    @torch.inference_mode()
+    def eager(model, nhwc: bool, source) -> object:
+        return model(to_input(source, nhwc))
+
+    found: dict[str, Callable[[], object]] = {
+        "served": lambda: forward_padded(net, host, device, half),
+    }
+    torch.backends.cudnn.benchmark = True
+    found["cudnn.benchmark"] = lambda: eager(net, False, torch.from_numpy(host))
+    found["channels_last"] = lambda: eager(net_nhwc, True, torch.from_numpy(host))
+    found["pinned + channels_last"] = lambda: eager(net_nhwc, True, pinned)
+
+    static_in = torch.empty((batch, 640, 640, 3), dtype=torch.uint8, device=device)
+    stream = torch.cuda.Stream()
+    with torch.inference_mode():
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                net_nhwc(to_input(static_in, True))
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = net_nhwc(to_input(static_in, True))
+
+    def replay() -> object:
+        static_in.copy_(pinned, non_blocking=True)
+        graph.replay()
+        return static_out
+
+    found["cuda graph + pinned + channels_last"] = replay
+    if with_compile:
+        compiled = torch.compile(net_nhwc)
+        found["torch.compile + channels_last"] = lambda: eager(compiled, True, pinned)
+    return found
+
+
+def _process_worker(weights: str, half: bool, batch: int, seconds: float, start, results) -> None:
+    import torch
+
+    from python_models.detector import forward_padded
+
+    net = load(weights, half)
+    host = sample_batch(batch)
+    device = torch.device("cuda")
+    for _ in range(3):
+        forward_padded(net, host, device, half)
+    torch.cuda.synchronize()
+    start.wait()
+    calls, begin = 0, time.perf_counter()
+    while time.perf_counter() - begin < seconds:
+        forward_padded(net, host, device, half)
+        torch.cuda.synchronize()
+        calls += 1
+    results.put(calls * batch / (time.perf_counter() - begin))
+
+
+def processes_images_per_s(weights: str, half: bool, batch: int, processes: int, seconds: float = 4.0) -> float:
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_process_worker, args=(weights, half, batch, seconds, start, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    total = sum(results.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="yolo11s.yaml")
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    parser.add_argument("--batches", default="1,8,32,64")
+    parser.add_argument("--processes", default="", help="comma-separated process counts for the served variant")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
+    args = parser.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_forward.py times the GPU forward: no CUDA device here")
+    half = args.precision == "fp16"
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.weights}, {args.precision}\n")
+    rows: dict[str, dict[int, float]] = {}
+    for batch in batches:
+        for name, fn in variants(args.weights, half, batch, args.compile).items():
+            rows.setdefault(name, {})[batch] = ms_per_call(fn)
+    print("| variant | " + " | ".join(f"batch {b}: ms (img/s)" for b in batches) + " |")
+    print("|---|" + "---|" * len(batches))
+    for name, per_batch in rows.items():
+        cells = [f"{per_batch[b]:.2f} ({b / per_batch[b] * 1e3:,.0f})" for b in batches]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.processes:
+        print("\n| processes (served variant) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
+        print("|---|" + "---|" * len(batches))
+        for count in (int(p) for p in args.processes.split(",")):
+            cells = [f"{processes_images_per_s(args.weights, half, b, count):,.0f}" for b in batches]
+            print(f"| {count} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
