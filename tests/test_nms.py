@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from ultralytics.utils.nms import non_max_suppression
 
-from python_models.contract import MAX_DETECTIONS, NUM_ANCHORS, NUM_CLASSES
+from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, NUM_ANCHORS, NUM_CLASSES
 from python_models.letterbox import LetterboxTransform
 from python_models.nms import nms, pack_detections
 
@@ -27,14 +28,34 @@ def synthetic_raw(batch: int, seed: int = 0) -> np.ndarray:
     return raw
 
 
-def test_nms_equals_ultralytics():
-    raw = synthetic_raw(3)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_nms_equals_ultralytics_over_a_batch(dtype):
+    """Same rows as Ultralytics' per-image loop, bit for bit, including images with no candidate at all."""
+    raw = synthetic_raw(5).astype(dtype)
+    raw[1, 4:] = 0.0  # nothing above the threshold
+    raw[3, 4:] = 0.1
     ours = nms(raw)
-    ref = non_max_suppression(torch.from_numpy(raw), 0.25, 0.45, max_det=MAX_DETECTIONS)
-    assert any(len(o) for o in ours)
+    ref = non_max_suppression(torch.from_numpy(raw).float(), CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+    assert [len(o) for o in ours] == [len(r) for r in ref]
+    assert len(ours[0]) > 5 and len(ours[1]) == 0 and len(ours[3]) == 0 and len(ours[4]) > 5
     for o, r in zip(ours, ref):
-        np.testing.assert_allclose(o, r.numpy(), rtol=1e-6)
+        assert o.dtype == np.float32 and o.shape[1] == 6
+        np.testing.assert_array_equal(o, r.numpy())
         assert np.all(np.diff(o[:, 4]) <= 0), "best score first"
+
+
+def test_nms_of_an_all_empty_batch():
+    ours = nms(np.zeros((2, 4 + NUM_CLASSES, NUM_ANCHORS), np.float32))
+    assert [o.shape for o in ours] == [(0, 6), (0, 6)]
+
+
+def test_nms_equals_ultralytics_on_the_served_network(untrained_net_outputs):
+    """The untrained test network's head output on the sample images: what Track A actually runs NMS on."""
+    ours = nms(untrained_net_outputs)
+    ref = non_max_suppression(untrained_net_outputs, CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+    assert sum(len(o) for o in ours) > 10
+    for o, r in zip(ours, ref):
+        np.testing.assert_array_equal(o, r.numpy())
 
 
 def test_nms_caps_at_max_detections():
@@ -55,3 +76,13 @@ def test_pack_maps_to_original_pixels_and_zero_fills():
     assert packed["detection_classes"][0, 0] == 5 and packed["detection_classes"].dtype == np.int32
     assert not packed["detection_boxes"][0, 1:].any() and not packed["detection_boxes"][1].any()
     assert packed["detection_scores"].shape == (2, MAX_DETECTIONS)
+
+
+@pytest.fixture(scope="module")
+def untrained_net_outputs() -> torch.Tensor:
+    from python_models.detector import calibration_images, forward, untrained_detector
+    from python_models.letterbox import letterbox
+
+    net = untrained_detector().model.eval()
+    batch = np.stack([letterbox(image)[0] for image in calibration_images()])
+    return forward(net, batch, torch.device("cpu"))

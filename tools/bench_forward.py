@@ -7,15 +7,19 @@ Every variant starts from letterboxed uint8 BGR images in host memory, as
 ``yolo11_pytorch`` holds them after decoding, and ends with the head output on the
 GPU, synchronised:
 
-- ``served``: ``detector.forward_padded``, what the model runs today (eager);
+- eager, NCHW, from pageable memory: what ``yolo11_pytorch`` ran first;
 - ``cudnn.benchmark``: the same with cuDNN's autotuner on;
 - ``channels_last``: network and input in NHWC memory layout, autotuner on;
-- ``pinned``: the uint8 batch staged in page-locked memory before the copy;
-- ``cuda graph``: one captured graph per batch size replays the whole forward, so
+- pinned: the uint8 batch staged in page-locked memory before the copy; with the
+  two above, what ``detector.load_network`` / ``forward_padded`` serve now;
+- CUDA graph: one captured graph per batch size replays the whole forward, so
   Python launches nothing per layer;
 - ``torch.compile`` (``--compile``): inductor's default mode.
 
-``--processes`` runs the served variant in N processes at once on the same GPU, as
+A second table times NMS on the GPU over the same batch's head output: Ultralytics'
+per-image loop against ``python_models.nms``.
+
+``--processes`` runs the served-now variant in N processes at once on the same GPU, as
 N Triton instances of a Python-backend model would, and reports their summed
 images/s (each process its own CUDA context, so the GPU time-slices between them).
 """
@@ -97,16 +101,17 @@ def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[s
         return x.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
     @torch.inference_mode()
-    def eager(model, nhwc: bool, source) -> object:
+    def eager(model, nhwc: bool, source, autotune: bool) -> object:
+        torch.backends.cudnn.benchmark = autotune
         return model(to_input(source, nhwc))
 
     found: dict[str, Callable[[], object]] = {
-        "served": lambda: forward_padded(net, host, device, half),
+        "eager NCHW, pageable (served before)": lambda: eager(net, False, torch.from_numpy(host), False),
+        "+ cudnn.benchmark": lambda: eager(net, False, torch.from_numpy(host), True),
+        "+ channels_last": lambda: eager(net_nhwc, True, torch.from_numpy(host), True),
+        # What yolo11_pytorch runs now (detector.load_network / forward_padded, staging buffer pinned).
+        "+ pinned (served now)": lambda: forward_padded(net_nhwc, pinned, device, half),
     }
-    torch.backends.cudnn.benchmark = True
-    found["cudnn.benchmark"] = lambda: eager(net, False, torch.from_numpy(host))
-    found["channels_last"] = lambda: eager(net_nhwc, True, torch.from_numpy(host))
-    found["pinned + channels_last"] = lambda: eager(net_nhwc, True, pinned)
 
     static_in = torch.empty((batch, 640, 640, 3), dtype=torch.uint8, device=device)
     stream = torch.cuda.Stream()
@@ -125,11 +130,31 @@ def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[s
         graph.replay()
         return static_out
 
-    found["cuda graph + pinned + channels_last"] = replay
+    found["+ CUDA graph"] = replay
     if with_compile:
         compiled = torch.compile(net_nhwc)
-        found["torch.compile + channels_last"] = lambda: eager(compiled, True, pinned)
+        found["torch.compile + channels_last"] = lambda: eager(compiled, True, pinned, True)
     return found
+
+
+def nms_variants(weights: str, half: bool, batch: int) -> dict[str, Callable[[], object]]:
+    """NMS over this batch's real head output on the GPU, ending with detections in host memory."""
+    import numpy as np
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
+    from python_models.detector import forward_padded
+    from python_models.nms import nms
+
+    device = torch.device("cuda")
+    raw = forward_padded(load(weights, half, channels_last=True), torch.from_numpy(sample_batch(batch)), device, half)
+
+    def per_image_loop() -> object:
+        kept = non_max_suppression(raw.float(), CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+        return [k.cpu().numpy().astype(np.float32, copy=False) for k in kept]
+
+    return {"Ultralytics per-image loop (served before)": per_image_loop, "python_models.nms (served now)": lambda: nms(raw)}
 
 
 def _process_worker(weights: str, half: bool, batch: int, seconds: float, start, results) -> None:
@@ -137,8 +162,9 @@ def _process_worker(weights: str, half: bool, batch: int, seconds: float, start,
 
     from python_models.detector import forward_padded
 
-    net = load(weights, half)
-    host = sample_batch(batch)
+    torch.backends.cudnn.benchmark = True
+    net = load(weights, half, channels_last=True)
+    host = torch.from_numpy(sample_batch(batch)).pin_memory()
     device = torch.device("cuda")
     for _ in range(3):
         forward_padded(net, host, device, half)
@@ -190,8 +216,16 @@ def main() -> int:
     for name, per_batch in rows.items():
         cells = [f"{per_batch[b]:.2f} ({b / per_batch[b] * 1e3:,.0f})" for b in batches]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    nms_rows: dict[str, dict[int, float]] = {}
+    for batch in batches:
+        for name, fn in nms_variants(args.weights, half, batch).items():
+            nms_rows.setdefault(name, {})[batch] = ms_per_call(fn)
+    print("\n| NMS on the GPU | " + " | ".join(f"batch {b}: ms" for b in batches) + " |")
+    print("|---|" + "---|" * len(batches))
+    for name, per_batch in nms_rows.items():
+        print(f"| {name} | " + " | ".join(f"{per_batch[b]:.2f}" for b in batches) + " |")
     if args.processes:
-        print("\n| processes (served variant) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
+        print("\n| processes (served now) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
         print("|---|" + "---|" * len(batches))
         for count in (int(p) for p in args.processes.split(",")):
             cells = [f"{processes_images_per_s(args.weights, half, b, count):,.0f}" for b in batches]
