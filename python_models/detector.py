@@ -139,6 +139,57 @@ def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: i
     torch.cuda.synchronize(device)
 
 
+def graph_batch_sizes(max_batch: int) -> list[int]:
+    """Powers of two up to ``max_batch``, and ``max_batch``: a batch runs in the smallest that holds it."""
+    sizes = {max_batch}
+    size = 1
+    while size < max_batch:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes)
+
+
+class GraphedForward:
+    """``forward_padded`` replayed from CUDA graphs, one per batch size of ``graph_batch_sizes``.
+
+    Eager PyTorch launches a few hundred kernels per forward from Python: with
+    several instances and decode threads sharing the host's cores, that launching,
+    not the GPU, bounds Track A (yolo11s FP16 batch 8 on an H100: 6.0 ms eager,
+    3.4 ms replayed; batch 1: 7.5 vs 1.3 ms; tools/bench_forward.py). A batch of n
+    rows runs in the smallest captured size >= n; the spare rows hold whatever an
+    earlier batch left there and their outputs are dropped (rows never interact).
+    The output tensor is the graph's own: read it before the next call.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int) -> None:
+        self.sizes = graph_batch_sizes(max_batch)
+        self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
+        stream = torch.cuda.Stream(device)
+        for size in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
+            static_in = torch.full((size, IMAGE_SIZE, IMAGE_SIZE, 3), 114, dtype=torch.uint8, device=device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):  # warm (cuDNN autotuning) off the capture, as capture requires
+                for _ in range(2):
+                    forward_padded(net, static_in, device, half)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                static_out = forward_padded(net, static_in, device, half)
+            self.graphs[size] = (static_in, graph, static_out)
+        torch.cuda.synchronize(device)
+
+    def __call__(self, padded_bgr: torch.Tensor) -> torch.Tensor:
+        rows = len(padded_bgr)
+        size = next((s for s in self.sizes if s >= rows), None)
+        if size is None:
+            raise ValueError(f"batch of {rows} rows, over the largest captured size {self.sizes[-1]}")
+        static_in, graph, static_out = self.graphs[size]
+        static_in[:rows].copy_(padded_bgr, non_blocking=True)
+        graph.replay()
+        return static_out[:rows]
+
+
 @torch.inference_mode()
 def forward(net: torch.nn.Module, batch: np.ndarray, device: torch.device, half: bool = False) -> torch.Tensor:
     """Raw head output ``[B, 4 + classes, anchors]`` for letterboxed float32 CHW images."""

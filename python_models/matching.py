@@ -54,3 +54,17 @@ def differences(got: Detections, ref: Detections, min_iou: float, score_tol: flo
                 f"first: class {src.classes[first]} score {src.scores[first]:.4f} box {src.boxes[first]}; "
                 f"{len(got)} served vs {len(ref)} reference")
     return problems
+
+
+def max_score_difference(got: Detections, ref: Detections, min_iou: float) -> float | None:
+    """Largest score difference between a reference detection and its best same-class partner (IoU >= ``min_iou``);
+    None when no pair matches."""
+    if not len(got) or not len(ref):
+        return None
+    iou = box_iou(ref.boxes, got.boxes)
+    iou[ref.classes[:, None] != got.classes[None, :]] = -1
+    best = iou.argmax(1)
+    paired = iou[np.arange(len(ref)), best] >= min_iou
+    if not paired.any():
+        return None
+    return float(np.abs(ref.scores[paired] - got.scores[best[paired]]).max())

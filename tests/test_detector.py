@@ -40,3 +40,14 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
     via_uint8 = forward_padded(net, padded[None], torch.device("cpu"))
     via_float = forward(net, floats[None], torch.device("cpu"))
     assert torch.equal(via_uint8, torch.as_tensor(via_float)), "the two input paths must be bit-identical on the CPU"
+
+
+def test_cuda_graph_sizes_cover_every_batch_the_batcher_can_form():
+    from python_models.detector import graph_batch_sizes
+
+    assert graph_batch_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert graph_batch_sizes(24) == [1, 2, 4, 8, 16, 24]
+    assert graph_batch_sizes(1) == [1]
+    for max_batch in (1, 3, 24, 32, 64):
+        sizes = graph_batch_sizes(max_batch)
+        assert all(any(s >= n for s in sizes) for n in range(1, max_batch + 1)) and max(sizes) == max_batch

@@ -44,7 +44,8 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 PARITY_TOLERANCE = {"fp32": (0.98, 1e-3), "fp16": (0.95, 5e-3)}  # FP16 rounds differently in different batch shapes
 
 
-def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0) -> tuple[Path, bool]:
+def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
+           cuda_graphs: bool = True) -> tuple[Path, bool]:
     """A repository holding only Track A, on the GPU."""
     from python_models.detector import resolve_weights
 
@@ -55,6 +56,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     model.save(str(version / "model.pt"))
     config = repo.pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
     config.parameters["decode_threads"].string_value = str(decode_threads)
+    config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry("pytorch_model"))
     return repository, untrained
@@ -67,7 +69,7 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
     from ultralytics.utils import ASSETS
 
     from python_models.client import Detections, infer_grpc, unpack_detections
-    from python_models.matching import differences
+    from python_models.matching import differences, max_score_difference
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
@@ -82,8 +84,7 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
         (got,) = unpack_detections(infer_grpc(client, repo.PYTORCH, [data]))
         problems = differences(got, ref, min_iou, score_tol) if len(ref) else ["the reference found nothing"]
         results[name] = {"served": len(got), "reference": len(ref), "problems": problems,
-                         "max_score_diff": float(abs(got.scores[: len(ref)] - ref.scores[: len(got)]).max())
-                         if len(got) == len(ref) and len(ref) else None}
+                         "max_score_diff": max_score_difference(got, ref, min_iou)}
     return {"tolerance": {"min_iou": min_iou, "score": score_tol}, "images": results,
             "passed": all(not r["problems"] for r in results.values())}
 
@@ -146,6 +147,7 @@ def main() -> int:
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on the GPU")
     parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: one per core)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
     parser.add_argument("--concurrency", default="1,16,64,128,256")
     parser.add_argument("--measurement-ms", type=int, default=5000)
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
@@ -165,7 +167,8 @@ def main() -> int:
 
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
-    repository, untrained = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads)
+    repository, untrained = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads,
+                                    not args.no_cuda_graphs)
     install = find_triton()
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
@@ -177,7 +180,8 @@ def main() -> int:
             raise SystemExit(f"tritonserver did not become ready: see {args.out / 'server.log'}")
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **versions(grpc_url),
                 "weights": args.weights + (" (untrained)" if untrained else ""), "precision": args.precision,
-                "instances": args.instances, "decode_threads": args.decode_threads, "command": shlex.join(["python3", *sys.argv])}
+                "instances": args.instances, "decode_threads": args.decode_threads,
+                "cuda_graphs": not args.no_cuda_graphs, "command": shlex.join(["python3", *sys.argv])}
         console.print(meta)
         checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision)
         console.print({"parity": checked})
@@ -185,7 +189,7 @@ def main() -> int:
 
         input_data = pa.write_input_data([Path(ASSETS) / n for n in PARITY_IMAGES], args.out / "perf_input.json")
         binary = pa.find_binary()
-        runs = []
+        runs, not_measured = [], {}
         for concurrency in [int(x) for x in args.concurrency.split(",")]:
             csv_path = args.out / "perf" / f"c{concurrency}.csv"
             cmd = pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path, args.measurement_ms,
@@ -193,7 +197,9 @@ def main() -> int:
             try:
                 runs.append(measure(cmd, csv_path, repo.PYTORCH, metrics_url, [repo.PYTORCH]))
             except PerfAnalyzerFailed as exc:
-                console.print(f"perf_analyzer failed at {concurrency}: {str(exc).splitlines()[-1][:300]}")
+                # Past the queue bound the server refuses requests by design, and perf_analyzer stops at the first.
+                not_measured[concurrency] = str(exc).splitlines()[-1][:300]
+                console.print(f"perf_analyzer failed at {concurrency}: {not_measured[concurrency]}")
                 continue
             perf = runs[-1].perf
             m = runs[-1].server[repo.PYTORCH]
@@ -207,13 +213,15 @@ def main() -> int:
     console.print({"dali": dali})
     paths = write_report(args.out, runs, meta)
     report = json.loads(paths["report.json"].read_text())
-    report.update({"parity": checked, "dali": dali})
+    report.update({"parity": checked, "dali": dali, "not_measured": not_measured})
     paths["report.json"].write_text(json.dumps(report, indent=2) + "\n")
     with open(paths["report.md"], "a") as md:
         md.write("\n## Where the time goes (Triton, per request, ms)\n\n| concurrency | queue | compute input | compute infer | compute output |\n|---|---|---|---|---|\n")
         for run in runs:
             m = run.server[repo.PYTORCH]
             md.write(f"| {run.perf.concurrency} | {m.queue_ms:.1f} | {m.compute_input_ms:.1f} | {m.compute_infer_ms:.1f} | {m.compute_output_ms:.1f} |\n")
+        for concurrency, reason in not_measured.items():
+            md.write(f"\nNot measured at concurrency {concurrency}: perf_analyzer said `{reason}`\n")
         md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
         md.write(f"\n## DALI pipeline, mixed decoder, in-process\n\n```\n{json.dumps(dali, indent=2)}\n```\n")
     console.print(paths["report.md"].read_text())

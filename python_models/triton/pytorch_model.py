@@ -1,8 +1,9 @@
 """Track A: decode, letterbox, PyTorch forward, NMS and rescale in one Python-backend model.
 
 Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always runs
-FP32, as the reference predictor does) and ``decode_threads`` (0: one per core, at
-most 16). Rows are decoded and letterboxed in parallel threads (OpenCV releases the
+FP32, as the reference predictor does), ``decode_threads`` (0: one per core, at
+most 16) and ``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs
+captured at load time, see ``detector.GraphedForward``). Rows are decoded and letterboxed in parallel threads (OpenCV releases the
 GIL), stay uint8 until the device, and NMS runs where the head output is.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from python_models.contract import IMAGE_SIZE
 from python_models.decode import decode
-from python_models.detector import forward_padded, load_network, warm_up
+from python_models.detector import GraphedForward, forward_padded, load_network, warm_up
 from python_models.letterbox import letterbox_padded
 from python_models.nms import nms, pack_detections
 from python_models.triton.adapter import guarded, model_config, read_rows, respond, version_dir
@@ -52,7 +53,12 @@ class TritonPythonModel:
         self.timing: dict | None = {} if os.environ.get("YOLO11_TRITON_TIMING") == "1" else None
         self.net = load_network(version_dir(args) / "model.pt", self.device, self.half)
         max_batch = max(1, int(config.get("max_batch_size", 1)))
-        warm_up(self.net, self.device, self.half, max_batch)
+        graphs = _parameter(config, "cuda_graphs", "true")
+        if graphs not in ("true", "false"):
+            raise ValueError(f"parameter cuda_graphs must be true or false, not {graphs!r}")
+        self.graphed = GraphedForward(self.net, self.device, self.half, max_batch) if on_gpu and graphs == "true" else None
+        if self.graphed is None:
+            warm_up(self.net, self.device, self.half, max_batch)
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
         # one buffer per instance is safe because an instance runs one execute at a time.
         self.staging = (torch.empty((max_batch, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8).pin_memory()
@@ -72,7 +78,7 @@ class TritonPythonModel:
                 np.stack([image for image, _ in items], out=padded.numpy())
             else:
                 padded = np.stack([image for image, _ in items])
-            raw = forward_padded(self.net, padded, self.device, self.half)
+            raw = self.graphed(padded) if self.graphed else forward_padded(self.net, padded, self.device, self.half)
             if self.timing is not None and self.device.type == "cuda":
                 self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
             forwarded = time.perf_counter()
