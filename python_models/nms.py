@@ -3,9 +3,9 @@
 ``nms`` makes exactly the decisions of Ultralytics' ``non_max_suppression`` (best
 class per anchor, confidence filter, per-class offset of ``max_wh``, torchvision's
 ``nms``), computed the same way in float32, but for the whole batch at once: the
-candidate filter, box conversion and class offsets are one set of tensor ops, only
-torchvision's ``nms`` runs per image, and the kept rows cross to the host in one
-copy. Ultralytics' loop runs a dozen small ops per image and stops processing
+candidate filter, box conversion and class offsets are one set of tensor ops where
+the head output is, the candidates cross to the host in one copy, and only
+torchvision's ``nms`` runs per image, on the host. Ultralytics' loop runs a dozen small ops per image and stops processing
 images once its wall-clock limit (2 s + 50 ms per image) has passed, which under a
 loaded server would silently return empty detections for the rest of the batch.
 """
@@ -50,6 +50,11 @@ def nms(raw: np.ndarray | torch.Tensor) -> list[np.ndarray]:
     conf, cls = candidates[:, 4:].max(1)
     cls = cls.float()
     shifted = boxes + cls[:, None] * CLASS_OFFSET
+    if shifted.is_cuda:
+        # A few dozen candidates per image: on the GPU every per-image ``nms`` call waits for the device (one
+        # sync each), on the host it takes microseconds. One copy brings them over.
+        shifted, boxes, conf, cls = torch.cat((shifted, boxes, conf[:, None], cls[:, None]), 1).cpu().split((4, 4, 1, 1), 1)
+        conf, cls, image = conf.flatten(), cls.flatten(), image.cpu()
     kept, counts, start = [], [], 0
     for candidates in torch.bincount(image, minlength=batch).tolist():
         if candidates:
