@@ -11,17 +11,18 @@ GPU, synchronised:
 - ``cudnn.benchmark``: the same with cuDNN's autotuner on;
 - ``channels_last``: network and input in NHWC memory layout, autotuner on;
 - pinned: the uint8 batch staged in page-locked memory before the copy; with the
-  two above, what ``detector.load_network`` / ``forward_padded`` serve now;
+  two above, what ``detector.load_network`` / ``forward_padded`` serve with the
+  parameter ``cuda_graphs`` false;
 - CUDA graph: one captured graph per batch size replays the whole forward, so
-  Python launches nothing per layer;
+  Python launches nothing per layer (``detector.GraphedForward``, served by default);
 - ``torch.compile`` (``--compile``): inductor's default mode.
 
 A second table times NMS on the GPU over the same batch's head output: Ultralytics'
 per-image loop against ``python_models.nms``.
 
-``--processes`` runs the served-now variant in N processes at once on the same GPU, as
-N Triton instances of a Python-backend model would, and reports their summed
-images/s (each process its own CUDA context, so the GPU time-slices between them).
+``--processes`` runs the pinned channels-last eager variant (``cuda_graphs``
+false) in N processes at once on the same GPU, as N Triton instances of a
+Python-backend model would, and reports their summed images/s (each process its own CUDA context, so the GPU time-slices between them).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[s
         "eager NCHW, pageable (served before)": lambda: eager(net, False, torch.from_numpy(host), False),
         "+ cudnn.benchmark": lambda: eager(net, False, torch.from_numpy(host), True),
         "+ channels_last": lambda: eager(net_nhwc, True, torch.from_numpy(host), True),
-        # What yolo11_pytorch runs now (detector.load_network / forward_padded, staging buffer pinned).
-        "+ pinned (served now)": lambda: forward_padded(net_nhwc, pinned, device, half),
+        # yolo11_pytorch with cuda_graphs false (detector.load_network / forward_padded, staging buffer pinned).
+        "+ pinned (served with cuda_graphs false)": lambda: forward_padded(net_nhwc, pinned, device, half),
     }
 
     static_in = torch.empty((batch, 640, 640, 3), dtype=torch.uint8, device=device)
@@ -130,7 +131,7 @@ def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[s
         graph.replay()
         return static_out
 
-    found["+ CUDA graph"] = replay
+    found["+ CUDA graph (served, detector.GraphedForward)"] = replay
     if with_compile:
         compiled = torch.compile(net_nhwc)
         found["torch.compile + channels_last"] = lambda: eager(compiled, True, pinned, True)
@@ -196,7 +197,7 @@ def main() -> int:
     parser.add_argument("--weights", default="yolo11s.yaml")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--batches", default="1,8,32,64")
-    parser.add_argument("--processes", default="", help="comma-separated process counts for the served variant")
+    parser.add_argument("--processes", default="", help="comma-separated process counts for the eager variant")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
     args = parser.parse_args()
 
@@ -220,12 +221,12 @@ def main() -> int:
     for batch in batches:
         for name, fn in nms_variants(args.weights, half, batch).items():
             nms_rows.setdefault(name, {})[batch] = ms_per_call(fn)
-    print("\n| NMS on the GPU | " + " | ".join(f"batch {b}: ms" for b in batches) + " |")
+    print("\n| NMS of a head output on the GPU, to host rows | " + " | ".join(f"batch {b}: ms" for b in batches) + " |")
     print("|---|" + "---|" * len(batches))
     for name, per_batch in nms_rows.items():
         print(f"| {name} | " + " | ".join(f"{per_batch[b]:.2f}" for b in batches) + " |")
     if args.processes:
-        print("\n| processes (served now) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
+        print("\n| processes (eager, cuda_graphs false) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
         print("|---|" + "---|" * len(batches))
         for count in (int(p) for p in args.processes.split(",")):
             cells = [f"{processes_images_per_s(args.weights, half, b, count):,.0f}" for b in batches]
