@@ -3,8 +3,10 @@
 Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always runs
 FP32, as the reference predictor does), ``decode_threads`` (0: one per core, at
 most 16) and ``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs
-captured at load time, see ``detector.GraphedForward``). Rows are decoded and letterboxed in parallel threads (OpenCV releases the
-GIL), stay uint8 until the device, and NMS runs where the head output is.
+captured at load time, see ``detector.GraphedForward``). Rows are decoded and
+letterboxed in parallel threads (OpenCV releases the GIL) and stay uint8 until the
+device; candidates are filtered where the head output is and suppressed on the host
+(``python_models.nms``).
 """
 
 from __future__ import annotations
