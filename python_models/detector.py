@@ -117,8 +117,9 @@ def load_network(path: str | Path, device: torch.device, half: bool = False) -> 
     """The fused, eval-mode network from a saved ``.pt``, ready for ``forward``.
 
     On a GPU the weights go channels-last and cuDNN picks its fastest kernels per shape
-    (``warm_up`` pays that choice for every batch size before requests do): on an H100
-    that takes yolo11s FP16 at batch 32 from 18.5 to 12 ms (tools/bench_forward.py).
+    (``GraphedForward``'s capture, or ``warm_up``, pays that choice before requests do):
+    with pinned input that takes yolo11s FP16 at batch 32 on an H100 from 18.5 to 12 ms
+    (tools/bench_forward.py).
     """
     from ultralytics import YOLO
 
