@@ -16,15 +16,16 @@ home=.venv/perf_analyzer
 works() { "$target" --version >/dev/null 2>&1; }
 if [ -x "$target" ] && works; then exit 0; fi
 
-glibc=$(ldd --version | head -1 | grep -oE '[0-9]+\.[0-9]+$')
-if [ "$(printf '%s\n2.38\n' "$glibc" | sort -V | head -1)" = "2.38" ]; then
+# No reader here may stop early (head, grep -q): under pipefail the writer's SIGPIPE (141) fails the script.
+glibc=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
+if [ "$(printf '%s\n2.38\n' "$glibc" | sort -V | sed -n 1p)" = "2.38" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "$PERF_ANALYZER_WHEEL"
   works && exit 0
   echo "install_perf_analyzer: $PERF_ANALYZER_WHEEL installed but $target does not run" >&2
   exit 1
 fi
 
-if ! ldconfig -p | grep -q 'libb64.so.0d'; then
+if ! ldconfig -p | grep -F 'libb64.so.0d' >/dev/null; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   { $sudo apt-get install -y --no-install-recommends libb64-0d >/dev/null 2>&1 \
