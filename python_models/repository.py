@@ -204,7 +204,7 @@ PYTORCH_PRECISION = "fp16"
 
 def pytorch_config(kind: int = mc.ModelInstanceGroup.KIND_AUTO, count: int = 1,
                     precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
-    """Track A; KIND_AUTO puts it on the GPU when there is one. ``decode_threads`` 0: one per core, up to 16;
+    """Track A; KIND_AUTO puts it on the GPU when there is one. ``decode_threads`` 0: see ``decode.decode_threads``;
     ``cuda_graphs``: replay the forward from CUDA graphs on a GPU (ignored on a CPU)."""
     config = _python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True), _outputs(c.PUBLIC_OUTPUTS),
                      _instances(count, kind), 2000)

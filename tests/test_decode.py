@@ -11,7 +11,7 @@ import pytest
 from ultralytics.utils import ASSETS
 
 from python_models.contract import MAX_IMAGE_PIXELS
-from python_models.decode import InvalidImageError, decode, probe
+from python_models.decode import InvalidImageError, decode, decode_threads, probe
 
 BUS = (ASSETS / "bus.jpg").read_bytes()
 
@@ -77,3 +77,21 @@ def test_huge_header_is_rejected_before_decoding():
 def test_probe_reads_size_without_decoding():
     header = probe(BUS)
     assert (header.format, header.width, header.height) == ("JPEG", 810, 1080)
+
+
+def test_decode_threads_share_the_host_cores_out_over_every_instance():
+    gpu_group = {"parameters": {"decode_threads": {"string_value": "0"}}, "instance_group": [{"kind": "KIND_GPU", "count": 4}]}
+    assert decode_threads(gpu_group, cores=16, gpu_count=1) == 8  # the setting measured best on the H100 host
+    assert decode_threads(gpu_group, cores=16, gpu_count=2) == 4  # a KIND_GPU count is per GPU
+    pinned = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1, 2]}]}
+    assert decode_threads(pinned, cores=48, gpu_count=8) == 16  # 6 instances, capped at 16
+    assert decode_threads({"instance_group": [{"kind": "KIND_CPU", "count": 1}]}, cores=2, gpu_count=0) == 4
+    assert decode_threads({"instance_group": [{"kind": "KIND_CPU", "count": 8}]}, cores=2, gpu_count=0) == 1
+    assert decode_threads({}, cores=4, gpu_count=0) == 8
+
+
+def test_decode_threads_set_by_hand_win_and_negative_ones_are_refused():
+    config = {"parameters": {"decode_threads": {"string_value": "3"}}, "instance_group": [{"kind": "KIND_GPU", "count": 4}]}
+    assert decode_threads(config, cores=16, gpu_count=1) == 3
+    with pytest.raises(ValueError, match="decode_threads"):
+        decode_threads({"parameters": {"decode_threads": {"string_value": "-1"}}}, cores=16, gpu_count=1)

@@ -1,9 +1,10 @@
 """Track A: decode, letterbox, PyTorch forward, NMS and rescale in one Python-backend model.
 
 Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always runs
-FP32, as the reference predictor does), ``decode_threads`` (0: one per core, at
-most 16) and ``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs
-captured at load time, see ``detector.GraphedForward``). Rows are decoded and
+FP32, as the reference predictor does), ``decode_threads`` (0: twice the cores
+shared out over the host's instances, at most 16; ``decode.decode_threads``) and
+``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs captured at load
+time, see ``detector.GraphedForward``). Rows are decoded and
 letterboxed in parallel threads (OpenCV releases the GIL) and stay uint8 until the
 device; candidates are filtered where the head output is and suppressed on the host
 (``python_models.nms``).
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from python_models.contract import IMAGE_SIZE
-from python_models.decode import decode
+from python_models.decode import decode, decode_threads
 from python_models.detector import GraphedForward, forward_padded, load_network, warm_up
 from python_models.letterbox import letterbox_padded
 from python_models.nms import nms, pack_detections
@@ -47,7 +48,7 @@ class TritonPythonModel:
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        threads = int(_parameter(config, "decode_threads", "0")) or min(16, os.cpu_count() or 1)
+        threads = decode_threads(config, os.cpu_count() or 1, torch.cuda.device_count() if on_gpu else 0)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
