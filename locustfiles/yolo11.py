@@ -27,11 +27,8 @@ from locust import User, constant, events, task  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models.client import contract_violations, infer_grpc, ready_public_models  # noqa: E402
+from python_models.client import contract_violations, image_files, infer_grpc, ready_public_models  # noqa: E402
 from python_models.decode import decode  # noqa: E402
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
 
 class WrongAnswer(Exception):
     """The server answered, but not what the contract promises."""
@@ -56,14 +53,10 @@ def _load(environment, **_kwargs) -> None:
     import tritonclient.grpc as grpcclient
 
     options = environment.parsed_options
-    source = Path(options.images) if options and options.images else None
-    if source is None:
-        from ultralytics.utils import ASSETS
-
-        source = Path(ASSETS)
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"no JPEG/PNG files in {source}")
+    try:
+        files = image_files(Path(options.images) if options and options.images else None)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     Workload.images = []
     for path in files:
         data = path.read_bytes()

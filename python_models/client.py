@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,21 @@ from python_models.contract import (
     OUTPUT_SCORES,
     PUBLIC_OUTPUTS,
 )
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(source: Path | None = None) -> list[Path]:
+    """The JPEG/PNG files a load tool sends: ``source`` (a folder, or one file), else the ultralytics sample images."""
+    if source is None:
+        from ultralytics.utils import ASSETS
+
+        source = Path(ASSETS)
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if source.is_dir() else [source]
+    if not files:
+        raise ValueError(f"no .jpg/.jpeg/.png files in {source}")
+    return files
 
 
 def pack_images(encoded: Sequence[bytes]) -> np.ndarray:

@@ -84,22 +84,21 @@ def decode(data: bytes | np.ndarray) -> np.ndarray:
 MAX_DECODE_THREADS = 16
 
 
-def decode_threads(config: dict, cores: int, gpu_count: int) -> int:
-    """Decode threads for each Track A instance, from its config as JSON (what the Python backend receives).
+def decode_threads(asked: int, cores: int, instance_groups: list[dict], gpu_count: int) -> int:
+    """Decode threads for each Track A instance: ``asked`` (the ``decode_threads`` parameter) when above 0.
 
-    ``decode_threads`` > 0 is taken as it is. 0 shares twice the host's cores out over
-    the instances on the host (a KIND_GPU group's count is per GPU), at most 16 and at
-    least 1. Every instance decodes on the same cores: on an H100 host (16 cores, 4
-    instances) 16 threads each gave 1,113 images/s at concurrency 128, 4 each 1,387
-    and 8 each 1,529 (results/h100_fp16_4inst_threads8).
+    0 shares twice the host's cores out over the instances on the host (``instance_groups``
+    as in the config Triton hands the backend; a KIND_GPU group's count is per GPU), at
+    most 16 and at least 1. Every instance decodes on the same cores: on an H100 host (16
+    cores, 4 instances) 16 threads each gave 1,113 images/s at concurrency 128, 4 each
+    1,387 and 8 each 1,529 (results/h100_fp16_4inst_threads8).
     """
-    asked = int(config.get("parameters", {}).get("decode_threads", {}).get("string_value", "0") or 0)
     if asked < 0:
         raise ValueError(f"parameter decode_threads must be 0 (automatic) or more, not {asked}")
     if asked:
         return asked
     instances = 0
-    for group in config.get("instance_group", []) or [{"count": 1}]:
+    for group in instance_groups or [{"count": 1}]:
         devices = len(group.get("gpus", [])) or (max(gpu_count, 1) if group.get("kind") == "KIND_GPU" else 1)
         instances += int(group.get("count", 1)) * devices
     return max(1, min(MAX_DECODE_THREADS, 2 * cores // max(instances, 1)))

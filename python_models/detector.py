@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from python_models.contract import CONF_THRESHOLD, IMAGE_SIZE, NUM_CLASSES
+from python_models.contract import CONF_THRESHOLD, IMAGE_SIZE, NUM_CLASSES, PAD_VALUE
 
 DEFAULT_WEIGHTS = "yolo11n.pt"
 UNTRAINED_CONFIG = "yolo11n.yaml"
@@ -136,7 +136,7 @@ def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: i
     if device.type != "cuda":
         return
     for batch in range(1, max_batch + 1):
-        forward_padded(net, torch.full((batch, IMAGE_SIZE, IMAGE_SIZE, 3), 114, dtype=torch.uint8), device, half)
+        forward_padded(net, torch.full((batch, IMAGE_SIZE, IMAGE_SIZE, 3), PAD_VALUE, dtype=torch.uint8), device, half)
     torch.cuda.synchronize(device)
 
 
@@ -168,7 +168,7 @@ class GraphedForward:
         pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
         stream = torch.cuda.Stream(device)
         for size in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
-            static_in = torch.full((size, IMAGE_SIZE, IMAGE_SIZE, 3), 114, dtype=torch.uint8, device=device)
+            static_in = torch.full((size, IMAGE_SIZE, IMAGE_SIZE, 3), PAD_VALUE, dtype=torch.uint8, device=device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm (cuDNN autotuning) off the capture, as capture requires
                 for _ in range(2):

@@ -5,9 +5,10 @@ class per anchor, confidence filter, per-class offset of ``max_wh``, torchvision
 ``nms``), computed the same way in float32, but for the whole batch at once: the
 candidate filter, box conversion and class offsets are one set of tensor ops where
 the head output is, the candidates cross to the host in one copy, and only
-torchvision's ``nms`` runs per image, on the host. Ultralytics' loop runs a dozen small ops per image and stops processing
-images once its wall-clock limit (2 s + 50 ms per image) has passed, which under a
-loaded server would silently return empty detections for the rest of the batch.
+torchvision's ``nms`` runs per image, on the host. Ultralytics' loop runs a dozen
+small ops per image and stops processing images once its wall-clock limit (2 s +
+50 ms per image) has passed, which under a loaded server would silently return
+empty detections for the rest of the batch.
 """
 
 from __future__ import annotations

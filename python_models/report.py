@@ -100,14 +100,15 @@ def _plot(runs: Sequence[Run], value, ylabel: str, title: str, path: Path) -> No
     plt.close(figure)
 
 
-def write_report(out_dir: Path, runs: Sequence[Run], meta: dict) -> dict[str, Path]:
-    """Write the report files into ``out_dir``; return them by name."""
+def write_report(out_dir: Path, runs: Sequence[Run], meta: dict, extra: dict | None = None) -> dict[str, Path]:
+    """Write the report files into ``out_dir``; return them by name. ``extra``: further top-level JSON sections."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in (REPORT_JSON, REPORT_MD, THROUGHPUT_PNG, LATENCY_PNG)}
     paths[REPORT_JSON].write_text(json.dumps({
         "meta": meta,
         "runs": [{"model": r.model, "perf": asdict(r.perf), "server": {k: asdict(v) for k, v in r.server.items()},
                   "failures": r.failures} for r in runs],
+        **(extra or {}),
     }, indent=2) + "\n")
     context = ", ".join(f"{k}: {v}" for k, v in meta.items() if k in ("machine", "profile", "weights", "date"))
     paths[REPORT_MD].write_text(f"# Benchmark\n\n{context}\n\nCommand: `{meta.get('command', '')}`\n\n"

@@ -46,7 +46,7 @@ def samples(sample_dir) -> dict[str, bytes]:
     return {name: (sample_dir / name).read_bytes() for name in SAMPLE_NAMES}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -78,7 +78,7 @@ class Server:
 def server(tmp_path_factory) -> Server:
     """``tools/serve.py`` exactly as a user runs it, on free loopback ports."""
     work = tmp_path_factory.mktemp("triton")
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     log = work / "server.log"
     srv = Server(*ports, artifacts=work / "artifacts", log=log)
     cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS,

@@ -80,18 +80,17 @@ def test_probe_reads_size_without_decoding():
 
 
 def test_decode_threads_share_the_host_cores_out_over_every_instance():
-    gpu_group = {"parameters": {"decode_threads": {"string_value": "0"}}, "instance_group": [{"kind": "KIND_GPU", "count": 4}]}
-    assert decode_threads(gpu_group, cores=16, gpu_count=1) == 8  # the setting measured best on the H100 host
-    assert decode_threads(gpu_group, cores=16, gpu_count=2) == 4  # a KIND_GPU count is per GPU
-    pinned = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1, 2]}]}
-    assert decode_threads(pinned, cores=48, gpu_count=8) == 16  # 6 instances, capped at 16
-    assert decode_threads({"instance_group": [{"kind": "KIND_CPU", "count": 1}]}, cores=2, gpu_count=0) == 4
-    assert decode_threads({"instance_group": [{"kind": "KIND_CPU", "count": 8}]}, cores=2, gpu_count=0) == 1
-    assert decode_threads({}, cores=4, gpu_count=0) == 8
+    four_on_gpu = [{"kind": "KIND_GPU", "count": 4}]
+    assert decode_threads(0, cores=16, instance_groups=four_on_gpu, gpu_count=1) == 8  # measured best on the H100 host
+    assert decode_threads(0, cores=16, instance_groups=four_on_gpu, gpu_count=2) == 4  # a KIND_GPU count is per GPU
+    pinned = [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1, 2]}]
+    assert decode_threads(0, cores=48, instance_groups=pinned, gpu_count=8) == 16  # 6 instances, capped at 16
+    assert decode_threads(0, cores=2, instance_groups=[{"kind": "KIND_CPU", "count": 1}], gpu_count=0) == 4
+    assert decode_threads(0, cores=2, instance_groups=[{"kind": "KIND_CPU", "count": 8}], gpu_count=0) == 1
+    assert decode_threads(0, cores=4, instance_groups=[], gpu_count=0) == 8
 
 
 def test_decode_threads_set_by_hand_win_and_negative_ones_are_refused():
-    config = {"parameters": {"decode_threads": {"string_value": "3"}}, "instance_group": [{"kind": "KIND_GPU", "count": 4}]}
-    assert decode_threads(config, cores=16, gpu_count=1) == 3
+    assert decode_threads(3, cores=16, instance_groups=[{"kind": "KIND_GPU", "count": 4}], gpu_count=1) == 3
     with pytest.raises(ValueError, match="decode_threads"):
-        decode_threads({"parameters": {"decode_threads": {"string_value": "-1"}}}, cores=16, gpu_count=1)
+        decode_threads(-1, cores=16, instance_groups=[], gpu_count=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port
 
 from python_models import repository as repo
 from python_models.client import infer_grpc
@@ -78,12 +78,6 @@ def dashboard_problems(dashboard: dict, exported: set[str], prometheus_url: str,
     return problems
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
     """Debian's prometheus with the project's prometheus.yml, retargeted to the test server, scraping every second."""
@@ -96,7 +90,7 @@ def prometheus(server, tmp_path_factory):
     metrics = urllib.parse.urlparse(server.metrics_url)
     job["static_configs"] = [{"targets": [metrics.netloc]}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = open(work / "prometheus.log", "wb")
     process = subprocess.Popen([str(PROMETHEUS), f"--config.file={work / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],

@@ -22,7 +22,8 @@ per-image loop against ``python_models.nms``.
 
 ``--processes`` runs the pinned channels-last eager variant (``cuda_graphs``
 false) in N processes at once on the same GPU, as N Triton instances of a
-Python-backend model would, and reports their summed images/s (each process its own CUDA context, so the GPU time-slices between them).
+Python-backend model would, and reports their summed images/s (each process its
+own CUDA context, so the GPU time-slices between them).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def ms_per_call(fn: Callable[[], object], seconds: float = 2.0) -> float:
 def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[str, Callable[[], object]]:
     import torch
 
-    from python_models.detector import forward_padded
+    from python_models.detector import GraphedForward, forward_padded
 
     dtype = torch.half if half else torch.float
     host = sample_batch(batch)
@@ -114,24 +115,9 @@ def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[s
         "+ pinned (served with cuda_graphs false)": lambda: forward_padded(net_nhwc, pinned, device, half),
     }
 
-    static_in = torch.empty((batch, 640, 640, 3), dtype=torch.uint8, device=device)
-    stream = torch.cuda.Stream()
-    with torch.inference_mode():
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                net_nhwc(to_input(static_in, True))
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = net_nhwc(to_input(static_in, True))
-
-    def replay() -> object:
-        static_in.copy_(pinned, non_blocking=True)
-        graph.replay()
-        return static_out
-
-    found["+ CUDA graph (served, detector.GraphedForward)"] = replay
+    torch.backends.cudnn.benchmark = True  # as detector.load_network sets it, for the capture's autotuning
+    graphed = GraphedForward(net_nhwc, device, half, batch)
+    found["+ CUDA graph (served, detector.GraphedForward)"] = lambda: graphed(pinned)
     if with_compile:
         compiled = torch.compile(net_nhwc)
         found["torch.compile + channels_last"] = lambda: eager(compiled, True, pinned, True)
@@ -192,6 +178,14 @@ def processes_images_per_s(weights: str, half: bool, batch: int, processes: int,
     return total
 
 
+def print_table(first: str, columns: list[str], rows: dict[str, list[str]]) -> None:
+    """A markdown table, blank line first, as results/h100_forward/report.md holds them."""
+    print(f"\n| {first} | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="yolo11s.yaml")
@@ -207,30 +201,23 @@ def main() -> int:
         raise SystemExit("bench_forward.py times the GPU forward: no CUDA device here")
     half = args.precision == "fp16"
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.weights}, {args.precision}\n")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.weights}, {args.precision}")
     rows: dict[str, dict[int, float]] = {}
     for batch in batches:
         for name, fn in variants(args.weights, half, batch, args.compile).items():
             rows.setdefault(name, {})[batch] = ms_per_call(fn)
-    print("| variant | " + " | ".join(f"batch {b}: ms (img/s)" for b in batches) + " |")
-    print("|---|" + "---|" * len(batches))
-    for name, per_batch in rows.items():
-        cells = [f"{per_batch[b]:.2f} ({b / per_batch[b] * 1e3:,.0f})" for b in batches]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print_table("variant", [f"batch {b}: ms (img/s)" for b in batches],
+                {name: [f"{ms[b]:.2f} ({b / ms[b] * 1e3:,.0f})" for b in batches] for name, ms in rows.items()})
     nms_rows: dict[str, dict[int, float]] = {}
     for batch in batches:
         for name, fn in nms_variants(args.weights, half, batch).items():
             nms_rows.setdefault(name, {})[batch] = ms_per_call(fn)
-    print("\n| NMS of a head output on the GPU, to host rows | " + " | ".join(f"batch {b}: ms" for b in batches) + " |")
-    print("|---|" + "---|" * len(batches))
-    for name, per_batch in nms_rows.items():
-        print(f"| {name} | " + " | ".join(f"{per_batch[b]:.2f}" for b in batches) + " |")
+    print_table("NMS of a head output on the GPU, to host rows", [f"batch {b}: ms" for b in batches],
+                {name: [f"{ms[b]:.2f}" for b in batches] for name, ms in nms_rows.items()})
     if args.processes:
-        print("\n| processes (eager, cuda_graphs false) | " + " | ".join(f"batch {b}: img/s" for b in batches) + " |")
-        print("|---|" + "---|" * len(batches))
-        for count in (int(p) for p in args.processes.split(",")):
-            cells = [f"{processes_images_per_s(args.weights, half, b, count):,.0f}" for b in batches]
-            print(f"| {count} | " + " | ".join(cells) + " |")
+        counts = [int(p) for p in args.processes.split(",")]
+        print_table("processes (eager, cuda_graphs false)", [f"batch {b}: img/s" for b in batches],
+                    {str(n): [f"{processes_images_per_s(args.weights, half, b, n):,.0f}" for b in batches] for n in counts})
     return 0
 
 

@@ -27,24 +27,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import perf_analyzer as pa  # noqa: E402
 from python_models import repository as repo  # noqa: E402
-from python_models.client import ready_public_models  # noqa: E402
+from python_models.client import image_files, ready_public_models  # noqa: E402
 from python_models.report import PerfAnalyzerFailed, Run, measure, write_report  # noqa: E402
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def default_images() -> Path:
-    from ultralytics.utils import ASSETS
-
-    return Path(ASSETS)
-
-
-def image_files(source: Path) -> list[Path]:
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if source.is_dir() else [source]
-    if not files:
-        raise SystemExit(f"no .jpg/.jpeg/.png files in {source}")
-    return files
-
 
 def chosen_models(grpc_url: str, requested: str | None) -> list[str]:
     """The comma-separated public models asked for, else every public model the server has ready."""
@@ -108,7 +92,10 @@ def main() -> int:
     binary = args.perf_analyzer or pa.find_binary()
     models = chosen_models(args.grpc_url, args.models)
     levels = [int(c) for c in args.concurrency.split(",")]
-    images = image_files(args.images or default_images())
+    try:
+        images = image_files(args.images)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     args.out.mkdir(parents=True, exist_ok=True)
     input_data = pa.write_input_data(images, args.out / "perf_input.json")
     console.print(f"{len(models)} models x concurrency {levels}, {len(images)} images, into {args.out}")

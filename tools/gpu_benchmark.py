@@ -228,10 +228,7 @@ def main() -> int:
         server.wait(timeout=60)
     dali = {} if args.skip_dali else dali_benchmark()
     console.print({"dali": dali})
-    paths = write_report(args.out, runs, meta)
-    report = json.loads(paths["report.json"].read_text())
-    report.update({"parity": checked, "dali": dali, "not_measured": not_measured})
-    paths["report.json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths = write_report(args.out, runs, meta, extra={"parity": checked, "dali": dali, "not_measured": not_measured})
     with open(paths["report.md"], "a") as md:
         md.write("\n## Where the time goes (Triton, per request, ms)\n\n| concurrency | queue | compute input | compute infer | compute output |\n|---|---|---|---|---|\n")
         for run in runs:

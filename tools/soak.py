@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models.client import contract_violations, infer_grpc, ready_public_models, unpack_detections  # noqa: E402
+from python_models.client import (  # noqa: E402
+    contract_violations,
+    image_files,
+    infer_grpc,
+    ready_public_models,
+    unpack_detections,
+)
 from python_models.decode import decode  # noqa: E402
 from python_models.matching import differences  # noqa: E402
 from python_models.server import process_tree_rss  # noqa: E402
@@ -130,12 +136,11 @@ def main() -> int:
     import tritonclient.grpc as grpcclient
     from rich.console import Console
     from rich.table import Table
-    from ultralytics.utils import ASSETS
 
     console = Console()
     client = grpcclient.InferenceServerClient(args.grpc_url)
     models = args.models.split(",") if args.models else ready_public_models(client)
-    images = {p.name: p.read_bytes() for p in sorted(Path(ASSETS).glob("*.jpg"))}
+    images = {p.name: p.read_bytes() for p in image_files()}
     soak = Soak(args.grpc_url, models, images)
     pid = args.server_pid or find_server_pid(int(args.grpc_url.rsplit(":", 1)[1]))
     rss: list[tuple[float, float]] = []

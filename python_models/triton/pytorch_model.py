@@ -4,10 +4,9 @@ Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always 
 FP32, as the reference predictor does), ``decode_threads`` (0: twice the cores
 shared out over the host's instances, at most 16; ``decode.decode_threads``) and
 ``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs captured at load
-time, see ``detector.GraphedForward``). Rows are decoded and
-letterboxed in parallel threads (OpenCV releases the GIL) and stay uint8 until the
-device; candidates are filtered where the head output is and suppressed on the host
-(``python_models.nms``).
+time, see ``detector.GraphedForward``). Rows are decoded and letterboxed in parallel
+threads (OpenCV releases the GIL) and stay uint8 until the device; candidates are
+filtered where the head output is and suppressed on the host (``python_models.nms``).
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ class TritonPythonModel:
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        threads = decode_threads(config, os.cpu_count() or 1, torch.cuda.device_count() if on_gpu else 0)
+        threads = decode_threads(int(_parameter(config, "decode_threads", "0") or 0), os.cpu_count() or 1,
+                                 config.get("instance_group", []), torch.cuda.device_count() if on_gpu else 0)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
