@@ -38,6 +38,8 @@ OUTPUT_SCORES = "detection_scores"
 OUTPUT_CLASSES = "detection_classes"
 
 # Tensors that pass between the steps of an ensemble.
+CHECKED_IMAGES = "checked_images"
+"""Track D: the encoded rows the CPU guard let through to the DALI leaf (bytes unchanged)."""
 LETTERBOXED_IMAGES = "letterboxed_images"
 LETTERBOX_TRANSFORM = "letterbox_transform"
 RAW_PREDICTIONS = "raw_predictions"
@@ -63,6 +65,7 @@ PUBLIC_OUTPUTS = (
     TensorSpec(OUTPUT_SCORES, np.dtype(np.float32), (MAX_DETECTIONS,)),
     TensorSpec(OUTPUT_CLASSES, np.dtype(np.int32), (MAX_DETECTIONS,)),
 )
+CHECKED_SPEC = TensorSpec(CHECKED_IMAGES, np.dtype(np.uint8), (-1,))
 LETTERBOXED_SPEC = TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.float32), (3, IMAGE_SIZE, IMAGE_SIZE))
 TRANSFORM_SPEC = TensorSpec(LETTERBOX_TRANSFORM, np.dtype(np.float32), (len(TRANSFORM_FIELDS),))
 RAW_SPEC = TensorSpec(RAW_PREDICTIONS, np.dtype(np.float32), (4 + NUM_CLASSES, NUM_ANCHORS))

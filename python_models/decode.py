@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -16,6 +18,7 @@ JPEG_SOS = b"\xff\xda"
 JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND"
+PNG_CRITICAL_CHUNKS = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 
 
 class InvalidImageError(ValueError):
@@ -48,6 +51,7 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
         fmt = "PNG"
         if buf.rfind(PNG_IEND) < 0:
             raise InvalidImageError("truncated PNG: no IEND chunk")
+        png_damage(buf)
     else:
         raise InvalidImageError(
             f"not a JPEG or PNG: the row starts with bytes {buf[:8].hex()} ({len(buf)} bytes in all)"
@@ -66,6 +70,30 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
             f"{fmt} header claims {width}x{height} = {width * height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
         )
     return ImageHeader(fmt, width, height)
+
+
+def png_damage(buf: bytes) -> None:
+    """Raise when a critical chunk of a PNG fails its CRC or runs past the data.
+
+    Every chunk carries a CRC-32, so damaged pixel data is found without decoding it
+    (zlib's CRC runs at gigabytes per second). Track D needs this: its GPU decoder fails
+    the whole batch on one undecodable image, so damage must be refused before it.
+    Ancillary chunks are skipped, as decoders ignore their CRC errors.
+    """
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(buf):
+        length, kind = struct.unpack_from(">I4s", buf, offset)
+        end = offset + 12 + length
+        if end > len(buf):
+            raise InvalidImageError(f"truncated PNG: chunk {kind!r} at byte {offset} runs past the data")
+        if kind in PNG_CRITICAL_CHUNKS:
+            (crc,) = struct.unpack_from(">I", buf, end - 4)
+            if zlib.crc32(buf[offset + 4 : end - 4]) != crc:
+                raise InvalidImageError(f"corrupt PNG: chunk {kind.decode()} at byte {offset} fails its CRC check "
+                                        "(damaged data)")
+        if kind == PNG_IEND:
+            return
+        offset = end
 
 
 def decode(data: bytes | np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,31 +87,89 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
     return model
 
 
-def resolve_weights(weights: str):
-    """Return ``(YOLO model, untrained)`` for a ``.pt`` path or name, or a ``.yaml`` network.
+@dataclass(frozen=True)
+class ResolvedWeights:
+    model: object
+    """The Ultralytics ``YOLO`` object."""
+    untrained: bool
+    source: str
+    """The file the weights came from, or the network definition."""
+    fallback_reason: str | None = None
+    """Why the weights asked for could not be used, when the untrained network stands in for them."""
 
-    A ``.pt`` that is neither on disk nor downloadable (offline) falls back to the
-    untrained network, flagged by ``untrained=True``.
-    """
+
+def _is_name(weights: str) -> bool:
+    """A bare file name such as ``yolo11s.pt``: Ultralytics can download it. A path names a file that must exist."""
+    return Path(weights).name == weights and weights.endswith(".pt")
+
+
+def _load(path: Path) -> object:
     from ultralytics import YOLO
 
-    if weights.endswith((".yaml", ".yml")):
-        return untrained_detector(weights), True
-    if not Path(weights).exists() and os.environ.get("YOLO_OFFLINE"):
-        return untrained_detector(), True
     try:
-        model = YOLO(weights)
-    except Exception:  # offline download failures surface as many exception types
-        if Path(weights).exists():
+        return YOLO(str(path))
+    except Exception as exc:  # a corrupt or foreign file raises many types
+        raise WeightsError(f"{path} could not be loaded as Ultralytics weights: {type(exc).__name__}: {exc}") from exc
+
+
+def _fetch(name: str, weights_dir: Path) -> Path:
+    """``weights_dir / name``, downloading it there first if needed; a clear error when that cannot happen."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+    target = weights_dir / name
+    if target.is_file():
+        return target
+    if name not in GITHUB_ASSETS_NAMES:
+        raise WeightsError(f"{name!r} is neither a file nor a weights name Ultralytics publishes (a typo?)")
+    if os.environ.get("YOLO_OFFLINE"):
+        raise WeightsError(f"{name} is not in {weights_dir} and YOLO_OFFLINE is set, so it cannot be downloaded")
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create {weights_dir} to download {name} into: {exc}") from exc
+    if not os.access(weights_dir, os.W_OK):
+        raise WeightsError(f"cannot download {name}: {weights_dir} is not writable by uid {os.getuid()}")
+    try:
+        attempt_download_asset(str(target))
+    except Exception as exc:  # network errors surface as many types
+        raise WeightsError(f"downloading {name} into {weights_dir} failed: {type(exc).__name__}: {exc}") from exc
+    if not target.is_file():
+        raise WeightsError(f"downloading {name} into {weights_dir} failed (no network?); "
+                           f"put the file there yourself or pass a path")
+    return target
+
+
+def resolve_weights(weights: str, weights_dir: Path | None = None, allow_untrained: bool = False) -> ResolvedWeights:
+    """The weights a user names: a ``.pt`` path, a name Ultralytics publishes, or a ``.yaml`` network.
+
+    A ``.yaml`` is an explicit request for the deterministic untrained network
+    (``untrained_detector``). A name (``yolo11s.pt``) is looked up in ``weights_dir``
+    (default: the current directory) and downloaded there when missing. Anything that
+    cannot be resolved raises ``WeightsError`` with the reason (no such file, a typo'd
+    name, offline, an unwritable folder, a file Ultralytics cannot load), unless
+    ``allow_untrained``, which serves the untrained network instead and says why.
+    """
+    if weights.endswith((".yaml", ".yml")):
+        return ResolvedWeights(untrained_detector(weights), True, weights)
+    try:
+        if _is_name(weights) and not Path(weights).is_file():
+            path = _fetch(weights, Path(weights_dir) if weights_dir else Path.cwd())
+        else:
+            path = Path(weights)
+            if not path.is_file():
+                raise WeightsError(f"no such weights file: {path}")
+        model = _load(path)
+    except WeightsError as exc:
+        if not allow_untrained:
             raise
-        return untrained_detector(), True
+        return ResolvedWeights(untrained_detector(), True, UNTRAINED_CONFIG, fallback_reason=str(exc))
     nc = len(model.names)
     if nc != NUM_CLASSES:
         raise WeightsError(
             f"{weights} detects {nc} classes; python_models/contract.py serves {NUM_CLASSES}. "
             "Set NUM_CLASSES there and run tools/gen_configs.py."
         )
-    return model, False
+    return ResolvedWeights(model, False, str(path))
 
 
 def load_network(path: str | Path, device: torch.device, half: bool = False) -> torch.nn.Module:

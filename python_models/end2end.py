@@ -46,17 +46,15 @@ def _dims(*dims: int | str) -> list[int | str]:
     return list(dims)
 
 
-def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
-    """The End2End model: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
-    (image_input,) = raw.graph.input
-    (raw_output,) = raw.graph.output
-    if image_input.name != c.ONNX_INPUT or raw_output.name != c.ONNX_RAW_OUTPUT:
-        raise ValueError(f"expected the raw export's {c.ONNX_INPUT!r} -> {c.ONNX_RAW_OUTPUT!r}, "
-                         f"got {image_input.name!r} -> {raw_output.name!r}")
+def fixed_size_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
+    """The raw export with its spatial size fixed to the served one, re-slimmed.
+
+    Engines only ever see letterboxed square images. Fixing the spatial dims lets onnxslim
+    fold the head's shape arithmetic (anchor grids built with Range and Cast) into constants,
+    which gives the plugin static input shapes and leaves a graph of plain tensor arithmetic.
+    """
     model = onnx.ModelProto()
     model.CopyFrom(raw)
-    # The engine only ever sees letterboxed 640 x 640 images. Fixing the spatial dims lets
-    # onnxslim fold the head's shape arithmetic away and gives the plugin static input shapes.
     shape = model.graph.input[0].type.tensor_type.shape
     for dim, value in zip(shape.dim[2:], (c.IMAGE_SIZE, c.IMAGE_SIZE)):
         dim.Clear()
@@ -64,12 +62,22 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     shape.dim[0].Clear()
     shape.dim[0].dim_param = BATCH
     del model.graph.value_info[:]  # shapes inferred for a dynamic height and width
-    model = onnxslim.slim(model)
+    return onnxslim.slim(model)
+
+
+def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
+    """The End2End model: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
+    (image_input,) = raw.graph.input
+    (raw_output,) = raw.graph.output
+    if image_input.name != c.ONNX_INPUT or raw_output.name != c.ONNX_RAW_OUTPUT:
+        raise ValueError(f"expected the raw export's {c.ONNX_INPUT!r} -> {c.ONNX_RAW_OUTPUT!r}, "
+                         f"got {image_input.name!r} -> {raw_output.name!r}")
+    model = fixed_size_graph(raw)
     graph = model.graph
 
     graph.initializer.extend([
         numpy_helper.from_array(np.array([4, c.NUM_CLASSES], np.int64), _P + "split_sizes"),
-        numpy_helper.from_array(np.array([2], np.int64), _P + "class_axis"),
+        numpy_helper.from_array(np.arange(c.NUM_CLASSES, dtype=np.int32), _P + "class_ids"),
         numpy_helper.from_array(np.array([1], np.int64), _P + "row_axis"),
         numpy_helper.from_array(np.array(0, np.float32), _P + "zero"),
         numpy_helper.from_array(np.array([2, 2, 2], np.int64), _P + "transform_split"),
@@ -77,8 +85,13 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Transpose", [c.ONNX_RAW_OUTPUT], [_P + "predictions"], perm=[0, 2, 1]),
         helper.make_node("Split", [_P + "predictions", _P + "split_sizes"], [_P + "boxes_cxcywh", _P + "class_scores"], axis=2),
-        helper.make_node("ReduceMax", [_P + "class_scores", _P + "class_axis"], [_P + "best_score"], keepdims=1),
-        helper.make_node("Equal", [_P + "class_scores", _P + "best_score"], [_P + "is_best"]),
+        # The best class by index, never by comparing floats: under FP16 TensorRT may compute a
+        # ReduceMax and the scores it is compared with in different precisions, and then an
+        # Equal(scores, max) is false everywhere and nothing is detected. ArgMax takes the first
+        # of tied classes, as Ultralytics' ``max(1)`` does.
+        helper.make_node("ArgMax", [_P + "class_scores"], [_P + "best_class64"], axis=2, keepdims=1),
+        helper.make_node("Cast", [_P + "best_class64"], [_P + "best_class"], to=TensorProto.INT32),
+        helper.make_node("Equal", [_P + "class_ids", _P + "best_class"], [_P + "is_best"]),
         helper.make_node("Where", [_P + "is_best", _P + "class_scores", _P + "zero"], [_P + "best_class_scores"]),
         helper.make_node(
             OP_TYPE, [_P + "boxes_cxcywh", _P + "best_class_scores"],
@@ -121,3 +134,73 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
 def nms_node(model: onnx.ModelProto) -> onnx.NodeProto:
     (node,) = [n for n in model.graph.node if n.op_type == OP_TYPE]
     return node
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def post_head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes this module appended after the network: best class, NMS, un-letterbox."""
+    return [node.name for node in model.graph.node if node.name.startswith(_P)]
+
+
+FP32_ONLY_INPUTS = {"Resize": (1, 2)}
+"""Inputs ONNX requires in FP32 whatever the data's type (Resize's roi and scales)."""
+
+
+def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with the network in FP16 and everything after the head kept in FP32.
+
+    The FP16 engines are built from this graph as strongly typed TensorRT networks: TensorRT
+    then computes each tensor in the type this graph gives it, so the best-class selection,
+    NMS and the un-letterbox stay FP32 by construction, and what ONNX Runtime proves on this
+    file is what the engine computes. The image input is cast to FP16 on entry and the head
+    output back to FP32; graph inputs and outputs keep their types, so the contract does not
+    change with precision. A raw graph (nothing appended) gets its size fixed first
+    (``fixed_size_graph``) and becomes FP16 up to its output.
+
+    Like Ultralytics' own FP16 exports, the head's box decoding is FP16 too: coordinates
+    between 512 and 640 letterboxed pixels are then multiples of 0.5.
+
+    Written here rather than with onnxconverter-common, whose converter cast tensors inside
+    the blocked post-head nodes and left Resize outputs mistyped on this very graph.
+    """
+    out = model if post_head_nodes(model) else fixed_size_graph(model)
+    out = _copy(out)
+    graph = out.graph
+    post_head = set(post_head_nodes(out))
+    network = [node for node in graph.node if node.name not in post_head]
+    fp32_inputs = {node.input[i] for node in network for i in FP32_ONLY_INPUTS.get(node.op_type, ()) if i < len(node.input)}
+    used_after_head = {name for node in graph.node if node.name in post_head for name in node.input}
+    used_by_network = {name for node in network for name in node.input}
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or init.name in fp32_inputs or init.name not in used_by_network:
+            continue
+        if init.name in used_after_head:
+            raise ValueError(f"initializer {init.name} is shared by the network and the post-head nodes")
+        values = numpy_helper.to_array(init)
+        init.CopyFrom(numpy_helper.from_array(np.clip(values, -65504, 65504).astype(np.float16), init.name))
+    for node in network:
+        if node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == TensorProto.FLOAT:
+            raise ValueError(f"{node.name} casts to FP32 inside the network; not handled")
+        if node.op_type in ("Constant", "ConstantOfShape"):
+            raise ValueError(f"{node.name}: {node.op_type} nodes inside the network are not handled")
+
+    image = graph.input[0].name
+    head = c.ONNX_RAW_OUTPUT
+    image16, head16 = _P + "images_fp16", _P + "head_fp16"
+    for node in network:
+        node.input[:] = [image16 if name == image else name for name in node.input]
+        node.output[:] = [head16 if name == head else name for name in node.output]
+    first = [helper.make_node("Cast", [image], [image16], name=_P + "images_fp16", to=TensorProto.FLOAT16)]
+    last = [helper.make_node("Cast", [head16], [head], name=_P + "head_fp32", to=TensorProto.FLOAT)]
+    nodes = first + network + last + [node for node in graph.node if node.name in post_head]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [v for v in graph.value_info if v.name == NMS_BOXES]  # the plugin's output: inference cannot type it
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return onnx.shape_inference.infer_shapes(out)

@@ -6,16 +6,7 @@ import numpy as np
 
 from python_models.client import Detections
 from python_models.contract import CONF_THRESHOLD, MAX_DETECTIONS
-from python_models.matching import differences
-
-
-def tolerance(model: str) -> tuple[float, float]:
-    """(min IoU, score tolerance) of a track against the Ultralytics predictor or Track A.
-
-    Tracks A, B and C decode and letterbox with OpenCV exactly as the predictor does;
-    Track D's DALI decode and resize differ from OpenCV's by up to one grey level.
-    """
-    return (0.95, 2e-3) if model.startswith("yolo11_dali_") else (0.98, 2e-3 if model == "yolo11_trt_end2end" else 1e-3)
+from python_models.matching import differences, tolerance  # noqa: F401 - the tests' tolerances are the check's
 
 
 def assert_same_detections(got: Detections, ref: Detections, min_iou: float, score_tol: float, what: str = "") -> None:

@@ -47,7 +47,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 def fused_network(weights: str):
     from python_models.detector import resolve_weights
 
-    return resolve_weights(weights)[0].model.fuse().eval()
+    return resolve_weights(weights).model.model.fuse().eval()
 
 
 def load(weights: str, half: bool, channels_last: bool = False):

@@ -67,7 +67,8 @@ def main() -> int:
     h, w = cv2.imdecode(array, cv2.IMREAD_COLOR).shape[:2]
     new_h, new_w, _, _ = letterbox_geometry(h, w)
 
-    model, untrained = resolve_weights(args.weights)
+    resolved = resolve_weights(args.weights)
+    model, untrained = resolved.model, resolved.untrained
     net = model.model.fuse().eval()
     batch, transform = letterbox(decode(data))
     row = np.empty_like(batch)

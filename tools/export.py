@@ -1,34 +1,96 @@
-"""Export weights into the repository: model.pt (Track A), raw ONNX (Track B), End2End ONNX (Tracks C, D);
-then, where TensorRT is importable, one plan per TensorRT model (FP16 unless --fp32).
+"""Export weights into the repository, then build the TensorRT plans the served profile needs.
 
-    .venv/bin/python tools/export.py --weights yolo11s.pt [--artifacts model_repository] [--force] [--fp32]
+    python3 tools/export.py --weights yolo11s.pt [--weights-dir weights] [--profile auto|cpu|gpu]
+                            [--precision fp16|fp32] [--models yolo11_trt,...] [--artifacts model_repository] [--force]
+
+Writes model.pt (Track A), the raw and End2End ONNX in FP32 and FP16 (Tracks B, C, D). In the GPU
+profile it then builds one plan per TensorRT model with this image's trtexec and checks each plan
+against this image's libnvinfer. It fails, with the reason and a non-zero exit, when the weights
+cannot be resolved (unless --allow-untrained), when the repository is not writable (before any
+work), and when a plan the GPU profile needs was not built.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip-install at run time
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
-from python_models.engine_build import build_repository_engines  # noqa: E402
-from python_models.export import export_artifacts  # noqa: E402
+from python_models import repository as repo  # noqa: E402
+from python_models.detector import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.engine_build import PRECISIONS, build_engines  # noqa: E402
+from python_models.export import RepositoryNotWritable, export_artifacts, untrained_banner  # noqa: E402
+from python_models.server import ngc_image  # noqa: E402
+
+EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
+
+
+def engines_for(models: list[str]) -> list[str]:
+    """The TensorRT leaves the given public models run."""
+    definitions = repo.definitions_by_name()
+    leaves = {leaf for model in models for leaf in repo.leaf_models(definitions[model].config)}
+    return sorted(name for name in leaves if definitions[name].config.platform == "tensorrt_plan")
+
+
+def public_models(value: str | None) -> list[str]:
+    models = value.split(",") if value else list(repo.PUBLIC_MODELS)
+    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"not public models: {', '.join(unknown)} (choose from {', '.join(repo.PUBLIC_MODELS)})")
+    return models
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                        help="a .pt file, a name Ultralytics publishes (downloaded into --weights-dir), or a .yaml "
+                             "for the deterministic untrained test network")
+    parser.add_argument("--weights-dir", type=Path, default=ROOT / "weights", help="where weights names are looked "
+                        "up and downloaded")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="serve the untrained test network when the weights cannot be resolved, instead of failing")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="gpu: the plans are required; auto: gpu inside the NGC image, else cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="of the TensorRT plans")
+    parser.add_argument("--models", type=public_models, default=list(repo.PUBLIC_MODELS),
+                        help="comma-separated public models whose plans are required (default: all)")
     parser.add_argument("--force", action="store_true", help="re-export and rebuild even if up to date")
-    parser.add_argument("--fp32", action="store_true", help="build FP32 engines instead of FP16")
     args = parser.parse_args()
-    manifest = export_artifacts(args.weights, args.artifacts.resolve(), force=args.force)
-    print(f"exported {manifest.weights}{' (UNTRAINED network)' if manifest.untrained else ''} into {args.artifacts}")
-    for line in build_repository_engines(args.artifacts.resolve(), force=args.force, fp16=not args.fp32):
-        print(line)
+    profile = ("gpu" if ngc_image() else "cpu") if args.profile == "auto" else args.profile
+    artifacts = args.artifacts.resolve()
+
+    try:
+        manifest = export_artifacts(args.weights, artifacts, force=args.force, weights_dir=args.weights_dir.resolve(),
+                                    allow_untrained=args.allow_untrained)
+    except RepositoryNotWritable as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return EXIT_NOT_WRITABLE
+    except WeightsError as exc:
+        print(f"export: weights {args.weights!r} cannot be used: {exc}. Pass --allow-untrained to serve the "
+              "untrained test network instead.", file=sys.stderr)
+        return EXIT_WEIGHTS
+    if manifest.untrained:
+        print(untrained_banner(manifest), flush=True)
+    print(f"exported {manifest.weights} ({manifest.source}) into {artifacts}", flush=True)
+
+    if profile == "cpu":
+        print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX)", flush=True)
+        return 0
+    failed = build_engines(artifacts, engines_for(args.models), precision=args.precision, force=args.force,
+                           log=lambda line: print(line, flush=True))
+    for line in failed:
+        print(f"export: NOT BUILT {line}", file=sys.stderr)
+    if failed:
+        print(f"export: {len(failed)} plan(s) the GPU profile needs were not built; the server would not serve "
+              "the tracks that run them.", file=sys.stderr)
+        return EXIT_PLANS
     return 0
 
 

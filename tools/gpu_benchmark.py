@@ -41,7 +41,6 @@ from python_models.server import Ports, find_triton, server_command, server_env,
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
-PARITY_TOLERANCE = {"fp32": (0.98, 1e-3), "fp16": (0.95, 5e-3)}  # FP16 rounds differently in different batch shapes
 
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
@@ -52,7 +51,8 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     repository = out / "repository"
     version = repository / repo.PYTORCH / "1"
     version.mkdir(parents=True, exist_ok=True)
-    model, untrained = resolve_weights(weights)
+    resolved = resolve_weights(weights)
+    model, untrained = resolved.model, resolved.untrained
     model.save(str(version / "model.pt"))
     config = repo.pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
     config.parameters["decode_threads"].string_value = str(decode_threads)
@@ -69,11 +69,11 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
     from ultralytics.utils import ASSETS
 
     from python_models.client import Detections, infer_grpc, unpack_detections
-    from python_models.matching import differences, max_score_difference
+    from python_models.matching import differences, max_score_difference, tolerance
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
-    min_iou, score_tol = PARITY_TOLERANCE[precision]
+    min_iou, score_tol = tolerance(repo.PYTORCH, precision, against="predictor")
     results = {}
     for name in PARITY_IMAGES:
         data = (Path(ASSETS) / name).read_bytes()

@@ -3,6 +3,13 @@
 With a GPU host's NGC image this serves the GPU profile (TensorRT and DALI backends);
 anywhere else it serves the CPU profile, where the TensorRT and DALI leaves are
 Python-backend twins running the same exported artifacts.
+
+With no --weights it serves yolo11n.pt, downloaded when the machine is online, and otherwise
+the deterministic untrained test network, with a banner. Weights given with --weights must
+resolve, or the launcher stops with the reason (--allow-untrained says otherwise).
+
+A model that fails to load leaves the others serving: the launcher prints which public models
+serve and, for each that does not, Triton's reason; /v2/health/ready stays 503 until all do.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip-install at run time
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.detector import DEFAULT_WEIGHTS  # noqa: E402
-from python_models.engine_build import build_repository_engines  # noqa: E402
-from python_models.export import export_artifacts, read_manifest  # noqa: E402
-from python_models.supervisor import StubSupervisor  # noqa: E402
+from python_models import repository as repo  # noqa: E402
+from python_models.detector import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
+from python_models.engine_build import runtime_tensorrt_version  # noqa: E402
+from python_models.export import RepositoryNotWritable, export_artifacts, read_manifest, untrained_banner  # noqa: E402
 from python_models.server import (  # noqa: E402
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
@@ -30,15 +40,48 @@ from python_models.server import (  # noqa: E402
     build_cpu_repository,
     find_triton,
     grpc_admin_headers,
+    load_report,
+    model_states,
     server_command,
     server_env,
     wait_ready,
 )
+from python_models.supervisor import StubSupervisor  # noqa: E402
+
+
+def public_models(value: str) -> list[str]:
+    models = value.split(",")
+    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"not public models: {', '.join(unknown)} (choose from {', '.join(repo.PUBLIC_MODELS)})")
+    return models
+
+
+def gpu_load_list(models: list[str], artifacts: Path) -> list[str]:
+    """Every model the public ``models`` need, after printing why any TensorRT plan among them would not load."""
+    definitions = repo.definitions_by_name()
+    needed = sorted({name for model in models for name in (model, *repo.leaf_models(definitions[model].config))})
+    runtime = runtime_tensorrt_version()
+    for spec in engine_specs(artifacts):
+        if spec.model not in needed:
+            continue
+        try:
+            check_plan(spec.plan, runtime) if spec.plan.exists() else None
+        except EngineBuildError as exc:
+            print(f"plan check: {exc}", flush=True)
+        if not spec.plan.exists():
+            print(f"plan check: {spec.plan} is missing: run tools/export.py --profile gpu", flush=True)
+    return needed
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="a .pt path or name Ultralytics resolves, or a .yaml network")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", help=f"a .pt file, a name Ultralytics publishes, or a .yaml network "
+                                          f"(default {DEFAULT_WEIGHTS}, falling back to the untrained network offline)")
+    parser.add_argument("--weights-dir", type=Path, default=ROOT / "weights", help="where weights names are looked up "
+                        "and downloaded")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="serve the untrained test network when --weights cannot be resolved")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -46,6 +89,8 @@ def main() -> int:
     parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository", help="where exported models are written")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--models", type=public_models, default=list(repo.PUBLIC_MODELS),
+                        help="comma-separated public models to serve (default: all)")
     parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
     parser.add_argument("--skip-export", action="store_true",
                         help="serve what tools/export.py already wrote (docker compose's export service); export nothing")
@@ -53,28 +98,37 @@ def main() -> int:
 
     install = find_triton()
     profile = install.profile if args.profile == "auto" else args.profile
+    artifacts = args.artifacts.resolve()
     if args.skip_export:
-        manifest = read_manifest(args.artifacts.resolve())
+        manifest = read_manifest(artifacts)
         if manifest is None:
             parser.error(f"--skip-export: nothing exported in {args.artifacts} yet (run tools/export.py)")
     else:
-        manifest = export_artifacts(args.weights, args.artifacts.resolve())
+        try:
+            manifest = export_artifacts(args.weights or DEFAULT_WEIGHTS, artifacts, weights_dir=args.weights_dir.resolve(),
+                                        allow_untrained=args.allow_untrained or args.weights is None)
+        except (WeightsError, RepositoryNotWritable) as exc:
+            print(f"serve: {exc}", file=sys.stderr)
+            return 2
     if manifest.untrained:
-        print("=" * 100, flush=True)
-        print(f"!!! SERVING AN UNTRAINED NETWORK: weights {manifest.weights!r} could not be resolved offline; "
-              "detections are meaningless. Pass --weights path/to/yolo11n.pt for real ones. !!!", flush=True)
-        print("=" * 100, flush=True)
+        print(untrained_banner(manifest), flush=True)
 
+    load = None
     if profile == "gpu":
         if args.extra_models:
             parser.error("--extra-models is for the CPU profile only")
-        repository = ROOT / "model_repository"
-        for line in [] if args.skip_export else build_repository_engines(args.artifacts.resolve()):
-            print(line, flush=True)
+        repository = artifacts
+        if not args.skip_export:
+            definitions = repo.definitions_by_name()
+            engines = sorted({leaf for m in args.models for leaf in repo.leaf_models(definitions[m].config)
+                              if definitions[leaf].config.platform == "tensorrt_plan"})
+            for line in build_engines(artifacts, engines, log=lambda line: print(line, flush=True)):
+                print(f"NOT BUILT {line}", flush=True)
+        load = gpu_load_list(args.models, artifacts)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
-        layout = build_cpu_repository(ROOT / "model_repository", args.artifacts.resolve(),
-                                      args.work_dir.resolve() / "cpu_repository", args.extra_models)
+        layout = build_cpu_repository(ROOT / "model_repository", artifacts, args.work_dir.resolve() / "cpu_repository",
+                                      args.extra_models, models=args.models)
         repository = layout.path
         print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
         for name, why in layout.skipped.items():
@@ -82,7 +136,7 @@ def main() -> int:
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     key = admin_key()
-    command = server_command(install, repository, ports, args.host, key=key)
+    command = server_command(install, repository, ports, args.host, key=key, profile=profile, load=load)
     if os.environ.get(ADMIN_KEY_ENV):
         print(f"tritonserver: {', '.join(RESTRICTED_APIS)} APIs need header {ADMIN_KEY_HEADER}: ${ADMIN_KEY_ENV}", flush=True)
     else:
@@ -90,12 +144,26 @@ def main() -> int:
               f"header {ADMIN_KEY_HEADER})", flush=True)
     print(f"tritonserver: HTTP {args.host}:{ports.http}, gRPC {args.host}:{ports.grpc}, metrics {args.host}:{ports.metrics}", flush=True)
     process = subprocess.Popen(command, env=server_env(install))
+    supervisor: StubSupervisor | None = None
+
+    def forward(signum, _frame):
+        # Stop watching first: stubs exiting during shutdown are not deaths to recover from.
+        if supervisor is not None:
+            supervisor.stop()
+        process.send_signal(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: process.send_signal(signum))
+        signal.signal(sig, forward)
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    if wait_ready(f"http://{local}:{ports.http}/v2/health/ready", process):
-        StubSupervisor(process.pid, f"{local}:{ports.grpc}", grpc_admin_headers(key),
-                       log=lambda line: print(line, flush=True)).start()
+    # Triton opens its endpoints once the start-up loading is over, failures included.
+    if wait_ready(f"http://{local}:{ports.http}/v2/health/live", process):
+        lines, _ = load_report(model_states(f"{local}:{ports.http}", key), args.models if profile == "gpu" else layout.served)
+        for line in lines:
+            print(line, flush=True)
+        supervisor = StubSupervisor(process.pid, f"{local}:{ports.grpc}", grpc_admin_headers(key),
+                                    log=lambda line: print(line, flush=True))
+        if process.poll() is None:
+            supervisor.start()
     return process.wait()
 
 

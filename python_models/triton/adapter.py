@@ -34,6 +34,10 @@ def invalid_argument(message: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
 
+def unknown_error(message: str):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.UNKNOWN))
+
+
 def internal_error(message: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
@@ -106,17 +110,21 @@ def letterbox_requests(
     return batch, transforms, outcome
 
 
+def _error_response(item: Exception):
+    if isinstance(item, InvalidImageError):
+        return invalid_argument(str(item))
+    return internal_error(f"{type(item).__name__}: {item}")
+
+
 def respond(outcome: Sequence[slice | Exception], build: Callable[[slice], dict[str, np.ndarray]]) -> list:
     """One response per request: its slice of the batch results, or its own error."""
-    responses = []
-    for item in outcome:
-        if isinstance(item, InvalidImageError):
-            responses.append(invalid_argument(str(item)))
-        elif isinstance(item, Exception):
-            responses.append(internal_error(f"{type(item).__name__}: {item}"))
-        else:
-            responses.append(tensors_response(build(item)))
-    return responses
+    return [_error_response(item) if isinstance(item, Exception) else tensors_response(build(item)) for item in outcome]
+
+
+def respond_each(requests: Sequence, outcome: Sequence[slice | Exception], build: Callable[[object], dict]) -> list:
+    """One response per request, built from the request itself (``build(request)``), or its own error."""
+    return [_error_response(item) if isinstance(item, Exception) else tensors_response(build(request))
+            for request, item in zip(requests, outcome)]
 
 
 def guarded(requests: Sequence, run: Callable[[Sequence], list]) -> list:

@@ -1,11 +1,12 @@
 """CPU-profile twin of a Track D DALI leaf: the same DALI graph (``python_models.dali_letterbox``), decoded on the CPU.
 
-Rows are checked by ``python_models.decode.probe`` first, so a bad image is refused
-alone with the Foundation's messages rather than failing the whole DALI batch. A
-corrupt image that passes the header checks makes DALI fail the batch and leaves
-its pipeline unusable: the twin rebuilds it and retries row by row, so only the
-request holding that image gets the error. (The GPU profile's DALI backend has no
-such check: there a corrupt image fails every request batched with it.)
+It fails as Triton's DALI backend fails: the rows of every request in the batch go
+through the pipeline at once, and when DALI cannot decode one of them, **every**
+request of the batch gets the same UNKNOWN error (``ExecuteBatched`` in the backend's
+``dali_model_instance.cc``), after which the pipeline is rebuilt and serves the next
+batch. It checks nothing itself, applies no pixel limit, and never retries: protecting
+batch-mates is the job of the CPU guard in front of it in each Track D ensemble
+(``image_guard_model``), and the tests must prove that the guard, not this twin, does it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ import numpy as np
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.dali_letterbox import letterbox_pipeline
-from python_models.decode import InvalidImageError, probe
-from python_models.triton.adapter import guarded, model_config, read_rows, respond
-
-
-def _checked(row: np.ndarray) -> tuple[np.ndarray, str]:
-    return row, probe(row).format
+from python_models.triton.adapter import guarded, input_array, model_config, tensors_response, unknown_error
 
 
 def _reason(exc: Exception) -> str:
@@ -42,42 +38,22 @@ class TritonPythonModel:
         pipe.build()
         return pipe
 
-    def _letterbox(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        self.pipe.feed_input(INPUT_IMAGES, rows)
-        images, transforms = self.pipe.run()
-        return images.as_array(), transforms.as_array()
-
     def execute(self, requests):
         return guarded(requests, self._run)
 
     def _run(self, requests):
-        checked, outcome = read_rows(requests, _checked)
-        if not checked:
-            return respond(outcome, lambda _: {})
+        per_request = [input_array(request, INPUT_IMAGES) for request in requests]
+        rows = [row for request_rows in per_request for row in request_rows]
         try:
-            images, transforms = self._letterbox([row for row, _ in checked])
-        except RuntimeError:
-            self.pipe = self._build()
-            return self._one_by_one(checked, outcome)
-        return respond(outcome, lambda r: {LETTERBOXED_IMAGES: images[r], LETTERBOX_TRANSFORM: transforms[r]})
-
-    def _one_by_one(self, checked: list[tuple[np.ndarray, str]], outcome: list) -> list:
-        """After a failed batch: letterbox row by row, so the error names the request and row that caused it."""
-        results = {}
-        for index, item in enumerate(outcome):
-            if not isinstance(item, slice):
-                continue
-            rows = checked[item]
-            parts = []
-            for row_index, (row, fmt) in enumerate(rows):
-                try:
-                    parts.append(self._letterbox([row]))
-                except RuntimeError as exc:
-                    self.pipe = self._build()
-                    where = f"images[{row_index}]" if len(rows) > 1 else "images"
-                    outcome[index] = InvalidImageError(
-                        f"{where}: corrupt {fmt}: the decoder could not read the pixel data ({_reason(exc)})")
-                    break
-            else:
-                results[item.start, item.stop] = tuple(np.concatenate(p) for p in zip(*parts))
-        return respond(outcome, lambda r: dict(zip((LETTERBOXED_IMAGES, LETTERBOX_TRANSFORM), results[r.start, r.stop])))
+            self.pipe.feed_input(INPUT_IMAGES, rows)
+            images, transforms = (output.as_array() for output in self.pipe.run())
+        except RuntimeError as exc:
+            self.pipe = self._build()  # a failed DALI pipeline is not reusable; the backend recovers likewise
+            message = f"DALI pipeline failed for the batch of {len(requests)} request(s): {_reason(exc)}"
+            return [unknown_error(message) for _ in requests]
+        responses, start = [], 0
+        for request_rows in per_request:
+            end = start + len(request_rows)
+            responses.append(tensors_response({LETTERBOXED_IMAGES: images[start:end], LETTERBOX_TRANSFORM: transforms[start:end]}))
+            start = end
+        return responses

@@ -1,4 +1,6 @@
-"""Client side of the contract: pack encoded images into the ``images`` tensor, unpack detections."""
+"""What a client of the server runs: pack encoded images into the ``images`` tensor, unpack detections, check an
+answer against the contract (here); the catalogue of bad inputs (``bad_inputs``); the self-check of a live server
+(``server_check``). It depends on the contract and the repository's names, never on what runs inside Triton."""
 
 from __future__ import annotations
 

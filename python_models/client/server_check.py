@@ -1,0 +1,404 @@
+"""The project's acceptance checks, run from outside against any live server: ``tools/check_server.py``.
+
+On a GPU host this is what says, within minutes, whether tracks B, C and D really work
+there; in CI it runs against the CPU profile. Every check yields ``Finding`` rows naming
+the model and the image; the server passes only when every row passes:
+
+- ``ready``, ``contract_io``: every public model is ready and has the contract's inputs and outputs;
+- ``contract``: every answer keeps the contract (shapes, types, boxes inside the image, ...);
+- ``same_as_track_a``: every track's detections equal Track A's on the same server and image;
+- ``same_as_predictor``: Track A's equal the Ultralytics predictor's on the weights file the server serves;
+- ``batched_request``: one request of all images answers each as its single request does;
+- ``bad_input``: every kind of bad row gets INVALID_ARGUMENT naming the problem;
+- ``batch_mates``: good requests sent together with bad ones get their own correct answers;
+- ``still_ready``: the server and the model are still ready afterwards;
+- ``batching``: concurrent requests are batched (average batch above 1 on some step, from the metrics);
+- ``perf``: a short perf_analyzer sweep runs (images/s, p50, p99 recorded);
+- ``inconclusive`` (at most a note): an image on which the reference detected nothing proves nothing,
+  and a run where no image had detections fails.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from python_models import contract as c
+from python_models.client import Detections, contract_violations, infer_grpc, unpack_detections
+from python_models.client.bad_inputs import bad_inputs
+from python_models.matching import differences, tolerance
+
+PYTORCH = "yolo11_pytorch"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    model: str
+    image: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class CheckSettings:
+    grpc_url: str
+    metrics_url: str
+    models: list[str]
+    images: dict[str, bytes]
+    """Name -> encoded bytes; the first JPEG and the first PNG also seed the bad inputs."""
+    weights: Path | None = None
+    """The ``.pt`` Track A serves, for the predictor comparison; None skips it (a failure)."""
+    precision: str = "auto"
+    perf_analyzer: Path | None = None
+    """None: no perf sweep (a failure unless ``skip_perf``)."""
+    skip_perf: bool = False
+    perf_concurrency: list[int] = field(default_factory=lambda: [1, 16])
+    perf_window_ms: int = 2000
+    batching_clients: int = 16
+    out: Path | None = None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as the server decodes it (OpenCV applies EXIF orientation, as Triton's decoders do)."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not an image OpenCV can decode")
+    return image.shape[1], image.shape[0]
+
+
+def default_images() -> dict[str, bytes]:
+    """The photos the ultralytics wheel ships, and one of them as a PNG (the bad inputs need a real PNG too)."""
+    import cv2
+    from ultralytics.utils import ASSETS
+
+    images = {name: (Path(ASSETS) / name).read_bytes() for name in ("bus.jpg", "zidane.jpg")}
+    zidane = cv2.imread(str(Path(ASSETS) / "zidane.jpg"))
+    small = cv2.resize(zidane, (640, 360), interpolation=cv2.INTER_AREA)
+    images["zidane_640x360.png"] = cv2.imencode(".png", small)[1].tobytes()
+    return images
+
+
+class ServerCheck:
+    """Runs the checks in order; ``findings`` accumulates every row."""
+
+    def __init__(self, settings: CheckSettings, log: Callable[[str], None] = print) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.s, self.log = settings, log
+        self.grpc = grpcclient
+        self.findings: list[Finding] = []
+        self.perf_rows: list[dict] = []
+        self.sizes = {name: image_size(data) for name, data in settings.images.items()}
+        self.answers: dict[str, dict[str, Detections]] = {}
+        self._local = threading.local()
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def client(self):
+        """One gRPC client per thread: a tritonclient client object is not thread-safe."""
+        if not hasattr(self._local, "client"):
+            self._local.client = self.grpc.InferenceServerClient(self.s.grpc_url)
+        return self._local.client
+
+    def add(self, check: str, model: str, image: str, passed: bool, detail: str = "") -> bool:
+        self.findings.append(Finding(check, model, image, bool(passed), detail))
+        if not passed:
+            self.log(f"FAIL {check} {model} {image}: {detail}")
+        return bool(passed)
+
+    @property
+    def passed(self) -> bool:
+        return all(f.passed for f in self.findings)
+
+    def precision(self) -> str:
+        """The served precision: Track A's ``precision`` parameter when it runs on a GPU, else FP32."""
+        if self.s.precision != "auto":
+            return self.s.precision
+        try:
+            config = self.client().get_model_config(PYTORCH, as_json=True)["config"]
+        except Exception:  # noqa: BLE001 - Track A absent: nothing says FP16
+            return "fp32"
+        on_gpu = any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group", []))
+        wanted = config.get("parameters", {}).get("precision", {}).get("string_value", "fp32")
+        return wanted if on_gpu else "fp32"
+
+    # -- checks --------------------------------------------------------------------------------------------
+    def run(self) -> list[Finding]:
+        precision = self.precision()
+        self.log(f"checking {', '.join(self.s.models)} on {self.s.grpc_url} at {precision}, "
+                 f"{len(self.s.images)} images")
+        ready = [m for m in self.s.models if self.ready_and_io(m)]
+        for model in ready:
+            self.detections(model, precision)
+        self.compare_tracks(ready, precision)
+        self.predictor(precision)
+        for model in ready:
+            self.bad_inputs(model, precision)
+        for model in ready:
+            self.batching(model)
+        if self.s.skip_perf:
+            self.log("perf_analyzer sweep skipped (--skip-perf)")
+        else:
+            for model in ready:
+                self.perf(model)
+        return self.findings
+
+    def ready_and_io(self, model: str) -> bool:
+        try:
+            ready = self.client().is_model_ready(model)
+        except Exception as exc:  # noqa: BLE001 - the server itself is unreachable
+            return self.add("ready", model, "", False, f"cannot ask the server: {exc}")
+        if not self.add("ready", model, "", ready, "" if ready else
+                        "not ready: the launcher's start-up report (docker compose logs triton) says why"):
+            return False
+        meta = self.client().get_model_metadata(model, as_json=True)
+        got_in = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]]
+        got_out = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]]
+        names = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
+        want_in = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_INPUTS]
+        want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_OUTPUTS]
+        ok = got_in == want_in and sorted(got_out) == sorted(want_out)
+        return self.add("contract_io", model, "", ok, "" if ok else f"inputs {got_in}, outputs {got_out}; "
+                        f"the contract says {want_in}, {want_out}")
+
+    def infer(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]:
+        return infer_grpc(self.client(), model, images, timeout=300)
+
+    def detections(self, model: str, precision: str) -> None:
+        """Each image alone (kept for the comparisons), then all of them in requests of up to max batch."""
+        answers = {}
+        for name, data in self.s.images.items():
+            try:
+                outputs = self.infer(model, [data])
+            except Exception as exc:  # noqa: BLE001 - any failure is a finding
+                self.add("contract", model, name, False, f"request failed: {exc}")
+                continue
+            problems = contract_violations(outputs, [self.sizes[name]])
+            if self.add("contract", model, name, not problems, "; ".join(problems)):
+                answers[name] = unpack_detections(outputs)[0]
+        self.answers[model] = answers
+        max_batch = self.client().get_model_config(model, as_json=True)["config"].get("max_batch_size", 1)
+        names = [n for n in self.s.images if n in answers]
+        for start in range(0, len(names), max(1, int(max_batch))):
+            chunk = names[start : start + int(max_batch)]
+            if len(chunk) < 2:
+                continue
+            try:
+                together = unpack_detections(self.infer(model, [self.s.images[n] for n in chunk]))
+            except Exception as exc:  # noqa: BLE001
+                self.add("batched_request", model, ",".join(chunk), False, f"request failed: {exc}")
+                continue
+            for name, got in zip(chunk, together):
+                problems = differences(got, answers[name], *tolerance(model, precision))
+                self.add("batched_request", model, name, not problems,
+                         "; ".join(problems) and f"row of a {len(chunk)}-image request vs its own request: "
+                         + "; ".join(problems))
+
+    def compare_tracks(self, ready: list[str], precision: str) -> None:
+        reference = self.answers.get(PYTORCH)
+        if reference is None:
+            if any(m != PYTORCH for m in ready):
+                self.add("same_as_track_a", "*", "", False, f"{PYTORCH} is not served, so no track can be compared")
+            return
+        for model in ready:
+            if model == PYTORCH:
+                continue
+            for name, got in self.answers.get(model, {}).items():
+                ref = reference.get(name)
+                if ref is None:
+                    continue
+                if not len(ref):
+                    self.add("inconclusive", model, name, True, "Track A found nothing on this image")
+                problems = differences(got, ref, *tolerance(model, precision))
+                self.add("same_as_track_a", model, name, not problems, "; ".join(problems))
+        if not any(len(d) for d in reference.values()):
+            self.add("inconclusive", PYTORCH, "*", False,
+                     "no image had a detection: comparing empty answers proves nothing; pass --images with "
+                     "photos of the objects your weights detect")
+
+    def predictor(self, precision: str) -> None:
+        served = self.answers.get(PYTORCH)
+        if served is None:
+            return
+        if self.s.weights is None or not Path(self.s.weights).is_file():
+            self.add("same_as_predictor", PYTORCH, "", False,
+                     f"no weights file to compare with ({self.s.weights}); pass --weights <the served model.pt>")
+            return
+        import torch
+        from ultralytics import YOLO
+
+        half = precision == "fp16" and torch.cuda.is_available()
+        model = YOLO(str(self.s.weights))
+        min_iou, score_tol = tolerance(PYTORCH, "fp16" if half else "fp32", against="predictor")
+        note = "" if half or precision == "fp32" else " (the server runs FP16, the predictor here FP32 on the CPU)"
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in self.s.images.items():
+                if name not in served:
+                    continue
+                path = Path(folder) / Path(name).name
+                path.write_bytes(data)
+                result = model.predict(str(path), imgsz=c.IMAGE_SIZE, conf=c.CONF_THRESHOLD, iou=c.IOU_THRESHOLD,
+                                       max_det=c.MAX_DETECTIONS, rect=False, device=0 if half else "cpu",
+                                       verbose=False, **({"quantize": 16} if half else {}))[0]
+                ref = Detections(result.boxes.xyxy.cpu().numpy(), result.boxes.conf.cpu().numpy(),
+                                 result.boxes.cls.cpu().numpy().astype(np.int32))
+                if not len(ref):
+                    self.add("inconclusive", PYTORCH, name, True, "the predictor found nothing on this image")
+                problems = differences(served[name], ref, min_iou, score_tol)
+                self.add("same_as_predictor", PYTORCH, name, not problems, "; ".join(problems) + note)
+
+    def _bad(self, model: str, data: bytes):
+        """The error a bad row gets, or None when it was (wrongly) answered."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if data:
+                self.infer(model, [data])
+            else:
+                empty = self.grpc.InferInput(c.INPUT_IMAGES, [1, 0], "UINT8")
+                empty.set_data_from_numpy(np.zeros((1, 0), np.uint8))
+                self.client().infer(model, [empty])
+        except InferenceServerException as exc:
+            return exc
+        return None
+
+    def bad_inputs(self, model: str, precision: str) -> None:
+        jpeg = next((d for n, d in self.s.images.items() if d[:3] == b"\xff\xd8\xff"), None)
+        png = next((d for n, d in self.s.images.items() if d[:4] == b"\x89PNG" and len(d) > 20000), None)
+        if jpeg is None or png is None:
+            self.add("bad_input", model, "", False, "need a JPEG and a PNG over 20 kB among the images to build the "
+                     "bad inputs from")
+            return
+        catalogue = bad_inputs(jpeg, png)
+        for label, bad in catalogue.items():
+            error = self._bad(model, bad.data)
+            ok = error is not None and error.status() == "StatusCode.INVALID_ARGUMENT" and bad.message in error.message()
+            self.add("bad_input", model, label, ok, "" if ok else
+                     ("answered with detections" if error is None else f"{error.status()}: {error.message()[:300]}")
+                     + f" (expected INVALID_ARGUMENT containing {bad.message!r})")
+        good_name = next(n for n, d in self.s.images.items() if d is jpeg)
+        own = self.answers.get(model, {}).get(good_name)
+        jobs = [("good", jpeg) if i % 2 == 0 else ("bad", list(catalogue.values())[i % len(catalogue)].data or b"x")
+                for i in range(12)]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            results = list(pool.map(lambda job: (job[0], self._mixed(model, job[1])), jobs))
+        for index, (kind, result) in enumerate(results):
+            if kind == "good":
+                if isinstance(result, Exception):
+                    self.add("batch_mates", model, good_name, False, f"good request {index} failed next to bad ones: {result}")
+                elif own is not None:
+                    problems = differences(result, own, *tolerance(model, precision))
+                    self.add("batch_mates", model, good_name, not problems, "; ".join(problems))
+            else:
+                ok = isinstance(result, Exception) and getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"
+                self.add("batch_mates", model, f"bad request {index}", ok, "" if ok else f"got {result!r}")
+        try:
+            ready = self.client().is_server_ready() and self.client().is_model_ready(model)
+        except Exception as exc:  # noqa: BLE001
+            ready, exc_text = False, str(exc)
+        else:
+            exc_text = ""
+        self.add("still_ready", model, "", ready, exc_text or ("" if ready else "not ready after the bad inputs"))
+
+    def _mixed(self, model: str, data: bytes):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return unpack_detections(self.infer(model, [data]))[0]
+        except InferenceServerException as exc:
+            return exc
+
+    def _steps(self, model: str) -> list[str]:
+        config = self.client().get_model_config(model, as_json=True)["config"]
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        return [model, *[s["model_name"] for s in steps]]
+
+    def batching(self, model: str) -> None:
+        from python_models.metrics import average_batch, scrape
+
+        families = ("nv_inference_count", "nv_inference_exec_count")
+        steps = self._steps(model)
+        data = next(iter(self.s.images.values()))
+        before = scrape(self.s.metrics_url, families)
+        with ThreadPoolExecutor(self.s.batching_clients) as pool:
+            list(pool.map(lambda _: self._mixed(model, data), range(2 * self.s.batching_clients)))
+        after = scrape(self.s.metrics_url, families)
+        averages = {step: average_batch(before, after, step)[2] for step in steps[1:] or steps}
+        ok = any(avg > 1.0 for avg in averages.values())
+        self.add("batching", model, "", ok, ", ".join(f"{k} {v:.2f}" for k, v in averages.items())
+                 + ("" if ok else f": no step batched {self.s.batching_clients} concurrent clients"))
+
+    def perf(self, model: str) -> None:
+        from python_models import perf_analyzer as pa
+        from python_models.report import PerfAnalyzerFailed, measure
+
+        if self.s.perf_analyzer is None:
+            self.add("perf", model, "", False, f"no perf_analyzer ({pa.INSTALL_HINT}; --skip-perf to go without)")
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            work = Path(self.s.out or folder) / "perf"
+            work.mkdir(parents=True, exist_ok=True)
+            files = []
+            for name, data in self.s.images.items():
+                files.append(work / Path(name).name)
+                files[-1].write_bytes(data)
+            input_data = pa.write_input_data(files, work / "input.json")
+            for level in self.s.perf_concurrency:
+                csv_path = work / f"{model}_c{level}.csv"
+                command = pa.command(self.s.perf_analyzer, model, self.s.grpc_url, input_data, level, csv_path,
+                                     measurement_ms=self.s.perf_window_ms, max_trials=3, stability_percent=9999)
+                try:
+                    run = measure(command, csv_path, model, self.s.metrics_url, self._steps(model))
+                except PerfAnalyzerFailed as exc:
+                    self.add("perf", model, f"concurrency {level}", False, str(exc))
+                    continue
+                row = {"model": model, "concurrency": level, "images_per_s": round(run.perf.throughput, 1),
+                       "p50_ms": round(run.perf.p50_ms, 1), "p99_ms": round(run.perf.p99_ms, 1),
+                       "failures": run.failures}
+                self.perf_rows.append(row)
+                ok = run.perf.throughput > 0 and not run.failures
+                self.add("perf", model, f"concurrency {level}", ok,
+                         f"{row['images_per_s']} images/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                         f"{run.failures:.0f} failed requests")
+
+    # -- report --------------------------------------------------------------------------------------------
+    def write_report(self, out: Path, meta: dict) -> tuple[Path, Path]:
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"passed": self.passed, "meta": meta, "findings": [asdict(f) for f in self.findings],
+                  "perf": self.perf_rows}
+        json_path = out / "check.json"
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        failed = [f for f in self.findings if not f.passed]
+        lines = [f"# Server check: {'PASSED' if self.passed else 'FAILED'}", "",
+                 *[f"- {k}: {v}" for k, v in meta.items()], "",
+                 f"{len(self.findings)} checks, {len(failed)} failed.", ""]
+        if failed:
+            lines += ["## Failures", "", "| check | model | image | detail |", "|---|---|---|---|",
+                      *[f"| {f.check} | {f.model} | {f.image} | {f.detail.replace('|', '/')} |" for f in failed], ""]
+        summary: dict[tuple[str, str], list[bool]] = {}
+        for f in self.findings:
+            summary.setdefault((f.model, f.check), []).append(f.passed)
+        lines += ["## Every check", "", "| model | check | passed |", "|---|---|---|",
+                  *[f"| {m} | {ch} | {sum(v)}/{len(v)} |" for (m, ch), v in summary.items()], ""]
+        if self.perf_rows:
+            lines += ["## perf_analyzer (gRPC, the check's images)", "",
+                      "| model | concurrency | images/s | p50 ms | p99 ms |", "|---|---|---|---|---|",
+                      *[f"| {r['model']} | {r['concurrency']} | {r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
+                        for r in self.perf_rows], ""]
+        md_path = out / "check.md"
+        md_path.write_text("\n".join(lines))
+        return json_path, md_path
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
