@@ -28,7 +28,9 @@ PLUGIN_DOMAIN = "TRT"
 """Any domain works for TensorRT's parser (it matches on op type); ONNX needs the op to be in one."""
 
 NMS_ATTRIBUTES = EfficientNMSAttributes(
-    score_threshold=c.CONF_THRESHOLD,
+    # The plugin keeps scores >= its threshold, Ultralytics keeps scores > conf. The next float32 above conf
+    # makes the two agree; it matters under FP16, where many scores round to exactly 0.25.
+    score_threshold=float(np.nextafter(np.float32(c.CONF_THRESHOLD), np.float32(1))),
     iou_threshold=c.IOU_THRESHOLD,
     max_output_boxes=c.MAX_DETECTIONS,
     background_class=-1,

@@ -152,6 +152,7 @@ def build_engine(spec: EngineSpec, trtexec: Path, runtime: str, precision: str) 
     """Run trtexec into a temporary file, check the plan's TensorRT build, then move it into place."""
     if not spec.onnx.exists():
         raise EngineBuildError(f"{spec.model}: {spec.onnx} has not been exported")
+    spec.plan.parent.mkdir(parents=True, exist_ok=True)
     partial = spec.plan.with_name(PLAN + ".partial")
     partial.unlink(missing_ok=True)
     result = subprocess.run(spec.trtexec_command(trtexec, partial), capture_output=True, text=True)

@@ -80,15 +80,15 @@ def written_folders(artifacts: Path) -> list[Path]:
 
 def check_writable(artifacts: Path) -> None:
     """Fail before any work when a folder the export writes is not writable by this process, with the fix."""
-    problems = []
+    problems = {}
     for folder in written_folders(artifacts):
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        existing = next(p for p in (folder, *folder.parents) if p.exists())  # what mkdir would have to write in
         if not os.access(existing, os.W_OK | os.X_OK):
             owner = existing.stat()
-            problems.append(f"{existing} (owned by {owner.st_uid}:{owner.st_gid}, mode {owner.st_mode & 0o777:o})")
+            problems[existing] = f"{existing} (owned by {owner.st_uid}:{owner.st_gid}, mode {owner.st_mode & 0o777:o})"
     if problems:
         raise RepositoryNotWritable(
-            f"the export runs as uid {os.getuid()} gid {os.getgid()} and cannot write: " + "; ".join(problems)
+            f"the export runs as uid {os.getuid()} gid {os.getgid()} and cannot write: " + "; ".join(problems.values())
             + ". Run it as the owner of the repository (docker compose: YOLO11_UID and YOLO11_GID in .env, "
               "see the README) or make those folders writable.")
 

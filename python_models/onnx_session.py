@@ -4,6 +4,10 @@ A graph holding ``EfficientNMS_TRT`` runs with ``python_models.efficient_nms`` r
 as an ONNX Runtime custom op (onnxruntime-extensions' Python ops). That mechanism
 serves ops of one domain only, so the plugin node is moved to it in memory; the
 file on disk, which TensorRT parses, is left as exported.
+
+onnxruntime-extensions hands float attributes to Python with six significant digits
+(0.2500000298 arrives as 0.25), while TensorRT reads the float32 exactly. So the
+thresholds also travel as exact decimal strings, added to the node in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import onnxruntime as ort
 from python_models.efficient_nms import OP_TYPE, EfficientNMSAttributes, efficient_nms
 
 _registered = False
+_FLOAT_ATTRIBUTES = ("score_threshold", "iou_threshold")
+_EXACT = "_exact"
 
 
 def _register_efficient_nms() -> str:
@@ -26,6 +32,7 @@ def _register_efficient_nms() -> str:
 
     if not _registered:
         attrs = {"score_threshold": PyCustomOpDef.dt_float, "iou_threshold": PyCustomOpDef.dt_float,
+                 **{name + _EXACT: PyCustomOpDef.dt_string for name in _FLOAT_ATTRIBUTES},
                  "max_output_boxes": PyCustomOpDef.dt_int64, "background_class": PyCustomOpDef.dt_int64,
                  "score_activation": PyCustomOpDef.dt_int64, "class_agnostic": PyCustomOpDef.dt_int64,
                  "box_coding": PyCustomOpDef.dt_int64, "plugin_version": PyCustomOpDef.dt_string}
@@ -34,6 +41,10 @@ def _register_efficient_nms() -> str:
                  inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float],
                  outputs=[PyCustomOpDef.dt_int32, PyCustomOpDef.dt_float, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32])
         def _efficient_nms(boxes: np.ndarray, scores: np.ndarray, plugin_version: str = "1", **kwargs):
+            for name in _FLOAT_ATTRIBUTES:
+                exact = kwargs.pop(name + _EXACT, "")
+                if exact:
+                    kwargs[name] = float(exact)
             return efficient_nms(boxes, scores, EfficientNMSAttributes(**kwargs))
 
         _registered = True
@@ -53,6 +64,9 @@ def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     domain = _register_efficient_nms()
     for node in plugins:
         node.domain = domain
+        for attribute in list(node.attribute):
+            if attribute.name in _FLOAT_ATTRIBUTES:
+                node.attribute.append(onnx.helper.make_attribute(attribute.name + _EXACT, repr(attribute.f)))
     if all(opset.domain != domain for opset in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     options.register_custom_ops_library(get_library_path())

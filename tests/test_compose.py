@@ -41,31 +41,73 @@ def test_the_schema_check_can_fail(compose, validator):
     assert len(list(validator.iter_errors(broken))) >= 2
 
 
+FORBIDDEN_IN_BUILD = {
+    "pip uninstall": "removes packages (Debian's cannot be removed by pip)",
+    "--ignore-installed": "shadows packages instead of isolating them",
+    "--break-system-packages": "writes into the system Python that apt owns",
+    "apt-get remove": "removes dpkg-owned packages", "apt-get purge": "removes dpkg-owned packages",
+    "dpkg -r": "removes dpkg-owned packages", "dpkg --remove": "removes dpkg-owned packages",
+    "nvidia-dali": "installs a DALI that is not pinned with the release (it comes from pyproject's [dali] extra)",
+}
+REQUIRED_USER = re.compile(r"\$\{YOLO11_UID:\?[^}]+\}:\$\{YOLO11_GID:\?[^}]+\}")
+
+
 def promises(compose: dict) -> list[str]:
     """What a production compose file must keep; empty when it does."""
     problems = []
     services = compose["services"]
-    export, triton = services["export"], services["triton"]
-    if export.get("image") != triton.get("image") or export.get("build") != triton.get("build"):
-        problems.append("export and triton must run the same image")
+    export, triton, check = services["export"], services["triton"], services.get("check", {})
+    for name, service in (("export", export), ("check", check)):
+        if service.get("image") != triton.get("image") or service.get("build") != triton.get("build"):
+            problems.append(f"{name} and triton must run the same image")
     dockerfile = triton.get("build", {}).get("dockerfile_inline", "")
     if f"FROM {TRITON_IMAGE}" not in dockerfile or TRITON_RELEASE not in triton.get("image", ""):
         problems.append(f"the image must be built FROM {TRITON_IMAGE} and tagged with {TRITON_RELEASE}")
+    for text, why in FORBIDDEN_IN_BUILD.items():
+        if text in dockerfile:
+            problems.append(f"the build runs {text!r}: {why}")
+    installs = re.findall(r"pip install ([^&\n]+)", dockerfile)
+    if not installs or any(not re.fullmatch(r'(--upgrade pip|"?\.(\[[a-z,-]+\])?"?)\s*', i.strip()) for i in installs):
+        problems.append(f"the build may pip-install only pip and the project itself, not {installs}")
+    if "python3 -m venv" not in dockerfile or dockerfile.find("python3 -m venv") > dockerfile.find("pip install"):
+        problems.append("the build must install into a virtual environment made before any pip install")
+    if "YOLO_AUTOINSTALL=false" not in dockerfile:
+        problems.append("the image must set YOLO_AUTOINSTALL=false: Ultralytics would pip-install at run time")
+    if "tools/check_image.py" not in dockerfile:
+        problems.append("the build must end with tools/check_image.py")
+    for name, service in services.items():
+        if "pip" in " ".join(map(str, service.get("command", []) or [])):
+            problems.append(f"{name} installs at run time")
     if triton.get("depends_on", {}).get("export", {}).get("condition") != "service_completed_successfully":
         problems.append("triton must start after export succeeded")
+    command = export.get("command", [])
+    if "--profile" not in command or command[command.index("--profile") + 1] != "gpu":
+        problems.append("export must require the GPU profile's plans (--profile gpu)")
+    if "--weights-dir" not in command:
+        problems.append("export must download weights names into the weights volume (--weights-dir)")
+    weights_dir = command[command.index("--weights-dir") + 1] if "--weights-dir" in command else None
+    if not any(str(v).split(":")[1:2] == [weights_dir] and not str(v).endswith(":ro") for v in export.get("volumes", [])):
+        problems.append("the weights volume must be mounted writable where export downloads")
+    check_command = " ".join(check.get("command", []))
+    if "tools/check_server.py" not in check_command or "triton:8001" not in check_command or "check" not in check.get("profiles", []):
+        problems.append("a check service (profile check) must run tools/check_server.py against triton")
     for name, service in services.items():
         for port in service.get("ports", []):
             if not str(port).startswith("127.0.0.1:"):
                 problems.append(f"{name} publishes {port} beyond loopback")
     if "/v2/health/ready" not in " ".join(triton.get("healthcheck", {}).get("test", [])):
         problems.append("triton's healthcheck must hit /v2/health/ready")
-    for name in ("export", "triton"):
-        user = str(services[name].get("user", "root"))
+    for name in ("export", "triton", "check"):
+        user = str(services.get(name, {}).get("user", "root"))
         if user.split(":")[0] in ("", "0", "root"):
             problems.append(f"{name} runs as root")
-        devices = services[name].get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        elif not REQUIRED_USER.fullmatch(user):
+            problems.append(f"{name} must run as ${{YOLO11_UID:?...}}:${{YOLO11_GID:?...}} from .env, not {user}")
+        devices = services.get(name, {}).get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
         if not any("gpu" in d.get("capabilities", []) for d in devices):
             problems.append(f"{name} reserves no GPU")
+    if re.search(r"\$\{(UID|GID)\b", yaml.safe_dump(compose)):
+        problems.append("UID/GID are neither exported by bash nor set at all: compose would use the default")
     if not str(triton.get("shm_size", "")).endswith("gb"):
         problems.append("triton needs shm_size in GB for the Python backend")
     if triton.get("restart") not in ("always", "unless-stopped"):
@@ -80,6 +122,13 @@ def test_production_promises_hold(compose):
     assert promises(compose) == []
 
 
+def _dockerfile(c: dict, edit) -> None:
+    for name in ("export", "triton", "check"):
+        build = dict(c["services"][name]["build"])
+        build["dockerfile_inline"] = edit(build["dockerfile_inline"])
+        c["services"][name]["build"] = build
+
+
 @pytest.mark.parametrize("breakage,expected", [
     (lambda c: c["services"]["export"].__setitem__("image", "other:1"), "same image"),
     (lambda c: c["services"]["triton"]["depends_on"]["export"].__setitem__("condition", "service_started"), "after export"),
@@ -87,11 +136,48 @@ def test_production_promises_hold(compose):
     (lambda c: c["services"]["triton"]["healthcheck"].__setitem__("test", ["CMD", "true"]), "health/ready"),
     (lambda c: c["services"]["grafana"]["environment"].__setitem__("GF_SECURITY_ADMIN_PASSWORD", "admin"), "no default"),
     (lambda c: c["services"]["triton"].__setitem__("user", "0:0"), "root"),
+    (lambda c: c["services"]["triton"].__setitem__("user", "${UID:-1000}:${GID:-1000}"), "YOLO11_UID"),
+    (lambda c: _dockerfile(c, lambda d: d.replace('pip install ".[image]"', 'pip install ".[image]" nvidia-dali-cuda130')),
+     "nvidia-dali"),
+    (lambda c: _dockerfile(c, lambda d: d.replace("RUN python3 -m venv /opt/venv", "RUN pip uninstall -y setuptools")),
+     "pip uninstall"),
+    (lambda c: _dockerfile(c, lambda d: d.replace("YOLO_AUTOINSTALL=false", "")), "YOLO_AUTOINSTALL"),
+    (lambda c: c["services"]["export"].__setitem__("command", ["python3", "tools/export.py"]), "--profile gpu"),
+    (lambda c: c["services"]["export"].__setitem__("volumes", ["./weights:/weights:ro"]), "weights volume"),
+    (lambda c: c["services"]["triton"].__setitem__("command", ["sh", "-c", "pip install x && python3 tools/serve.py"]),
+     "installs at run time"),
+    (lambda c: c["services"].pop("check"), "check service"),
 ])
 def test_each_promise_check_fires(compose, breakage, expected):
     broken = copy.deepcopy(compose)
     breakage(broken)
     assert any(expected in p for p in promises(broken)), promises(broken)
+
+
+def test_the_build_context_holds_only_what_the_image_copies():
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[0 if ignore[0] == "*" else ignore.index("*")] == "*", "deny everything by default"
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    copied = set()
+    for line in compose["services"]["triton"]["build"]["dockerfile_inline"].splitlines():
+        if line.strip().startswith("COPY "):
+            copied.update(line.split()[1:-1])
+    assert copied == allowed, (copied, allowed)
+    assert not allowed & {".venv", ".env", ".git", "model_repository", "weights"}
+
+
+def test_the_cpu_profile_runs_the_dali_of_the_pinned_release():
+    tomllib = pytest.importorskip("tomllib")
+    import nvidia.dali
+
+    from python_models.deployment import DALI_VERSION
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (pin,) = extras["dali"]
+    assert re.fullmatch(rf"nvidia-dali-cuda1[23]0=={re.escape(DALI_VERSION)}", pin), pin
+    assert "yolo11-triton[dali]" in extras["cpu-profile"] and "yolo11-triton[dali]" in extras["image"]
+    assert nvidia.dali.__version__ == DALI_VERSION, "the CPU twins must run the DALI the production backend runs"
 
 
 def test_no_credential_is_committed():

@@ -94,3 +94,17 @@ def test_decode_threads_set_by_hand_win_and_negative_ones_are_refused():
     assert decode_threads(3, cores=16, instance_groups=[{"kind": "KIND_GPU", "count": 4}], gpu_count=1) == 3
     with pytest.raises(ValueError, match="decode_threads"):
         decode_threads(-1, cores=16, instance_groups=[], gpu_count=1)
+
+
+def test_damaged_png_data_is_found_by_its_chunk_crc_without_decoding():
+    png = bytearray(encode(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8), ".png"))
+    assert probe(bytes(png)).format == "PNG"
+    idat = png.find(b"IDAT")
+    damaged = png.copy()
+    damaged[idat + 40] ^= 0xFF  # one byte of pixel data, lengths and markers intact
+    with pytest.raises(InvalidImageError, match="corrupt PNG: chunk IDAT .* fails its CRC"):
+        probe(bytes(damaged))
+    # A chunk whose length runs past the data is a truncation, even when an IEND tag appears.
+    long_chunk = bytes(png[:33]) + struct.pack(">I", 10**6) + b"IDAT" + bytes(png[37:])
+    with pytest.raises(InvalidImageError, match="truncated PNG"):
+        probe(long_chunk)

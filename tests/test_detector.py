@@ -51,3 +51,42 @@ def test_cuda_graph_sizes_cover_every_batch_the_batcher_can_form():
     for max_batch in (1, 3, 24, 32, 64):
         sizes = graph_batch_sizes(max_batch)
         assert all(any(s >= n for s in sizes) for n in range(1, max_batch + 1)) and max(sizes) == max_batch
+
+
+def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, monkeypatch):
+    import pytest
+
+    from python_models.detector import WeightsError, resolve_weights
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    cases = {
+        str(tmp_path / "missing" / "best.pt"): "no such weights file",
+        "yolo11q.pt": "neither a file nor a weights name",  # a typo: no such published name
+        "yolo11s.pt": "cannot be downloaded",  # a real name, offline, not in the weights folder
+    }
+    for weights, reason in cases.items():
+        with pytest.raises(WeightsError, match=reason):
+            resolve_weights(weights, weights_dir=tmp_path)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="could not be loaded"):
+        resolve_weights(str(broken))
+
+
+def test_the_untrained_fallback_is_explicit_and_says_why(tmp_path, monkeypatch):
+    from python_models.detector import resolve_weights
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    resolved = resolve_weights(str(tmp_path / "typo.pt"), allow_untrained=True)
+    assert resolved.untrained and "no such weights file" in resolved.fallback_reason
+    explicit = resolve_weights("yolo11n.yaml")
+    assert explicit.untrained and explicit.fallback_reason is None, "a .yaml asks for the untrained network"
+
+
+def test_a_name_is_found_in_the_weights_folder(tmp_path, monkeypatch):
+    from python_models.detector import resolve_weights, untrained_detector
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    untrained_detector().save(str(tmp_path / "yolo11n.pt"))
+    resolved = resolve_weights("yolo11n.pt", weights_dir=tmp_path)
+    assert not resolved.untrained and resolved.source == str(tmp_path / "yolo11n.pt")

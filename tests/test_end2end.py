@@ -13,8 +13,9 @@ from python_models import repository as repo
 from python_models.decode import decode
 from python_models.efficient_nms import OP_TYPE
 from python_models.end2end import NMS_ATTRIBUTES, nms_node
-from python_models.engine_build import TensorRTVersionError, check_builder_version, engine_specs
-from python_models.export import end2end_onnx, raw_onnx
+from python_models.engine_build import engine_specs
+from python_models.export import FP16_ONNX, end2end_onnx, raw_onnx
+from python_models.matching import differences
 from python_models.letterbox import letterbox
 from python_models.nms import nms, pack_detections
 from python_models.onnx_session import open_session
@@ -39,7 +40,9 @@ def test_the_plugin_node_has_the_efficientnms_contract(end2end):
         "max_output_boxes": c.MAX_DETECTIONS, "background_class": -1, "score_activation": 0,
         "class_agnostic": 0, "box_coding": 1,  # the head's boxes are centre-x, centre-y, w, h
     }
-    assert NMS_ATTRIBUTES.score_threshold == c.CONF_THRESHOLD and NMS_ATTRIBUTES.max_output_boxes == c.MAX_DETECTIONS
+    # The plugin keeps scores >= its threshold, Ultralytics > conf: the threshold is the next float32 above conf.
+    assert np.float32(NMS_ATTRIBUTES.score_threshold) == np.nextafter(np.float32(c.CONF_THRESHOLD), np.float32(1))
+    assert NMS_ATTRIBUTES.max_output_boxes == c.MAX_DETECTIONS
     # Inputs: boxes [B, anchors, 4] and scores [B, anchors, classes], as the plugin takes them.
     inferred = shape_inference.infer_shapes(end2end)
     known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
@@ -114,8 +117,8 @@ def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
     assert set(specs) == {n for n, d in defs.items() if d.config.platform == "tensorrt_plan"}
     engines = []
     for tier in c.DALI_TIERS:
-        steps = {s.model_name for s in defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step}
-        assert steps == {repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)}
+        steps = [s.model_name for s in defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step]
+        assert steps == [repo.IMAGE_GUARD, repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
         engine = defs[repo.dali_end2end_name(tier)].config
         assert engine.max_batch_size == tier.max_batch_size == defs[repo.dali_preprocess_name(tier)].config.max_batch_size
         spec = specs[engine.name]
@@ -123,15 +126,104 @@ def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
             assert (low[0], high[0]) == (1, engine.max_batch_size), (engine.name, low, high)
             assert low[0] <= opt[0] <= high[0]
         assert set(spec.profiles) == {c.ONNX_INPUT, c.LETTERBOX_TRANSFORM}
-        assert spec.onnx == end2end_onnx(tmp_path) and spec.plan.parent.parent.name == engine.name
+        assert spec.onnx == end2end_onnx(tmp_path).with_name(FP16_ONNX) and spec.plan.parent.parent.name == engine.name
         engines.append(engine.name)
     assert len(set(engines)) == len(c.DALI_TIERS)
-    assert specs[repo.RAW_TRT].onnx == raw_onnx(tmp_path)
-    assert specs[repo.END2END_TRT].onnx == end2end_onnx(tmp_path)
+    assert specs[repo.RAW_TRT].onnx == raw_onnx(tmp_path).with_name(FP16_ONNX)
+    assert specs[repo.END2END_TRT].onnx == end2end_onnx(tmp_path).with_name(FP16_ONNX)
+    fp32 = {s.model: s for s in engine_specs(tmp_path, "fp32")}
+    assert fp32[repo.END2END_TRT].onnx == end2end_onnx(tmp_path) and fp32[repo.RAW_TRT].onnx == raw_onnx(tmp_path)
 
 
-def test_builder_refuses_a_tensorrt_other_than_the_servers():
-    check_builder_version("10.13.3.9", "10.13.3")
-    for other in ("10.13.2.6", "10.14.1", "11.0.0"):
-        with pytest.raises(TensorRTVersionError, match="only loads on the version that built it"):
-            check_builder_version(other, "10.13.3")
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = shape_inference.infer_shapes(model)
+    return {v.name: v.type.tensor_type.elem_type
+            for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+
+
+def test_the_best_class_is_chosen_by_index_never_by_float_equality(end2end):
+    types = _types(end2end)
+    initializers = {i.name: i.data_type for i in end2end.graph.initializer}
+    post_head = [n for n in end2end.graph.node if n.name.startswith("end2end/")]
+    assert any(n.op_type == "ArgMax" for n in post_head)
+    for node in end2end.graph.node:
+        if node.op_type == "Equal":
+            kinds = {types.get(name, initializers.get(name)) for name in node.input}
+            assert kinds <= {TensorProto.INT32, TensorProto.INT64}, f"{node.name} compares floats: {kinds}"
+
+
+def _run(path, images, transforms):
+    session = open_session(path)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {c.ONNX_INPUT: images, c.LETTERBOX_TRANSFORM: transforms})))
+
+
+def _detections(outputs):
+    from python_models.client import unpack_detections
+
+    return unpack_detections(outputs)
+
+
+def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detects(server, sample_dir):
+    """The graph FP16 engines are built from (strongly typed): network FP16, selection and un-letterbox FP32."""
+    fp16_path = end2end_onnx(server.artifacts).with_name(FP16_ONNX)
+    fp16 = onnx.load(str(fp16_path))
+    network = [i for i in fp16.graph.initializer if not i.name.startswith("end2end/")]
+    assert network and all(i.data_type != TensorProto.FLOAT or "Resize" in i.name or "Constant" in i.name
+                           for i in network), "the network's weights are FP16"
+    assert sum(i.data_type == TensorProto.FLOAT16 for i in network) > 100
+    types = _types(fp16)
+    for node in fp16.graph.node:
+        if node.name.startswith("end2end/") and node.op_type not in ("Cast",):
+            floats = [types[n] for n in [*node.input, *node.output] if types.get(n) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+            assert TensorProto.FLOAT16 not in floats, f"{node.name} ({node.op_type}) computes in FP16"
+    assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [TensorProto.FLOAT, TensorProto.FLOAT]
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    params = np.stack([t.to_array() for t in transforms])
+    full = _detections(_run(end2end_onnx(server.artifacts), images, params))
+    half = _detections(_run(fp16_path, images, params))
+    for name, got, ref in zip(SAMPLE_NAMES, half, full):
+        assert len(ref) > 0, f"{name}: FP32 detects nothing, so the comparison would prove nothing"
+        problems = differences(got, ref, 0.9, 1e-2)
+        assert not problems, f"{name}: FP16 graph vs FP32 graph: {problems}"
+    raw16 = onnx.load(str(raw_onnx(server.artifacts).with_name(FP16_ONNX)))
+    assert [o.type.tensor_type.elem_type for o in raw16.graph.output] == [TensorProto.FLOAT]
+    raw = open_session(raw_onnx(server.artifacts).with_name(FP16_ONNX)).run(None, {c.ONNX_INPUT: images})[0]
+    assert [len(d) for d in nms(raw)] == [int(n) for n in
+                                          _run(fp16_path, images, params)[c.OUTPUT_NUM_DETECTIONS].ravel()]
+
+
+def _float_equality_selection(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The selection this graph used to have, Equal(scores, ReduceMax(scores)), with the maximum off by the
+    rounding of half precision (2**-11 relative), as when an engine computes the reduction in FP16 and
+    compares it with FP32 scores. (Casts to FP16 and back cannot show it here: ONNX Runtime removes such
+    cast pairs on the CPU.)"""
+    from onnx import helper
+
+    planted = onnx.ModelProto()
+    planted.CopyFrom(model)
+    graph = planted.graph
+    kept = [n for n in graph.node if n.name not in ("end2end/best_class64", "end2end/best_class", "end2end/is_best")]
+    at = next(i for i, n in enumerate(kept) if n.name == "end2end/best_class_scores")
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.array([2], np.int64), "planted/axis"),
+                              onnx.numpy_helper.from_array(np.array(1 + 2**-11, np.float32), "planted/fp16_rounding")])
+    kept[at:at] = [
+        helper.make_node("ReduceMax", ["end2end/class_scores", "planted/axis"], ["planted/max"], name="planted/max",
+                         keepdims=1),
+        helper.make_node("Mul", ["planted/max", "planted/fp16_rounding"], ["planted/max16"], name="planted/round"),
+        helper.make_node("Equal", ["end2end/class_scores", "planted/max16"], ["end2end/is_best"], name="planted/equal"),
+    ]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return planted
+
+
+def test_float_equality_selection_would_detect_nothing_under_mixed_precision(server, sample_dir, tmp_path):
+    """What the ArgMax selection prevents, and what the FP16 detection check above would catch."""
+    shipped = onnx.load(str(end2end_onnx(server.artifacts)))
+    planted = tmp_path / "planted.onnx"
+    onnx.save(_float_equality_selection(shipped), str(planted))
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    params = np.stack([t.to_array() for t in transforms])
+    assert _run(planted, images, params)[c.OUTPUT_NUM_DETECTIONS].sum() == 0
+    assert _run(end2end_onnx(server.artifacts), images, params)[c.OUTPUT_NUM_DETECTIONS].min() > 0

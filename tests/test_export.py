@@ -1,19 +1,30 @@
-"""The export tool writes what the server serves and says plainly when it cannot build engines."""
+"""The export writes what the server serves, and refuses, before any work and with the reason, what would be wrong:
+weights that cannot be resolved, a repository it cannot write. It never installs anything."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import onnx
 import pytest
 
 from python_models import contract as c
-from python_models.engine_build import NOT_HERE, tensorrt_available
-from python_models.export import raw_onnx, read_manifest, weights_pt
+from python_models.export import ExportManifest, _up_to_date, raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPORT = str(ROOT / "tools" / "export.py")
+
+
+def export(*args: str, user: int | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, EXPORT, *args], capture_output=True, text=True, timeout=600, user=user,
+                          env={**os.environ, "YOLO_OFFLINE": "1", **(env or {})})
 
 
 def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server):
@@ -27,13 +38,88 @@ def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server):
     assert isinstance(out_dims[0], str) and out_dims[1] == 4 + c.NUM_CLASSES, out_dims
 
 
-@pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed: engines are built")
-def test_export_without_tensorrt_says_so_in_one_line(server):
-    manifest = read_manifest(server.artifacts)
-    assert manifest is not None and manifest.untrained and weights_pt(server.artifacts).exists()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "export.py"), "--weights", manifest.weights, "--artifacts", str(server.artifacts)],
-        capture_output=True, text=True, timeout=600,
-    )
+@pytest.mark.parametrize("weights,reason", [
+    ("/nonexistent/runs/best.pt", "no such weights file"),
+    ("yolo11q.pt", "neither a file nor a weights name"),
+    ("yolo11s.pt", "cannot be downloaded"),
+])
+def test_unresolvable_weights_fail_with_the_reason(tmp_path, weights, reason):
+    result = export("--weights", weights, "--weights-dir", str(tmp_path / "weights"), "--artifacts", str(tmp_path / "repo"))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert reason in result.stderr and "--allow-untrained" in result.stderr, result.stderr
+    assert read_manifest(tmp_path / "repo") is None and not weights_pt(tmp_path / "repo").exists()
+
+
+def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weights(tmp_path):
+    repo_dir = tmp_path / "repo"
+    result = export("--weights", "/nonexistent/best.pt", "--allow-untrained", "--artifacts", str(repo_dir))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(NOT_HERE) == 1
+    assert "SERVING THE UNTRAINED TEST NETWORK" in result.stdout and "no such weights file" in result.stdout
+    manifest = read_manifest(repo_dir)
+    assert manifest.untrained and "no such weights file" in manifest.fallback_reason
+    outputs = [p for p in repo_dir.rglob("*") if p.suffix in (".pt", ".onnx")]
+    assert not _up_to_date(manifest, manifest.weights_sha256, tuple(outputs)), "a stand-in must be re-resolved"
+    requested = ExportManifest(**{**json.loads((repo_dir / "export.json").read_text()), "fallback_reason": None})
+    assert _up_to_date(requested, requested.weights_sha256, tuple(outputs)), "the same record, resolved, is reused"
+
+
+def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:
+    """tools/export.py's main() in a forked child running as ``uid`` (None: as this user); (exit code, stderr).
+
+    Forked rather than executed, because the interpreter lives under /root, which another user cannot enter:
+    everything the refusal needs is imported before the fork.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_tool", EXPORT)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    from python_models import repository
+
+    repository.model_definitions()  # imports what the refusal reads (ultralytics, for the warm-up image)
+    err = tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 70
+        try:
+            os.dup2(err.fileno(), 2)
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            sys.argv = [EXPORT, *args]
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            code = tool.main()
+        except BaseException as exc:  # noqa: BLE001 - reported through the exit code and stderr
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    err.seek(0)
+    return os.waitstatus_to_exitcode(status), err.read().decode()
+
+
+def test_an_unwritable_repository_is_refused_before_any_work():
+    base = Path(tempfile.mkdtemp(prefix="yolo11-unwritable-"))  # not under pytest's private tmp: others can enter
+    try:
+        base.chmod(0o755)
+        repo_dir = base / "repo"
+        (repo_dir / "yolo11_pytorch" / "1").mkdir(parents=True)
+        if os.getuid() != 0:
+            repo_dir.chmod(0o555)
+        # As root (who writes anywhere) the export runs as nobody, the way a wrong UID in .env would.
+        start = time.monotonic()
+        code, stderr = _export_main_as(65534 if os.getuid() == 0 else None,
+                                       ["--weights", "yolo11n.yaml", "--artifacts", str(repo_dir)])
+        assert code == 3, stderr
+        assert "cannot write" in stderr and "YOLO11_UID" in stderr and str(repo_dir) in stderr, stderr
+        assert time.monotonic() - start < 30 and not (repo_dir / "export.json").exists(), "refused before any work"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_export_never_installs_anything(server):
+    log = server.log.read_text(errors="replace")
+    assert "AutoUpdate" not in log and "pip install" not in log, "Ultralytics tried to install a package"
+    for tool in ("export.py", "serve.py"):
+        assert 'os.environ.setdefault("YOLO_AUTOINSTALL", "false")' in (ROOT / "tools" / tool).read_text()

@@ -53,8 +53,8 @@ def test_dali_tiers_have_their_own_leaves_with_tier_settings():
     defs = repo.definitions_by_name()
     for tier in c.DALI_TIERS:
         leaves = repo.leaf_models(defs[repo.dali_ensemble_name(tier)].config)
-        assert leaves == [repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
-        for leaf in leaves:
+        assert leaves == [repo.IMAGE_GUARD, repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
+        for leaf in leaves[1:]:
             config = defs[leaf].config
             assert config.max_batch_size == tier.max_batch_size
             assert config.dynamic_batching.max_queue_delay_microseconds == tier.max_queue_delay_us
@@ -135,3 +135,64 @@ def test_server_command_restricts_the_apis_that_change_the_server():
         assert header == f"{ADMIN_KEY_HEADER}=k"
     assert "--model-control-mode=explicit" in cmd and "--load-model=*" in cmd
     assert all(a.endswith("=127.0.0.1") for a in cmd if a.split("=")[0] in ("--http-address", "--grpc-address", "--metrics-address"))
+
+
+def test_every_track_d_ensemble_checks_rows_on_the_cpu_before_dali_sees_them():
+    defs = repo.definitions_by_name()
+    guard = defs[repo.IMAGE_GUARD].config
+    assert guard.backend == "python" and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in guard.instance_group)
+    assert guard.max_batch_size >= max(t.max_batch_size for t in c.DALI_TIERS)
+    assert [(o.name, o.data_type, list(o.dims)) for o in guard.output] == [(c.CHECKED_IMAGES, mc.TYPE_UINT8, [-1])]
+    for tier in c.DALI_TIERS:
+        first, dali, _ = defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step
+        assert first.model_name == repo.IMAGE_GUARD and dict(first.input_map) == {c.INPUT_IMAGES: c.INPUT_IMAGES}
+        assert dict(dali.input_map) == {c.INPUT_IMAGES: c.CHECKED_IMAGES}, "DALI must read only the guarded rows"
+
+
+def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
+    definition = repo.definitions_by_name()[repo.PYTORCH]
+    (group,) = definition.config.instance_group
+    assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
+    cpu = repo.cpu_profile_config(definition)
+    assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    assert cpu.parameters == definition.config.parameters and cpu.dynamic_batching == definition.config.dynamic_batching
+    assert repo.cpu_profile_config(repo.definitions_by_name()[repo.TRT_ENSEMBLE]) is None
+
+
+def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_the_engines():
+    from python_models.server import BATCHES_IN_FLIGHT, LETTERBOXED_BYTES, TRITON_DEFAULT_PINNED_BYTES, memory_pools
+
+    cuda, pinned = memory_pools()
+    per_image = 4 * 3 * c.IMAGE_SIZE * c.IMAGE_SIZE
+    assert LETTERBOXED_BYTES >= per_image
+    need = sum(BATCHES_IN_FLIGHT * t.instances * t.max_batch_size * per_image for t in c.DALI_TIERS)
+    assert cuda >= need > 64 * 2**20, "Triton's default 64 MB pool holds about 13 letterboxed images"
+    largest = max(t.max_batch_size * per_image for t in c.DALI_TIERS)
+    assert largest >= 600 * 2**20 and cuda > largest
+    engines_fed_by_python = [repo.RAW_TRT, repo.END2END_TRT]
+    defs = repo.definitions_by_name()
+    fed = sum(defs[e].config.max_batch_size * per_image * defs[e].config.instance_group[0].count for e in engines_fed_by_python)
+    assert pinned >= TRITON_DEFAULT_PINNED_BYTES + fed
+    # A planted mistake is caught: a tier twice as wide needs a bigger pool.
+    wider = [d for d in repo.model_definitions()]
+    for d in wider:
+        if d.config.backend == "dali":
+            d.config.max_batch_size *= 2
+    assert memory_pools(wider)[0] > cuda
+
+
+def test_gpu_command_sizes_the_pools_and_a_failed_model_leaves_the_others_serving(monkeypatch):
+    from python_models.server import Ports, TritonInstall, memory_pools, server_command
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    install = TritonInstall(Path("/bin/tritonserver"), Path("/backends"))
+    gpu = server_command(install, Path("/repo"), Ports(), key="k", profile="gpu", load=["yolo11_pytorch"])
+    cuda, pinned = memory_pools()
+    assert f"--cuda-memory-pool-byte-size=0:{cuda}" in gpu and f"--cuda-memory-pool-byte-size=1:{cuda}" in gpu
+    assert f"--pinned-memory-pool-byte-size={pinned}" in gpu
+    assert "--load-model=yolo11_pytorch" in gpu and "--load-model=*" not in gpu
+    cpu = server_command(install, Path("/repo"), Ports(), key="k")
+    assert not any(a.startswith(("--cuda-memory-pool", "--pinned-memory-pool")) for a in cpu)
+    for command in (gpu, cpu):
+        assert "--exit-on-error=false" in command and "--strict-readiness=true" in command
+        assert "--exit-on-error=true" not in command

@@ -7,9 +7,7 @@ grayscale JPEG) is answered within the contract.
 
 from __future__ import annotations
 
-import struct
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -21,40 +19,15 @@ from tritonclient.utils import InferenceServerException
 
 from python_models import repository as repo
 from python_models.client import contract_violations, infer_grpc, infer_http, unpack_detections
+from python_models.client.bad_inputs import bad_inputs as catalogue_of_bad_inputs
+from python_models.client.bad_inputs import corrupt_pixels
 
 PUBLIC = repo.PUBLIC_MODELS
 
 
 def bad_inputs(samples) -> dict[str, tuple[bytes, str]]:
-    rng = np.random.default_rng(0)
-    return {
-        "empty": (b"", "empty image"),
-        "zeros": (bytes(64), "empty image"),
-        "random": (rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a JPEG or PNG"),
-        "truncated_jpeg": (samples["bus.jpg"][: len(samples["bus.jpg"]) // 2], "truncated JPEG"),
-        "truncated_png": (samples["zidane_640x480.png"][:20000], "truncated PNG"),
-        "jpeg_header_only": (samples["bus.jpg"][:600], "truncated JPEG"),
-        # Headers intact, pixel data destroyed: only the decoder itself can tell.
-        "corrupt_png_pixels": (corrupt_pixels(samples["zidane_640x480.png"]), "could not read the pixel data"),
-        # Headers that claim 30000 x 30000 pixels: refused from the header, before any decoding.
-        "huge_png_header": (huge_png(), "over the limit of 40000000"),
-        "huge_jpeg_header": (huge_jpeg(samples["bus.jpg"]), "over the limit of 40000000"),
-    }
-
-
-def huge_png(side: int = 30000) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b"")
-
-
-def huge_jpeg(jpeg: bytes, side: int = 30000) -> bytes:
-    data = bytearray(jpeg)
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", side, side)  # SOF0: precision, then height and width
-    return bytes(data)
+    catalogue = catalogue_of_bad_inputs(samples["bus.jpg"], samples["zidane_640x480.png"])
+    return {label: (bad.data, bad.message) for label, bad in catalogue.items()}
 
 
 def accepted_inputs(samples) -> dict[str, bytes]:
@@ -65,13 +38,6 @@ def accepted_inputs(samples) -> dict[str, bytes]:
         "grayscale_jpeg": samples["bus_gray.jpg"],
         "one_pixel_png": cv2.imencode(".png", bus[:1, :1])[1].tobytes(),
     }
-
-
-def corrupt_pixels(png: bytes) -> bytes:
-    data = bytearray(png)
-    start = data.find(b"IDAT") + 10
-    data[start : start + 2000] = bytes(2000)
-    return bytes(data)
 
 
 def grpc_empty_request(client, model):
@@ -102,7 +68,7 @@ def test_bad_input_over_http_is_a_400(server, samples, model):
 @pytest.mark.parametrize("model", PUBLIC)
 def test_one_bad_row_rejects_its_request_and_names_the_row(server, samples, model):
     for bad, message in ((b"not an image at all", "not a JPEG or PNG"),
-                         (corrupt_pixels(samples["zidane_640x480.png"]), "could not read the pixel data")):
+                         (corrupt_pixels(samples["zidane_640x480.png"]), "corrupt PNG")):
         with pytest.raises(InferenceServerException) as err:
             infer_grpc(server.grpc(), model, [samples["bus.jpg"], bad])
         assert err.value.status() == "StatusCode.INVALID_ARGUMENT", (model, err.value.message())

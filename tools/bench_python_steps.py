@@ -10,6 +10,11 @@ A second table times the CPU twins of Tracks C and D as the server runs them (on
 instance, every core): the End2End graph in ONNX Runtime with EfficientNMS, the raw
 graph for comparison, and the DALI letterbox pipeline on DALI's CPU operators, per
 image at batch 1 and 16.
+
+A third table times Track D's CPU guard (``decode.probe``: headers, truncation, PNG chunk
+CRCs, the pixel limit) against a full CPU decode of the same bytes (``cv2.imdecode``), on
+one core, per image of several sizes. (Its cost as served, with the Python backend's
+round trip, is the ``image_guard`` row of ``tools/benchmark.py`` for any Track D model.)
 """
 
 from __future__ import annotations
@@ -97,8 +102,40 @@ def main() -> int:
     for name, median, best in results:
         table.add_row(name, f"{median:.2f}", f"{best:.2f}", f"{median / floor:.2f}x")
     Console().print(table)
+    Console().print(guard_table(args))
     Console().print(twins_table(args, data))
     return 0
+
+
+def guard_table(args):
+    """Track D's guard against a full decode of the same bytes, one core, per image."""
+    import cv2
+    import numpy as np
+    from rich.table import Table
+    from ultralytics.utils import ASSETS
+
+    from python_models.decode import probe
+
+    os.sched_setaffinity(0, {args.core})
+    cv2.setNumThreads(1)
+    bus = cv2.imread(str(ASSETS / "bus.jpg"))
+    zidane = cv2.imread(str(ASSETS / "zidane.jpg"))
+    samples = {
+        "bus.jpg 810x1080": (ASSETS / "bus.jpg").read_bytes(),
+        "zidane.jpg 1280x720": (ASSETS / "zidane.jpg").read_bytes(),
+        "JPEG 3840x2160 (q 90)": cv2.imencode(".jpg", cv2.resize(zidane, (3840, 2160)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes(),
+        "PNG 640x480": cv2.imencode(".png", cv2.resize(zidane, (640, 480), interpolation=cv2.INTER_AREA))[1].tobytes(),
+        "PNG 1080x810": cv2.imencode(".png", cv2.rotate(bus, cv2.ROTATE_90_CLOCKWISE))[1].tobytes(),
+    }
+    table = Table(title="Track D guard (decode.probe) vs a full CPU decode, one core, per image")
+    for column in ("image", "bytes", "guard ms", "cv2.imdecode ms", "guard / decode"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    for name, data in samples.items():
+        row = np.frombuffer(data, np.uint8)  # the guard gets numpy rows from Triton
+        guard, _ = per_call_ms(lambda: probe(row), args.repeat * 4)
+        full, _ = per_call_ms(lambda: cv2.imdecode(row, cv2.IMREAD_COLOR), max(5, args.repeat // 2))
+        table.add_row(name, f"{len(data):,}", f"{guard:.3f}", f"{full:.2f}", f"{guard / full:.1%}")
+    return table
 
 
 def twins_table(args, data: bytes):

@@ -9,7 +9,7 @@ the deterministic untrained test network, with a banner. Weights given with --we
 resolve, or the launcher stops with the reason (--allow-untrained says otherwise).
 
 A model that fails to load leaves the others serving: the launcher prints which public models
-serve and, for each that does not, Triton's reason; /v2/health/ready stays 503 until all do.
+serve and, for each that does not, Triton's reason; /v2/health/ready answers 400 (not ready) until all do.
 """
 
 from __future__ import annotations

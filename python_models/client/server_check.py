@@ -280,6 +280,7 @@ class ServerCheck:
                      "bad inputs from")
             return
         catalogue = bad_inputs(jpeg, png)
+        server_was_ready = self.client().is_server_ready()
         for label, bad in catalogue.items():
             error = self._bad(model, bad.data)
             ok = error is not None and error.status() == "StatusCode.INVALID_ARGUMENT" and bad.message in error.message()
@@ -303,7 +304,9 @@ class ServerCheck:
                 ok = isinstance(result, Exception) and getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"
                 self.add("batch_mates", model, f"bad request {index}", ok, "" if ok else f"got {result!r}")
         try:
-            ready = self.client().is_server_ready() and self.client().is_model_ready(model)
+            # The server's own readiness must not drop (it may already be false for another model's failure).
+            ready = (self.client().is_server_live() and self.client().is_model_ready(model)
+                     and (self.client().is_server_ready() or not server_was_ready))
         except Exception as exc:  # noqa: BLE001
             ready, exc_text = False, str(exc)
         else:

@@ -1,0 +1,105 @@
+"""Track D against the real server: the DALI twin fails as Triton's DALI backend fails (one bad row, every request
+of its batch gets UNKNOWN), and the CPU guard in front of it is what keeps bad rows away from good requests."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from matching import assert_same_detections, tolerance
+from tritonclient.utils import InferenceServerException
+
+from python_models import contract as c
+from python_models import repository as repo
+from python_models.client import infer_grpc, pack_images, unpack_detections
+from python_models.client.bad_inputs import bad_inputs
+from python_models.metrics import scrape
+
+BATCH_TIER = next(t for t in c.DALI_TIERS if t.name == "batch")  # the widest batching window: 5 ms
+LEAF = repo.dali_preprocess_name(BATCH_TIER)
+ENSEMBLE = repo.dali_ensemble_name(BATCH_TIER)
+FAMILIES = ("nv_inference_exec_count", "nv_inference_count", "nv_inference_request_failure",
+            "nv_inference_request_success")
+
+
+def burst(server, model: str, rows: list[bytes]) -> list:
+    """Send one request per row as fast as one client can (async gRPC), so the batcher sees them together."""
+    client = server.grpc()
+    answers: queue.Queue = queue.Queue()
+    outputs = [grpcclient.InferRequestedOutput(name) for name in
+               ([s.name for s in c.PUBLIC_OUTPUTS] if model == ENSEMBLE else [c.LETTERBOX_TRANSFORM])]
+    for index, data in enumerate(rows):
+        packed = pack_images([data]) if data else np.zeros((1, 0), np.uint8)
+        tensor = grpcclient.InferInput(c.INPUT_IMAGES, list(packed.shape), "UINT8")
+        tensor.set_data_from_numpy(packed)
+        client.async_infer(model, [tensor], lambda result, error, i=index: answers.put((i, result, error)),
+                           outputs=outputs, client_timeout=300)
+    results = [None] * len(rows)
+    for _ in rows:
+        index, result, error = answers.get(timeout=300)
+        results[index] = error if error is not None else result
+    client.close()
+    return results
+
+
+def delta(before: dict, after: dict, family: str, model: str) -> float:
+    return after.get((family, model), 0.0) - before.get((family, model), 0.0)
+
+
+def test_the_dali_twin_fails_every_request_of_a_batch_that_holds_a_bad_row(server, samples):
+    """What Triton's DALI backend does (ExecuteBatched sends one error to all responses): the twin must not be kinder."""
+    # Eight requests (a preferred batch size, so the batcher takes them whole) queue up while the leaf's one
+    # instance is busy with a large request, then run as one batch.
+    rows = [samples["bus.jpg"]] * 7 + [b"certainly not an image, but long enough to be sent"]
+    together = f"for the batch of {len(rows)} request(s)"
+    for _attempt in range(5):
+        occupier = server.grpc()
+        packed = pack_images([samples["bus.jpg"]] * 32)
+        tensor = grpcclient.InferInput(c.INPUT_IMAGES, list(packed.shape), "UINT8")
+        tensor.set_data_from_numpy(packed)
+        done: queue.Queue = queue.Queue()
+        occupier.async_infer(LEAF, [tensor], lambda result, error: done.put(error), client_timeout=300)
+        time.sleep(0.05)
+        results = burst(server, LEAF, rows)
+        assert done.get(timeout=300) is None, "the large good request must succeed"
+        occupier.close()
+        if all(isinstance(r, InferenceServerException) and together in r.message() for r in results):
+            break
+    else:
+        raise AssertionError(f"5 bursts of {len(rows)} requests never ran as one batch of {LEAF}: "
+                             f"{[getattr(r, 'message', lambda: 'answered')() for r in results]}")
+    for result in results:
+        assert result.status() == "StatusCode.UNKNOWN" and "DALI pipeline failed" in result.message(), result
+    # As the backend does, the pipeline serves the next batch.
+    (good,) = burst(server, LEAF, [samples["bus.jpg"]])
+    assert not isinstance(good, Exception), good
+    assert good.as_numpy(c.LETTERBOX_TRANSFORM).shape == (1, len(c.TRANSFORM_FIELDS))
+
+
+def test_the_guard_refuses_every_bad_row_and_its_batch_mates_get_correct_detections(server, samples):
+    catalogue = bad_inputs(samples["bus.jpg"], samples["zidane_640x480.png"])
+    reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["zidane.jpg"]]))[0]
+    rows, kinds = [], []
+    for label, bad in catalogue.items():
+        rows += [samples["zidane.jpg"], bad.data]
+        kinds += ["good", label]
+    before = scrape(server.metrics_url, FAMILIES)
+    results = burst(server, ENSEMBLE, rows)
+    after = scrape(server.metrics_url, FAMILIES)
+    for kind, result in zip(kinds, results):
+        if kind == "good":
+            assert not isinstance(result, Exception), f"a good request next to bad ones failed: {result}"
+            (got,) = unpack_detections({s.name: result.as_numpy(s.name) for s in c.PUBLIC_OUTPUTS})
+            assert_same_detections(got, reference, *tolerance(ENSEMBLE), "good request batched with bad rows")
+        else:
+            assert isinstance(result, InferenceServerException), f"{kind} got detections"
+            assert result.status() == "StatusCode.INVALID_ARGUMENT", (kind, result)
+            assert catalogue[kind].message in result.message(), (kind, result.message())
+    good = kinds.count("good")
+    assert delta(before, after, "nv_inference_request_failure", LEAF) == 0, "a bad row reached the DALI leaf"
+    assert delta(before, after, "nv_inference_request_success", LEAF) == good
+    guard_rows = delta(before, after, "nv_inference_count", repo.IMAGE_GUARD)
+    guard_runs = delta(before, after, "nv_inference_exec_count", repo.IMAGE_GUARD)
+    assert guard_rows == len(rows) and guard_runs < len(rows), "good and bad rows must have met in the guard's batches"

@@ -1,0 +1,110 @@
+"""The launcher and the self-check against real servers: a model that fails to load is named and leaves the others
+serving; tools/check_server.py passes a sound server and fails a broken one, naming the model; shutdown stops the
+stub supervisor before the server, so stubs exiting on SIGTERM are not taken for crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import SERVER_START_TIMEOUT_S, TEST_WEIGHTS, Server, free_port
+
+from python_models import repository as repo
+from python_models.client import infer_grpc, unpack_detections
+from python_models.server import wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+FAILING = "yolo11_fails_to_load"
+
+
+def check_server(server: Server, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "check_server.py"), "--grpc-url", server.grpc_url,
+         "--http-url", server.http_url, "--metrics-url", server.metrics_url.removesuffix("/metrics"),
+         "--weights", str(server.artifacts / repo.PYTORCH / "1" / "model.pt"), "--out", str(out), *args],
+        capture_output=True, text=True, timeout=1200)
+
+
+def test_check_server_passes_against_the_cpu_profile(server, sample_dir, tmp_path):
+    result = check_server(server, tmp_path, "--images", str(sample_dir), "--perf-concurrency", "2",
+                          "--perf-window-ms", "1000", "--batching-clients", "8")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert report["passed"] and (tmp_path / "check.md").read_text().startswith("# Server check: PASSED")
+    seen = {(f["model"], f["check"]) for f in report["findings"]}
+    for model in repo.PUBLIC_MODELS:
+        for check in ("ready", "contract_io", "contract", "bad_input", "batch_mates", "still_ready", "batching", "perf"):
+            assert (model, check) in seen, (model, check)
+        if model != repo.PYTORCH:
+            assert (model, "same_as_track_a") in seen
+    assert (repo.PYTORCH, "same_as_predictor") in seen
+    assert {r["model"] for r in report["perf"]} == set(repo.PUBLIC_MODELS)
+    assert "THE UNTRAINED TEST NETWORK" in report["meta"]["weights"]
+
+
+def test_check_server_fails_on_a_wrong_model_and_names_it(server, tmp_path):
+    result = check_server(server, tmp_path, "--models", f"{repo.PYTORCH},yolo11_wrong_shapes", "--skip-perf")
+    assert result.returncode == 1, result.stdout[-3000:]
+    failed = [f for f in json.loads((tmp_path / "check.json").read_text())["findings"] if not f["passed"]]
+    assert failed and {f["model"] for f in failed} == {"yolo11_wrong_shapes"}, failed
+    assert "contract_io yolo11_wrong_shapes" in result.stdout and "detection_boxes" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def failing_server(server, tmp_path_factory):
+    """tools/serve.py serving Track A beside a model whose initialize raises."""
+    work = tmp_path_factory.mktemp("failing")
+    ports = [free_port() for _ in range(3)]
+    srv = Server(*ports, artifacts=server.artifacts, log=work / "server.log")
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS, "--models", repo.PYTORCH,
+           "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+           "--artifacts", str(server.artifacts), "--work-dir", str(work / "work"),
+           "--extra-models", str(ROOT / "tests" / "models_failing")]
+    with open(srv.log, "wb") as sink:
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    srv.process = process
+    if not wait_ready(f"http://{srv.http_url}/v2/health/live", process, SERVER_START_TIMEOUT_S):
+        process.kill()
+        pytest.fail(f"the server with a failing model never came up:\n{srv.log_tail()}")
+    deadline = time.monotonic() + 120
+    while "serving 1 of 2 public models" not in srv.log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(1)
+    yield srv
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_model_that_fails_to_load_is_named_and_the_others_serve(failing_server, samples):
+    log = failing_server.log.read_text(errors="replace")
+    assert "serving 1 of 2 public models: yolo11_pytorch" in log, failing_server.log_tail()
+    assert f"NOT SERVING {FAILING}: UNAVAILABLE" in log and "deliberately failing to load" in log
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://{failing_server.http_url}/v2/health/ready", timeout=10)
+    assert err.value.code in (400, 503), "ready must say that not every model is serving"
+    client = failing_server.grpc()
+    assert client.is_model_ready(repo.PYTORCH) and not client.is_model_ready(FAILING)
+    assert len(unpack_detections(infer_grpc(client, repo.PYTORCH, [samples["bus.jpg"]]))[0]) > 0
+
+
+def test_check_server_fails_on_a_model_that_did_not_load_and_names_it(failing_server, tmp_path):
+    result = check_server(failing_server, tmp_path, "--models", f"{repo.PYTORCH},{FAILING}", "--skip-perf")
+    assert result.returncode == 1
+    failed = [f for f in json.loads((tmp_path / "check.json").read_text())["findings"] if not f["passed"]]
+    assert [(f["check"], f["model"]) for f in failed] == [("ready", FAILING)], failed
+
+
+def test_shutdown_stops_the_supervisor_before_the_server(failing_server):
+    """Stubs exit when Triton shuts down; a supervisor still watching would reload models during the shutdown."""
+    before = len(failing_server.log.read_text(errors="replace"))
+    failing_server.process.send_signal(signal.SIGTERM)
+    assert failing_server.process.wait(timeout=120) == 0
+    after = failing_server.log.read_text(errors="replace")[before:]
+    assert "supervisor:" not in after, after[-2000:]

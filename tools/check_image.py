@@ -1,0 +1,83 @@
+"""Check that this image is the one the project was proven against; print what it holds; exit 1 naming what is not.
+
+Runs as the last step of the serving image's build (docker-compose.yml), so a wrong base image fails the
+build instead of the first request. Also runnable on the GPU host: docker compose run --rm export python3
+tools/check_image.py. Checks: the NGC release's Triton, its TensorRT, DALI and Python backends; trtexec and
+an exact (four-component) libnvinfer version for the plans; the DALI the backend serialises dali.py with
+equals the pinned one; numpy below 2 and everything the export needs importable, so nothing is ever
+installed at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from python_models import deployment as d  # noqa: E402
+from python_models.engine_build import find_trtexec, runtime_tensorrt_version  # noqa: E402
+from python_models.server import GPU_BACKENDS, NGC_ROOT  # noqa: E402
+
+EXPORT_MODULES = ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "onnxruntime", "cv2", "tritonclient.grpc")
+
+
+def problems_and_facts() -> tuple[list[str], list[str]]:
+    problems, facts = [], []
+    triton = os.environ.get("TRITON_SERVER_VERSION")  # set by the NGC image (server build.py)
+    facts.append(f"Triton server {triton or 'not found'} (pinned {d.TRITON_SERVER_VERSION}, NGC {d.TRITON_RELEASE})")
+    if triton != d.TRITON_SERVER_VERSION:
+        problems.append(f"Triton server {triton or 'unknown (no TRITON_SERVER_VERSION)'}, expected "
+                        f"{d.TRITON_SERVER_VERSION} from {d.TRITON_IMAGE}")
+    missing = [b for b in GPU_BACKENDS if not (NGC_ROOT / "backends" / b).is_dir()]
+    if missing:
+        problems.append(f"no {', '.join(missing)} backend under {NGC_ROOT / 'backends'}")
+    trtexec = find_trtexec()
+    facts.append(f"trtexec: {trtexec or 'not found'}")
+    if trtexec is None:
+        problems.append(f"no trtexec (expected at {d.TRTEXEC}): the plans could not be built in this image")
+    tensorrt = runtime_tensorrt_version()
+    facts.append(f"libnvinfer: {tensorrt or 'version unknown'} (release notes: {d.TENSORRT_LINE}.x)")
+    if tensorrt is None:
+        problems.append("the exact libnvinfer version cannot be read (no libnvinfer10/11 package, no TRT_VERSION): "
+                        "plans could not be checked against it")
+    try:
+        import nvidia.dali as dali
+
+        facts.append(f"DALI {dali.__version__} from {Path(dali.__file__).parent}")
+        if dali.__version__ != d.DALI_VERSION:
+            problems.append(f"DALI {dali.__version__} would serialise dali.py, but the CPU profile proves "
+                            f"{d.DALI_VERSION} (PYTHONPATH={os.environ.get('PYTHONPATH', '')})")
+    except ImportError as exc:
+        problems.append(f"nvidia.dali cannot be imported ({exc}): the DALI backend could not serialise dali.py")
+    import numpy
+
+    facts.append(f"numpy {numpy.__version__}, Python {sys.version.split()[0]} at {sys.executable}")
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        problems.append(f"numpy {numpy.__version__}: the project pins numpy < 2")
+    for module in EXPORT_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the finding
+            problems.append(f"{module} cannot be imported: {exc}")
+    if os.environ.get("YOLO_AUTOINSTALL", "").lower() not in ("false", "0"):
+        problems.append("YOLO_AUTOINSTALL is not false: Ultralytics could pip-install at run time")
+    return problems, facts
+
+
+def main() -> int:
+    problems, facts = problems_and_facts()
+    for fact in facts:
+        print(f"image: {fact}", flush=True)
+    for problem in problems:
+        print(f"image: PROBLEM {problem}", file=sys.stderr, flush=True)
+    print(f"image: {'OK' if not problems else f'{len(problems)} problem(s)'} for {d.TRITON_IMAGE}", flush=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
