@@ -1,0 +1,158 @@
+"""Serialise every Track D tier's dali.py as Triton's DALI backend does, run the result, compare with the CPU letterbox.
+
+    python3 tools/check_dali.py [--repository model_repository] [--cpu] [--out dali_check.json]
+
+At load time the DALI backend runs ``invoke_autoserialize`` on the version folder's dali.py with the DALI
+first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
+environment's DALI, deserialises the pipeline, runs it on the sample images (bus.jpg, zidane.jpg, a PNG, a
+tall JPEG, a grayscale JPEG) with the mixed (nvJPEG) decoder of dali.py, and compares images and transforms
+with python_models.letterbox. Exit 1, naming the tier and the image, on any difference beyond one grey level
+on average. On the GPU host: docker compose run --rm export python3 tools/check_dali.py (it needs a GPU:
+a mixed-decoder pipeline cannot be built without one). --cpu checks the same path with the CPU decoder
+instead of the tiers' files, anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from python_models import contract as c  # noqa: E402
+from python_models import repository as repo  # noqa: E402
+
+MAX_MEAN_DIFF = 2 / 255
+"""Mean absolute difference allowed against OpenCV's letterbox: DALI's decoders differ by up to a grey level."""
+
+
+def sample_images(repository: Path) -> dict[str, bytes]:
+    """The ultralytics sample photos and forms of them; without ultralytics (a bare DALI environment), the bus.jpg
+    the DALI leaves warm up on."""
+    import cv2
+
+    try:
+        from ultralytics.utils import ASSETS
+
+        originals = {name: (Path(ASSETS) / name).read_bytes() for name in ("bus.jpg", "zidane.jpg")}
+    except ImportError:
+        warmup = repository / repo.dali_preprocess_name(c.DALI_TIERS[0]) / "warmup" / repo.WARMUP_IMAGE
+        originals = {"bus.jpg": warmup.read_bytes()}
+    bus = cv2.imdecode(np.frombuffer(originals["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
+    wide = cv2.imdecode(np.frombuffer(originals.get("zidane.jpg", originals["bus.jpg"]), np.uint8), cv2.IMREAD_COLOR)
+    return {
+        **originals,
+        "png_640x480.png": cv2.imencode(".png", cv2.resize(wide, (640, 480), interpolation=cv2.INTER_AREA))[1].tobytes(),
+        "bus_480x1280.jpg": cv2.imencode(".jpg", cv2.resize(bus, (480, 1280), interpolation=cv2.INTER_AREA))[1].tobytes(),
+        "bus_gray.jpg": cv2.imencode(".jpg", cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY))[1].tobytes(),
+    }
+
+
+def throughput(serialized: Path, batch: int, device_id: int | None, data: bytes, seconds: float) -> float:
+    """Images per second of the deserialised pipeline on full batches of one image, fed one batch at a time."""
+    import time
+
+    from nvidia.dali import Pipeline
+
+    pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
+    pipe.build()
+    rows = [np.frombuffer(data, np.uint8)] * batch
+    pipe.feed_input(c.INPUT_IMAGES, rows)
+    pipe.run()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        pipe.feed_input(c.INPUT_IMAGES, rows)
+        outputs = pipe.run()
+        outputs[0].as_cpu() if hasattr(outputs[0], "as_cpu") else outputs[0]  # wait for the batch
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def serialise_dali_py(dali_py: Path, target: Path) -> None:
+    """What the backend does at load time: import dali.py as a module and autoserialise its pipeline."""
+    from nvidia.dali._utils.autoserialize import invoke_autoserialize
+
+    spec = importlib.util.spec_from_file_location("autoserialize_mod", dali_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    invoke_autoserialize(module, str(target))
+
+
+def compare(serialized: Path, batch: int, device_id: int | None, images: dict[str, bytes]) -> dict[str, dict]:
+    """Run the serialised pipeline on ``images`` (one batch) and compare with the CPU letterbox."""
+    from nvidia.dali import Pipeline
+
+    from python_models.decode import decode
+    from python_models.letterbox import letterbox
+
+    pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
+    pipe.build()
+    names = list(images)
+    pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(images[n], np.uint8) for n in names])
+    outputs, transforms = pipe.run()
+    outputs = outputs.as_cpu() if hasattr(outputs, "as_cpu") else outputs
+    transforms = transforms.as_cpu() if hasattr(transforms, "as_cpu") else transforms
+    results = {}
+    for index, name in enumerate(names):
+        expected, transform = letterbox(decode(images[name]))
+        got = np.asarray(outputs[index])
+        shape_ok = got.shape == expected.shape
+        mean = float(np.abs(got - expected).mean()) if shape_ok else float("inf")
+        same_transform = bool(np.allclose(np.asarray(transforms[index]), transform.to_array(), atol=1e-4))
+        results[name] = {"shape": list(got.shape), "mean_abs_diff_grey_levels": round(mean * 255, 3),
+                         "transform_equal": same_transform, "passed": shape_ok and mean <= MAX_MEAN_DIFF and same_transform}
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--cpu", action="store_true", help="serialise the same graph with the CPU decoder instead")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--seconds", type=float, default=0, help="also time each tier's pipeline on full batches "
+                        "of bus.jpg for this long (one batch at a time, as a single backend instance runs)")
+    args = parser.parse_args()
+    import nvidia.dali
+
+    images = sample_images(args.repository)
+    report = {"dali": nvidia.dali.__version__, "decoder": "cpu" if args.cpu else "mixed", "tiers": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for tier in c.DALI_TIERS:
+            target = Path(folder) / f"{tier.name}.dali"
+            try:
+                if args.cpu:
+                    from python_models.dali_letterbox import letterbox_pipeline
+
+                    pipe = letterbox_pipeline(batch_size=tier.max_batch_size, num_threads=4, device_id=None,
+                                              decoder_device="cpu")
+                    pipe.serialize(filename=str(target))
+                else:
+                    serialise_dali_py(args.repository / repo.dali_preprocess_name(tier) / "1" / "dali.py", target)
+                results = compare(target, tier.max_batch_size, None if args.cpu else 0, images)
+                if args.seconds:
+                    rate = throughput(target, tier.max_batch_size, None if args.cpu else 0, images["bus.jpg"], args.seconds)
+                    report.setdefault("images_per_s_bus_jpg", {})[tier.name] = round(rate, 1)
+                    print(f"{tier.name:9s} {tier.max_batch_size} x bus.jpg per batch: {rate:,.0f} images/s", flush=True)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding, with DALI's words
+                results = {"*": {"passed": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:1500]}"}}
+            report["tiers"][tier.name] = results
+            for name, result in results.items():
+                print(f"{tier.name:9s} {name:20s} {'ok  ' if result['passed'] else 'FAIL'} "
+                      f"{json.dumps({k: v for k, v in result.items() if k != 'passed'})}", flush=True)
+    passed = all(r["passed"] for tier in report["tiers"].values() for r in tier.values())
+    report["passed"] = passed
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"DALI {report['dali']}, {report['decoder']} decoder: {'PASSED' if passed else 'FAILED'}", flush=True)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
