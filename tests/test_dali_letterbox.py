@@ -86,3 +86,42 @@ def test_served_dali_twin_letterboxes_as_the_cpu_letterbox(server, samples, tier
         expected, expected_transform = letterbox(decode(samples[name]))
         np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
         assert np.abs(image - expected).mean() <= MAX_MEAN_ABS_DIFF, name
+
+
+def test_check_dali_serialises_runs_and_compares_the_graph(tmp_path):
+    """tools/check_dali.py, which a GPU host runs on the tiers' dali.py, here on the CPU decoder."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "dali.json"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_dali.py"), "--cpu", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["passed"] and set(report["tiers"]) == {t.name for t in c.DALI_TIERS}
+    assert all(len(images) == 5 for images in report["tiers"].values())
+
+
+def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):
+    """A pipeline that mirrors its output is caught: the comparison can fail."""
+    import importlib.util
+
+    import nvidia.dali.fn as fn
+    from nvidia.dali import pipeline_def
+
+    from python_models.dali_letterbox import letterbox_graph
+
+    spec = importlib.util.spec_from_file_location("check_dali", ROOT / "tools" / "check_dali.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    @pipeline_def
+    def mirrored():
+        images, transform = letterbox_graph(decoder_device="cpu")
+        return fn.flip(images, horizontal=1), transform
+
+    serialized = tmp_path / "mirrored.dali"
+    mirrored(batch_size=8, num_threads=2, device_id=None).serialize(filename=str(serialized))
+    results = tool.compare(serialized, 8, None, tool.sample_images(ROOT / "model_repository"))
+    assert not results["bus.jpg"]["passed"] and results["bus.jpg"]["mean_abs_diff_grey_levels"] > 2

@@ -69,8 +69,7 @@ def throughput(serialized: Path, batch: int, device_id: int | None, data: bytes,
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         pipe.feed_input(c.INPUT_IMAGES, rows)
-        outputs = pipe.run()
-        outputs[0].as_cpu() if hasattr(outputs[0], "as_cpu") else outputs[0]  # wait for the batch
+        pipe.run()  # returns once the batch's outputs are ready; copying them to the host would be timed too
         done += batch
     return done / (time.perf_counter() - start)
 
