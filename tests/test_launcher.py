@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SERVER_START_TIMEOUT_S, TEST_WEIGHTS, Server, free_port
+from conftest import SERVER_START_TIMEOUT_S, Server, free_port
 
 from python_models import repository as repo
 from python_models.client import infer_grpc, unpack_detections
@@ -59,14 +59,15 @@ def test_check_server_fails_on_a_wrong_model_and_names_it(server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def failing_server(server, tmp_path_factory):
-    """tools/serve.py serving Track A beside a model whose initialize raises."""
+def failing_server(tmp_path_factory):
+    """tools/serve.py as the README's first command runs it (no --weights, offline here), serving Track A beside a
+    model whose initialize raises."""
     work = tmp_path_factory.mktemp("failing")
     ports = [free_port() for _ in range(3)]
-    srv = Server(*ports, artifacts=server.artifacts, log=work / "server.log")
-    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS, "--models", repo.PYTORCH,
+    srv = Server(*ports, artifacts=work / "artifacts", log=work / "server.log")
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--models", repo.PYTORCH, "--weights-dir", str(work / "weights"),
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
-           "--artifacts", str(server.artifacts), "--work-dir", str(work / "work"),
+           "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
            "--extra-models", str(ROOT / "tests" / "models_failing")]
     with open(srv.log, "wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -80,6 +81,12 @@ def failing_server(server, tmp_path_factory):
     yield srv
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_default_weights_offline_come_up_untrained_with_the_reason(failing_server):
+    log = failing_server.log.read_text(errors="replace")
+    assert "SERVING THE UNTRAINED TEST NETWORK: weights 'yolo11n.pt' could not be used" in log
+    assert "YOLO_OFFLINE is set" in log, "the banner must say why"
 
 
 def test_a_model_that_fails_to_load_is_named_and_the_others_serve(failing_server, samples):
