@@ -7,6 +7,7 @@ its Python-backend twins of the TensorRT and DALI leaves from the same objects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -169,6 +170,7 @@ def _warmups(config: mc.ModelConfig) -> list[mc.ModelWarmup]:
     return [mc.ModelWarmup(name=f"batch_{b}", batch_size=b, inputs=inputs) for b in sizes]
 
 
+@functools.lru_cache(maxsize=1)
 def warmup_image() -> bytes:
     from ultralytics.utils import ASSETS
 
