@@ -157,7 +157,11 @@ def main() -> int:
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     # Triton opens its endpoints once the start-up loading is over, failures included.
     if wait_ready(f"http://{local}:{ports.http}/v2/health/live", process):
-        lines, _ = load_report(model_states(f"{local}:{ports.http}", key), args.models if profile == "gpu" else layout.served)
+        expected = args.models if profile == "gpu" else layout.served
+        try:
+            lines, _ = load_report(model_states(f"{local}:{ports.http}", key), expected)
+        except OSError as exc:  # the report is advice; the server keeps running without it
+            lines = [f"could not read the model states from the repository index: {exc}"]
         for line in lines:
             print(line, flush=True)
         supervisor = StubSupervisor(process.pid, f"{local}:{ports.grpc}", grpc_admin_headers(key),
