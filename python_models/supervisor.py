@@ -1,4 +1,4 @@
-"""Bring a Python-backend model back when one of its stub processes dies.
+"""Bring a Python-backend model back when one of its stub processes dies, every time it dies.
 
 Triton's Python backend no longer restarts a dead stub (the restart was removed after
 24.05; triton-inference-server/server#8604): the instance then fails every request
@@ -7,6 +7,18 @@ to load the model again, which Triton does in the background and swaps in when
 ready. So the server runs in explicit model-control mode with every model loaded at
 start, the repository API locked behind the admin key, and this supervisor, which
 holds the key, watches the stubs and reloads the model whose stub died.
+
+Three things make that hold the second and third time, not only the first:
+- A model is missing a stub when fewer live stubs serve it than its config has
+  instances (read from Triton), not when a pid it happened to see disappears: a stub
+  that dies before the first look is found too. The stubs of the instances a reload
+  replaced are retired: their exit is not a death, and while they linger (Triton
+  unloads the old instances in the background) they do not count as serving.
+- Triton treats a load with an unchanged config as nothing to do (it returns at once
+  and starts nothing), so every reload sends the config with a new
+  ``supervisor_generation`` parameter, which no model reads.
+- A reload counts as done only when as many new stub processes as the config asks
+  for are seen serving; otherwise it is retried.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from pathlib import Path
 import psutil
 
 STUB_NAME = "triton_python_backend_stub"
+GENERATION_PARAMETER = "supervisor_generation"
 
 
 @dataclass(frozen=True)
@@ -53,67 +66,123 @@ def python_stubs(server_pid: int) -> list[Stub]:
     return stubs
 
 
-def is_dead(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def configured_instances(config: dict) -> int:
+    """Stub processes a loaded Python model runs: each group's count, times its GPUs for a GPU group."""
+    total = 0
+    for group in config.get("instance_group", []) or [{"count": 1}]:
+        total += int(group.get("count", 1)) * max(1, len(group.get("gpus", [])))
+    return total
 
 
-def reload_model(grpc_url: str, model: str, headers: dict[str, str]) -> None:
-    """Load ``model`` again with its current config: Triton builds new instances, then swaps them in."""
-    import tritonclient.grpc as grpcclient
+class TritonControl:
+    """What the supervisor asks Triton, through the admin key."""
 
-    client = grpcclient.InferenceServerClient(grpc_url)
-    try:
-        config = client.get_model_config(model, as_json=True)["config"]
-        # A load that carries a config always (re)loads, even when nothing on disk changed.
-        client.load_model(model, config=json.dumps(config), headers=headers)
-    finally:
-        client.close()
+    def __init__(self, grpc_url: str, headers: dict[str, str]) -> None:
+        self.grpc_url, self.headers = grpc_url, headers
+
+    def _client(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.grpc_url)
+
+    def python_models(self) -> dict[str, int]:
+        """Every READY Python-backend model and the stubs its config asks for."""
+        client = self._client()
+        try:
+            index = client.get_model_repository_index(headers=self.headers, as_json=True).get("models", [])
+            wanted = {}
+            for entry in index:
+                if entry.get("state") != "READY":
+                    continue
+                config = client.get_model_config(entry["name"], as_json=True)["config"]
+                if config.get("backend") == "python":
+                    wanted[entry["name"]] = configured_instances(config)
+            return wanted
+        finally:
+            client.close()
+
+    def reload(self, model: str, generation: int) -> None:
+        """Load ``model`` again with its current config and a new generation: Triton builds new instances and swaps
+        them in (the call returns once they are loaded)."""
+        client = self._client()
+        try:
+            config = client.get_model_config(model, as_json=True)["config"]
+            config.setdefault("parameters", {})[GENERATION_PARAMETER] = {"string_value": str(generation)}
+            client.load_model(model, config=json.dumps(config), headers=self.headers)
+        finally:
+            client.close()
 
 
 class StubSupervisor(threading.Thread):
-    """Polls the server's stubs; when one dies, reloads its model once and reports it."""
+    """Polls the server's stubs; when a model has fewer than its config asks for, reloads it until new ones serve."""
 
     RETRY_S = 10.0
+    NEW_STUBS_TIMEOUT_S = 120.0
 
     def __init__(self, server_pid: int, grpc_url: str, headers: dict[str, str], interval_s: float = 1.0,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, control: TritonControl | None = None) -> None:
         super().__init__(name="stub-supervisor", daemon=True)
-        self.server_pid, self.grpc_url, self.headers = server_pid, grpc_url, headers
-        self.interval_s, self.log = interval_s, log
-        self.watched: dict[int, Stub] = {}
+        self.server_pid, self.interval_s, self.log = server_pid, interval_s, log
+        self.control = control or TritonControl(grpc_url, headers)
+        self.expected: dict[str, int] = {}
         self.reloads: list[tuple[float, str]] = []
-        self._next_try: dict[int, float] = {}
+        self.generation = 0
+        self.retired: set[int] = set()
+        """Stubs of instances a reload replaced."""
+        self._next_try: dict[str, float] = {}
         self._stop = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
+    def refresh(self) -> None:
+        """Learn, from Triton, which Python models are loaded and how many stubs each should have."""
+        self.expected = self.control.python_models()
+
     def check(self) -> list[str]:
-        """One pass: remember new stubs, reload the models of dead ones; return the models reloaded."""
-        for stub in python_stubs(self.server_pid):
-            self.watched.setdefault(stub.pid, stub)
+        """One pass: reload every model with fewer live stubs than instances; return the models reloaded."""
+        if not self.expected:
+            self.refresh()
+        live: dict[str, list[Stub]] = {}
+        all_stubs = python_stubs(self.server_pid)
+        for stub in all_stubs:
+            if stub.pid not in self.retired:
+                live.setdefault(stub.model, []).append(stub)
         reloaded = []
-        for pid, stub in list(self.watched.items()):
-            if not is_dead(pid) or time.monotonic() < self._next_try.get(pid, 0.0):
+        for model, wanted in self.expected.items():
+            have = live.get(model, [])
+            if len(have) >= wanted or time.monotonic() < self._next_try.get(model, 0.0) or self._stop.is_set():
                 continue
-            del self.watched[pid]
-            if stub.model in reloaded:
-                continue
-            self.log(f"supervisor: stub {stub.instance} (pid {pid}) of {stub.model} died; reloading {stub.model}")
-            try:
-                reload_model(self.grpc_url, stub.model, self.headers)
-            except Exception as exc:  # noqa: BLE001 - keep watching; the next pass retries what is still dead
-                self.log(f"supervisor: reloading {stub.model} failed: {exc}; retrying in {self.RETRY_S:.0f} s")
-                self.watched[pid] = stub
-                self._next_try[pid] = time.monotonic() + self.RETRY_S
-                continue
-            self.reloads.append((time.time(), stub.model))
-            reloaded.append(stub.model)
-            self.log(f"supervisor: {stub.model} reloaded")
+            self.log(f"supervisor: {model} has {len(have)} of its {wanted} stubs; reloading it")
+            if self._reload(model, wanted, {s.pid for s in all_stubs if s.model == model}):
+                reloaded.append(model)
         return reloaded
+
+    def _reload(self, model: str, wanted: int, old: set[int]) -> bool:
+        self.generation += 1
+        try:
+            self.control.reload(model, self.generation)
+            new = self._wait_for_new_stubs(model, wanted, old)
+        except Exception as exc:  # noqa: BLE001 - keep watching; the next pass retries
+            new, why = [], f"{type(exc).__name__}: {exc}"
+        else:
+            why = f"no {wanted} new stub processes within {self.NEW_STUBS_TIMEOUT_S:.0f} s"
+        if len(new) < wanted:
+            self.log(f"supervisor: reloading {model} failed ({why}); retrying in {self.RETRY_S:.0f} s")
+            self._next_try[model] = time.monotonic() + self.RETRY_S
+            return False
+        self.retired |= old
+        self.reloads.append((time.time(), model))
+        self.log(f"supervisor: {model} reloaded: new stubs {', '.join(str(p) for p in sorted(new))} serving")
+        return True
+
+    def _wait_for_new_stubs(self, model: str, wanted: int, old: set[int]) -> list[int]:
+        deadline = time.monotonic() + self.NEW_STUBS_TIMEOUT_S
+        while True:
+            new = [s.pid for s in python_stubs(self.server_pid) if s.model == model and s.pid not in old]
+            if len(new) >= wanted or time.monotonic() > deadline or self._stop.is_set():
+                return new
+            time.sleep(0.2)
 
     def run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -123,3 +192,5 @@ class StubSupervisor(threading.Thread):
                 self.check()
             except psutil.Error:
                 continue
+            except Exception as exc:  # noqa: BLE001 - Triton busy or restarting: look again next pass
+                self.log(f"supervisor: could not check the stubs ({type(exc).__name__}: {exc})")

@@ -143,3 +143,44 @@ def test_a_killed_stub_fails_its_requests_cleanly_and_the_model_comes_back(serve
     assert victims[0].pid not in {s.pid for s in live} and live
     outputs = infer_grpc(server.grpc(), repo.TRT_ENSEMBLE, [samples["bus.jpg"]])
     assert_same_detections(unpack_detections(outputs)[0], bus_reference, *tolerance(repo.TRT_ENSEMBLE), "after recovery")
+
+
+def _reloads(server, model: str) -> int:
+    return server.log.read_text(errors="replace").count(f"supervisor: {model} reloaded")
+
+
+@pytest.mark.parametrize("model,public", [(repo.NMS, repo.TRT_ENSEMBLE), (repo.PYTORCH, repo.PYTORCH)])
+def test_a_stub_killed_three_times_recovers_three_times_with_one_reload_each(server, samples, model, public):
+    """Recovery must hold the second and third time, not only the first, and a crash is one reload."""
+    reference = unpack_detections(infer_grpc(server.grpc(), public, [samples["bus.jpg"]]))[0]
+    wrong: list[str] = []
+    stop = threading.Event()
+
+    def drive() -> None:
+        while not stop.is_set():
+            status, _, payload = send(server, public, samples["bus.jpg"], timeout=60)
+            if status == "ok" and contract_violations(payload, [BUS_SIZE]):
+                wrong.append("contract")
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    start_reloads = _reloads(server, model)
+    try:
+        for kill in range(1, 4):
+            # The newest stub: the instances a reload replaced may linger a while, retired.
+            victim = max((s for s in python_stubs(tritonserver_pid(server)) if s.model == model), key=lambda s: s.pid)
+            psutil.Process(victim.pid).send_signal(signal.SIGKILL)
+            deadline = time.monotonic() + 180
+            while _reloads(server, model) < start_reloads + kill and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _reloads(server, model) == start_reloads + kill, f"kill {kill}: no reload\n{server.log_tail()}"
+            for _ in range(6):  # every request after the logged reload is answered, and correctly
+                outputs = infer_grpc(server.grpc(), public, [samples["bus.jpg"]])
+                assert_same_detections(unpack_detections(outputs)[0], reference, *tolerance(public), f"after kill {kill}")
+            assert victim.pid not in {s.pid for s in python_stubs(tritonserver_pid(server))}
+        time.sleep(5)  # a needless second reload (a retired sibling taken for a death) would show up by now
+    finally:
+        stop.set()
+        driver.join()
+    assert _reloads(server, model) - start_reloads == 3, "one reload per kill"
+    assert not wrong, "an answer broke the contract"
