@@ -32,14 +32,37 @@ class ImageHeader:
     height: int
 
 
+PAYLOAD_SCAN_BLOCK = 1 << 16
+
+
+def payload(data: bytes | np.ndarray) -> np.ndarray:
+    """The row without the zeros that pad it to the longest row of its request: a view, no copy.
+
+    A valid JPEG ends with its end-of-image marker and a PNG with its IEND chunk's CRC, neither
+    zero, so trailing zeros are padding. Scanning back from the end in blocks costs one vectorised
+    pass over the padding, and copies nothing: a small image padded next to a 4 MB one no longer
+    pays for the 4 MB in every later step.
+    """
+    array = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    array = array.reshape(-1)
+    end = len(array)
+    while end > 0:
+        start = max(0, end - PAYLOAD_SCAN_BLOCK)
+        block = array[start:end]
+        if block.any():
+            return array[: start + int(np.flatnonzero(block)[-1]) + 1]
+        end = start
+    return array[:0]
+
+
 def probe(data: bytes | np.ndarray) -> ImageHeader:
     """Read format and size from the header alone, and reject what decoding would get wrong.
 
     Rows of a multi-image request are zero-padded to the longest row, so trailing
     bytes after the end-of-image marker are allowed.
     """
-    buf = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    if not buf.strip(b"\x00"):
+    buf = payload(data).tobytes()
+    if not buf:
         raise InvalidImageError("empty image: the row holds no bytes (or only zero padding)")
     if buf.startswith(JPEG_SOI):
         fmt = "JPEG"
@@ -101,8 +124,8 @@ def decode(data: bytes | np.ndarray) -> np.ndarray:
 
     Grayscale, alpha and 16-bit images become 8-bit BGR; EXIF orientation is applied.
     """
-    header = probe(data)
-    array = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    array = payload(data)
+    header = probe(array)
     image = cv2.imdecode(array, cv2.IMREAD_COLOR)
     if image is None:
         raise InvalidImageError(f"corrupt {header.format}: the decoder could not read the pixel data")

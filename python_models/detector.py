@@ -19,6 +19,9 @@ UNTRAINED_QUANTILE = 0.997
 """Share of each calibration image's anchors whose best class clears the confidence threshold."""
 UNTRAINED_BN_GAIN = 0.1
 """BatchNorm scale of the untrained network: keeps every SiLU in its near-linear range."""
+UNTRAINED_LOGIT_SPREAD = 0.5
+"""Standard deviation, across anchors, of each calibration image's best-class logit: its detections then score
+from 0.25 to about 0.55 (bus.jpg), not all within 0.002 of the threshold, where a matcher must let them differ."""
 
 
 class WeightsError(RuntimeError):
@@ -71,16 +74,23 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
                 with torch.no_grad():
                     module.weight.fill_(UNTRAINED_BN_GAIN)
     class_convs = [branch[-1] for branch in head.cv3]
+
+    def best_logits() -> torch.Tensor:
+        scores = net(batch)
+        scores = scores[0] if isinstance(scores, (list, tuple)) else scores
+        return torch.logit(scores[:, 4:].amax(1).double().clamp(1e-12, 1 - 1e-12))
+
     with torch.no_grad():
         net.train()
         net(batch)
         net.eval()
         for conv in class_convs:
             conv.bias.zero_()
-        scores = net(batch)
-        scores = scores[0] if isinstance(scores, (list, tuple)) else scores
-        best_logit = torch.logit(scores[:, 4:].amax(1).double().clamp(1e-12, 1 - 1e-12))
-        level = torch.quantile(best_logit, UNTRAINED_QUANTILE, dim=1).mean()
+        # The class logits are linear in the last convolutions' weights: scale them to the wanted spread.
+        gain = UNTRAINED_LOGIT_SPREAD / best_logits().std(dim=1).mean().item()
+        for conv in class_convs:
+            conv.weight.mul_(gain)
+        level = torch.quantile(best_logits(), UNTRAINED_QUANTILE, dim=1).mean()
         shift = math.log(CONF_THRESHOLD / (1 - CONF_THRESHOLD)) - level.item()
         for conv in class_convs:
             conv.bias.fill_(shift)

@@ -16,6 +16,8 @@ os.environ["YOLO_OFFLINE"] = "1"  # nothing downloads at test time
 
 from ultralytics.utils import ASSETS  # noqa: E402
 
+from python_models.client import Detections  # noqa: E402
+from python_models.client.matching import differences, predictor_detections, tolerance  # noqa: E402, F401
 from python_models.server import wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +111,51 @@ def reference_model(server):
     from python_models.export import weights_pt
 
     return YOLO(str(weights_pt(server.artifacts)))
+
+
+def assert_same_detections(got: Detections, ref: Detections, min_iou: float, score_tol: float, unpaired: float = 0.0,
+                           what: str = "") -> None:
+    """``*tolerance(model)`` fills the three middle arguments."""
+    assert len(ref) > 0, f"{what}: the reference found nothing, so a comparison would prove nothing"
+    problems = differences(got, ref, min_iou, score_tol, unpaired)
+    assert not problems, f"{what}: " + "; ".join(problems)
+
+
+def reference_detections(model, image_path) -> Detections:
+    """The Ultralytics predictor on the CPU, FP32, as the CPU profile serves."""
+    return predictor_detections(model, image_path)
+
+
+def burst(server: Server, model: str, rows: list[bytes], outputs: list[str] | None = None) -> list:
+    """One request per row, sent as fast as one client can (async gRPC) so the batcher sees them together; per row
+    the ``InferResult`` or the ``InferenceServerException``, in the order sent."""
+    import queue
+
+    import tritonclient.grpc as grpcclient
+
+    from python_models.contract import INPUT_IMAGES, PUBLIC_OUTPUTS
+    from python_models.client import pack_images
+
+    client = server.grpc()
+    answers: queue.Queue = queue.Queue()
+    requested = [grpcclient.InferRequestedOutput(name) for name in (outputs or [s.name for s in PUBLIC_OUTPUTS])]
+    for index, data in enumerate(rows):
+        packed = pack_images([data]) if data else np.zeros((1, 0), np.uint8)
+        tensor = grpcclient.InferInput(INPUT_IMAGES, list(packed.shape), "UINT8")
+        tensor.set_data_from_numpy(packed)
+        client.async_infer(model, [tensor], lambda result, error, i=index: answers.put((i, result, error)),
+                           outputs=requested, client_timeout=300)
+    results = [None] * len(rows)
+    for _ in rows:
+        index, result, error = answers.get(timeout=300)
+        results[index] = error if error is not None else result
+    client.close()
+    return results
+
+
+def detections_of(result) -> Detections:
+    """The detections of one single-image ``InferResult``."""
+    from python_models.client import unpack_detections
+    from python_models.contract import PUBLIC_OUTPUTS
+
+    return unpack_detections({s.name: result.as_numpy(s.name) for s in PUBLIC_OUTPUTS})[0]

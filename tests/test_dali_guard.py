@@ -6,9 +6,8 @@ from __future__ import annotations
 import queue
 import time
 
-import numpy as np
 import tritonclient.grpc as grpcclient
-from matching import assert_same_detections, tolerance
+from conftest import assert_same_detections, burst, detections_of, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
@@ -22,26 +21,6 @@ LEAF = repo.dali_preprocess_name(BATCH_TIER)
 ENSEMBLE = repo.dali_ensemble_name(BATCH_TIER)
 FAMILIES = ("nv_inference_exec_count", "nv_inference_count", "nv_inference_request_failure",
             "nv_inference_request_success")
-
-
-def burst(server, model: str, rows: list[bytes]) -> list:
-    """Send one request per row as fast as one client can (async gRPC), so the batcher sees them together."""
-    client = server.grpc()
-    answers: queue.Queue = queue.Queue()
-    outputs = [grpcclient.InferRequestedOutput(name) for name in
-               ([s.name for s in c.PUBLIC_OUTPUTS] if model == ENSEMBLE else [c.LETTERBOX_TRANSFORM])]
-    for index, data in enumerate(rows):
-        packed = pack_images([data]) if data else np.zeros((1, 0), np.uint8)
-        tensor = grpcclient.InferInput(c.INPUT_IMAGES, list(packed.shape), "UINT8")
-        tensor.set_data_from_numpy(packed)
-        client.async_infer(model, [tensor], lambda result, error, i=index: answers.put((i, result, error)),
-                           outputs=outputs, client_timeout=300)
-    results = [None] * len(rows)
-    for _ in rows:
-        index, result, error = answers.get(timeout=300)
-        results[index] = error if error is not None else result
-    client.close()
-    return results
 
 
 def delta(before: dict, after: dict, family: str, model: str) -> float:
@@ -62,7 +41,7 @@ def test_the_dali_twin_fails_every_request_of_a_batch_that_holds_a_bad_row(serve
         done: queue.Queue = queue.Queue()
         occupier.async_infer(LEAF, [tensor], lambda result, error: done.put(error), client_timeout=300)
         time.sleep(0.05)
-        results = burst(server, LEAF, rows)
+        results = burst(server, LEAF, rows, outputs=[c.LETTERBOX_TRANSFORM])
         assert done.get(timeout=300) is None, "the large good request must succeed"
         occupier.close()
         if all(isinstance(r, InferenceServerException) and together in r.message() for r in results):
@@ -73,7 +52,7 @@ def test_the_dali_twin_fails_every_request_of_a_batch_that_holds_a_bad_row(serve
     for result in results:
         assert result.status() == "StatusCode.UNKNOWN" and "DALI pipeline failed" in result.message(), result
     # As the backend does, the pipeline serves the next batch.
-    (good,) = burst(server, LEAF, [samples["bus.jpg"]])
+    (good,) = burst(server, LEAF, [samples["bus.jpg"]], outputs=[c.LETTERBOX_TRANSFORM])
     assert not isinstance(good, Exception), good
     assert good.as_numpy(c.LETTERBOX_TRANSFORM).shape == (1, len(c.TRANSFORM_FIELDS))
 
@@ -91,8 +70,7 @@ def test_the_guard_refuses_every_bad_row_and_its_batch_mates_get_correct_detecti
     for kind, result in zip(kinds, results):
         if kind == "good":
             assert not isinstance(result, Exception), f"a good request next to bad ones failed: {result}"
-            (got,) = unpack_detections({s.name: result.as_numpy(s.name) for s in c.PUBLIC_OUTPUTS})
-            assert_same_detections(got, reference, *tolerance(ENSEMBLE), "good request batched with bad rows")
+            assert_same_detections(detections_of(result), reference, *tolerance(ENSEMBLE), "good request batched with bad rows")
         else:
             assert isinstance(result, InferenceServerException), f"{kind} got detections"
             assert result.status() == "StatusCode.INVALID_ARGUMENT", (kind, result)

@@ -108,3 +108,24 @@ def test_damaged_png_data_is_found_by_its_chunk_crc_without_decoding():
     long_chunk = bytes(png[:33]) + struct.pack(">I", 10**6) + b"IDAT" + bytes(png[37:])
     with pytest.raises(InvalidImageError, match="truncated PNG"):
         probe(long_chunk)
+
+
+def test_a_padded_row_is_read_without_its_padding(monkeypatch):
+    """Rows of a request are zero-padded to the longest; the decoder and the header parser get the image alone."""
+    import cv2 as cv2_module
+
+    from python_models import decode as decode_module
+
+    padded = np.zeros(len(BUS) + 4_000_000, np.uint8)
+    padded[: len(BUS)] = np.frombuffer(BUS, np.uint8)
+    assert len(decode_module.payload(padded)) == len(BUS)
+    assert decode_module.payload(padded).base is not None, "a view, not a copy"
+    seen = []
+    real = cv2_module.imdecode
+    monkeypatch.setattr(decode_module.cv2, "imdecode", lambda buf, flags: seen.append(len(buf)) or real(buf, flags))
+    assert (decode(padded) == decode(BUS)).all()
+    assert seen == [len(BUS), len(BUS)]
+    assert probe(padded) == probe(BUS)
+    assert len(decode_module.payload(np.zeros(10, np.uint8))) == 0
+    with pytest.raises(InvalidImageError, match="empty image"):
+        probe(np.zeros(100_000, np.uint8))

@@ -15,7 +15,7 @@ from python_models.efficient_nms import OP_TYPE
 from python_models.end2end import NMS_ATTRIBUTES, nms_node
 from python_models.engine_build import engine_specs
 from python_models.export import FP16_ONNX, end2end_onnx, raw_onnx
-from python_models.matching import differences
+from python_models.client.matching import differences
 from python_models.letterbox import letterbox
 from python_models.nms import nms, pack_detections
 from python_models.onnx_session import open_session

@@ -142,3 +142,19 @@ def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
     for engine in ENGINES:
         assert f"NOT BUILT {engine}: no TensorRT builder here" in result.stderr, result.stderr
     assert "5 plan(s) the GPU profile needs were not built" in result.stderr
+
+
+def test_a_changed_max_batch_or_precision_rebuilds_what_it_changes(fake_trtexec, artifacts, tmp_path, monkeypatch):
+    """The record beside each plan (precision, profiles, TensorRT, ONNX hash) decides, not file times."""
+    build_engines(artifacts, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    built = len(calls(tmp_path))
+    definitions = repo.model_definitions()
+    wider = next(d for d in definitions if d.name == repo.END2END_TRT)
+    wider.config.max_batch_size *= 2
+    monkeypatch.setattr(repo, "model_definitions", lambda: definitions)
+    build_engines(artifacts, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    rebuilt = calls(tmp_path)[built:]
+    assert len(rebuilt) == 1 and any(a.startswith("--maxShapes=") and f"images:{wider.config.max_batch_size}x" in a
+                                     for a in rebuilt[0])
+    record = json.loads((artifacts / repo.END2END_TRT / "1" / "model.json").read_text())
+    assert record["profiles"]["images"][2][0] == wider.config.max_batch_size

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
-from matching import assert_same_detections, tolerance
+from conftest import assert_same_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import repository as repo

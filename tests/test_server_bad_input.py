@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from matching import assert_same_detections, reference_detections, tolerance
+from conftest import assert_same_detections, burst, detections_of, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import repository as repo
@@ -79,31 +79,23 @@ def test_one_bad_row_rejects_its_request_and_names_the_row(server, samples, mode
 def test_good_requests_batched_with_bad_ones_still_get_correct_detections(
     server, samples, reference_model, sample_dir, model
 ):
-    reference = reference_detections(reference_model, sample_dir / "zidane.jpg")
+    """Every kind of bad row, each next to a good request with many detections, all at once."""
+    reference = reference_detections(reference_model, sample_dir / "bus.jpg")
+    assert len(reference) >= 20
     bad = bad_inputs(samples)
-    jobs = []
-    for i in range(12):
-        jobs.append(("good", samples["zidane.jpg"]) if i % 2 == 0 else ("bad", list(bad.values())[i % len(bad)][0] or b"x"))
-
-    def send(job):
-        kind, data = job
-        client = server.grpc()
-        try:
-            return kind, unpack_detections(infer_grpc(client, model, [data]))[0]
-        except InferenceServerException as exc:
-            return kind, exc
-        finally:
-            client.close()
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = list(pool.map(send, jobs))
-    for kind, result in results:
+    rows, kinds = [], []
+    for label, (data, _) in bad.items():
+        rows += [samples["bus.jpg"], data]
+        kinds += ["good", label]
+    results = burst(server, model, rows)
+    for kind, result in zip(kinds, results):
         if kind == "good":
             assert not isinstance(result, Exception), result
-            assert_same_detections(result, reference, *tolerance(model), f"{model}: good request next to bad ones")
+            assert_same_detections(detections_of(result), reference, *tolerance(model), f"{model}: good next to bad ones")
         else:
-            assert isinstance(result, InferenceServerException), "a bad image got detections"
-            assert result.status() == "StatusCode.INVALID_ARGUMENT", result
+            assert isinstance(result, InferenceServerException), f"{kind} got detections"
+            assert result.status() == "StatusCode.INVALID_ARGUMENT", (kind, result)
+            assert bad[kind][1] in result.message(), (kind, result.message())
     with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready") as response:
         assert response.status == 200
 
@@ -145,3 +137,13 @@ def test_a_batch_over_max_batch_size_is_rejected(server, samples, model):
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value.message()
     assert f"must be <= {limit}" in err.value.message(), err.value.message()
     assert server.grpc().is_model_ready(model)
+
+
+def test_a_server_fault_is_internal_with_its_traceback_in_the_log(server, samples):
+    """Client data gets INVALID_ARGUMENT; the server's own faults get INTERNAL, and the log says where."""
+    with pytest.raises(InferenceServerException) as err:
+        infer_grpc(server.grpc(), "yolo11_faulty", [samples["bus.jpg"]])
+    assert err.value.status() == "StatusCode.INTERNAL", err.value
+    assert "MemoryError: planted fault" in err.value.message()
+    log = server.log.read_text(errors="replace")
+    assert "Traceback (most recent call last)" in log and "in _run" in log and "planted fault" in log

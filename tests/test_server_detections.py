@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import SAMPLE_NAMES
-from matching import assert_same_detections, reference_detections, tolerance
+from conftest import assert_same_detections, reference_detections, tolerance
 
 from python_models import contract as c
 from python_models import repository as repo
@@ -78,18 +78,18 @@ def test_four_images_per_request_match_ultralytics(server, samples, references, 
 
 @pytest.mark.parametrize("model", VS_TRACK_A)
 def test_end2end_and_dali_tracks_match_track_a(server, samples, track_a, model):
-    min_iou, score_tol = tolerance(model)
+    allowed = tolerance(model)
     client = server.grpc()
     for name in SAMPLE_NAMES:
         outputs = infer_grpc(client, model, [samples[name]])
         _check_layout(outputs, 1)
-        assert_same_detections(unpack_detections(outputs)[0], track_a[name], min_iou, score_tol, f"{model}/{name}")
+        assert_same_detections(unpack_detections(outputs)[0], track_a[name], *allowed, f"{model}/{name}")
     # Four images of different sizes and formats in one request, twice: rows must not mix.
     for names in (SAMPLE_NAMES[:4], SAMPLE_NAMES[1:]):
         outputs = infer_grpc(client, model, [samples[name] for name in names])
         _check_layout(outputs, 4)
         for name, got in zip(names, unpack_detections(outputs)):
-            assert_same_detections(got, track_a[name], min_iou, score_tol, f"{model}/batch/{name}")
+            assert_same_detections(got, track_a[name], *allowed, f"{model}/batch/{name}")
 
 
 @pytest.mark.parametrize("model", repo.PUBLIC_MODELS)

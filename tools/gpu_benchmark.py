@@ -68,19 +68,16 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
     from ultralytics import YOLO
     from ultralytics.utils import ASSETS
 
-    from python_models.client import Detections, infer_grpc, unpack_detections
-    from python_models.matching import differences, max_score_difference, tolerance
+    from python_models.client import infer_grpc, unpack_detections
+    from python_models.client.matching import differences, max_score_difference, predictor_detections, tolerance
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
-    min_iou, score_tol = tolerance(repo.PYTORCH, precision, against="predictor")
+    min_iou, score_tol, _ = tolerance(repo.PYTORCH, precision, against="predictor")
     results = {}
     for name in PARITY_IMAGES:
         data = (Path(ASSETS) / name).read_bytes()
-        reference = model.predict(str(Path(ASSETS) / name), imgsz=c.IMAGE_SIZE, conf=c.CONF_THRESHOLD, iou=c.IOU_THRESHOLD,
-                                  max_det=c.MAX_DETECTIONS, rect=False, half=precision == "fp16", device=0, verbose=False)[0]
-        ref = Detections(reference.boxes.xyxy.cpu().numpy(), reference.boxes.conf.cpu().numpy(),
-                         reference.boxes.cls.cpu().numpy().astype("int32"))
+        ref = predictor_detections(model, Path(ASSETS) / name, half=precision == "fp16", device=0)
         (got,) = unpack_detections(infer_grpc(client, repo.PYTORCH, [data]))
         problems = differences(got, ref, min_iou, score_tol) if len(ref) else ["the reference found nothing"]
         results[name] = {"served": len(got), "reference": len(ref), "problems": problems,

@@ -33,7 +33,7 @@ from python_models.client import (  # noqa: E402
     unpack_detections,
 )
 from python_models.decode import decode  # noqa: E402
-from python_models.matching import differences  # noqa: E402
+from python_models.client.matching import differences  # noqa: E402
 from python_models.server import process_tree_rss  # noqa: E402
 
 BAD_SHARE = 0.3

@@ -34,7 +34,7 @@ import numpy as np
 from python_models import contract as c
 from python_models.client import Detections, contract_violations, infer_grpc, unpack_detections
 from python_models.client.bad_inputs import bad_inputs
-from python_models.matching import differences, tolerance
+from python_models.client.matching import differences, predictor_detections, tolerance
 
 PYTORCH = "yolo11_pytorch"
 
@@ -239,7 +239,7 @@ class ServerCheck:
 
         half = precision == "fp16" and torch.cuda.is_available()
         model = YOLO(str(self.s.weights))
-        min_iou, score_tol = tolerance(PYTORCH, "fp16" if half else "fp32", against="predictor")
+        allowed = tolerance(PYTORCH, "fp16" if half else "fp32", against="predictor")
         note = "" if half or precision == "fp32" else " (the server runs FP16, the predictor here FP32 on the CPU)"
         with tempfile.TemporaryDirectory() as folder:
             for name, data in self.s.images.items():
@@ -247,14 +247,10 @@ class ServerCheck:
                     continue
                 path = Path(folder) / Path(name).name
                 path.write_bytes(data)
-                result = model.predict(str(path), imgsz=c.IMAGE_SIZE, conf=c.CONF_THRESHOLD, iou=c.IOU_THRESHOLD,
-                                       max_det=c.MAX_DETECTIONS, rect=False, device=0 if half else "cpu",
-                                       verbose=False, **({"quantize": 16} if half else {}))[0]
-                ref = Detections(result.boxes.xyxy.cpu().numpy(), result.boxes.conf.cpu().numpy(),
-                                 result.boxes.cls.cpu().numpy().astype(np.int32))
+                ref = predictor_detections(model, path, half=half, device=0 if half else "cpu")
                 if not len(ref):
                     self.add("inconclusive", PYTORCH, name, True, "the predictor found nothing on this image")
-                problems = differences(served[name], ref, min_iou, score_tol)
+                problems = differences(served[name], ref, *allowed)
                 self.add("same_as_predictor", PYTORCH, name, not problems, "; ".join(problems) + note)
 
     def _bad(self, model: str, data: bytes):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -127,9 +129,16 @@ def respond_each(requests: Sequence, outcome: Sequence[slice | Exception], build
             for request, item in zip(requests, outcome)]
 
 
+def log_fault(what: str) -> None:
+    """The traceback of the exception being handled, into the server's log (the stub's stderr goes there)."""
+    print(f"{what}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+
+
 def guarded(requests: Sequence, run: Callable[[Sequence], list]) -> list:
-    """Run a batch; a bug or resource error answers every request with INTERNAL instead of killing the stub."""
+    """Run a batch; a bug or resource error answers every request with INTERNAL, with the traceback in the server
+    log, instead of killing the stub. Bad client data never gets here: it is answered INVALID_ARGUMENT per request."""
     try:
         return run(requests)
-    except Exception as exc:  # noqa: BLE001 - reported to each client, logged by Triton
+    except Exception as exc:  # noqa: BLE001 - reported to each client, logged with its traceback
+        log_fault(f"INTERNAL error answering {len(requests)} request(s):")
         return [internal_error(f"{type(exc).__name__}: {exc}") for _ in requests]

@@ -17,7 +17,7 @@ import numpy as np
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.dali_letterbox import letterbox_pipeline
-from python_models.triton.adapter import guarded, input_array, model_config, tensors_response, unknown_error
+from python_models.triton.adapter import guarded, input_array, log_fault, model_config, tensors_response, unknown_error
 
 
 def _reason(exc: Exception) -> str:
@@ -48,8 +48,9 @@ class TritonPythonModel:
             self.pipe.feed_input(INPUT_IMAGES, rows)
             images, transforms = (output.as_array() for output in self.pipe.run())
         except RuntimeError as exc:
-            self.pipe = self._build()  # a failed DALI pipeline is not reusable; the backend recovers likewise
             message = f"DALI pipeline failed for the batch of {len(requests)} request(s): {_reason(exc)}"
+            log_fault(message)
+            self.pipe = self._build()  # a failed DALI pipeline is not reusable; the backend recovers likewise
             return [unknown_error(message) for _ in requests]
         responses, start = [], 0
         for request_rows in per_request:
