@@ -27,8 +27,7 @@ from locust import User, constant, events, task  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models.client import contract_violations, image_files, infer_grpc, ready_public_models  # noqa: E402
-from python_models.decode import decode  # noqa: E402
+from python_models.client import contract_violations, image_files, image_size, infer_grpc, ready_public_models  # noqa: E402
 
 class WrongAnswer(Exception):
     """The server answered, but not what the contract promises."""
@@ -60,8 +59,7 @@ def _load(environment, **_kwargs) -> None:
     Workload.images = []
     for path in files:
         data = path.read_bytes()
-        height, width = decode(data).shape[:2]
-        Workload.images.append((data, (width, height)))
+        Workload.images.append((data, image_size(data)))
     if options and options.models:
         Workload.models = options.models.split(",")
     else:

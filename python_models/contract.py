@@ -1,6 +1,6 @@
 """The one definition of what every public model takes and returns.
 
-Model configs (``python_models.repository``), the Python models, the ONNX
+Model configs (``python_models.build.repository``), the Python models, the ONNX
 exports and the tests all read these values; nothing else states them.
 """
 
@@ -29,6 +29,16 @@ MAX_DETECTIONS = 100
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Images whose header claims more pixels are rejected before decoding."""
+
+# Model names. The public ones are what clients call; the leaves appear in Triton's metrics.
+PYTORCH = "yolo11_pytorch"
+TRT_ENSEMBLE = "yolo11_trt"
+END2END_ENSEMBLE = "yolo11_trt_end2end"
+PREPROCESS = "yolo11_preprocess"
+IMAGE_GUARD = "yolo11_image_guard"
+RAW_TRT = "yolo11_raw_trt"
+NMS = "yolo11_nms"
+END2END_TRT = "yolo11_end2end_trt"
 
 # Public I/O, identical for every track.
 INPUT_IMAGES = "images"
@@ -86,3 +96,19 @@ DALI_TIERS = (
     Tier("balanced", max_batch_size=64, max_queue_delay_us=500, instances=2),
     Tier("batch", max_batch_size=128, max_queue_delay_us=5000, instances=1),
 )
+
+
+def dali_preprocess_name(tier: Tier) -> str:
+    return f"yolo11_dali_preprocess_{tier.name}"
+
+
+def dali_end2end_name(tier: Tier) -> str:
+    return f"{END2END_TRT}_{tier.name}"
+
+
+def dali_ensemble_name(tier: Tier) -> str:
+    return f"yolo11_dali_{tier.name}"
+
+
+PUBLIC_MODELS = (PYTORCH, TRT_ENSEMBLE, END2END_ENSEMBLE, *(dali_ensemble_name(t) for t in DALI_TIERS))
+"""Every track, in the order the docs and reports list them."""

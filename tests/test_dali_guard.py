@@ -11,10 +11,10 @@ from conftest import assert_same_detections, burst, detections_of, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client import infer_grpc, pack_images, unpack_detections
 from python_models.client.bad_inputs import bad_inputs
-from python_models.metrics import scrape
+from python_models.client.metrics import scrape
 
 BATCH_TIER = next(t for t in c.DALI_TIERS if t.name == "batch")  # the widest batching window: 5 ms
 LEAF = repo.dali_preprocess_name(BATCH_TIER)

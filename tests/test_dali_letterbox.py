@@ -10,10 +10,10 @@ import pytest
 from conftest import SAMPLE_NAMES
 
 from python_models import contract as c
-from python_models import repository as repo
-from python_models.dali_letterbox import letterbox_graph, letterbox_pipeline
-from python_models.decode import decode
-from python_models.letterbox import letterbox
+from python_models.build import repository as repo
+from python_models.runtime.dali_letterbox import letterbox_graph, letterbox_pipeline
+from python_models.runtime.preprocess import decode
+from python_models.runtime.preprocess import letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MEAN_ABS_DIFF = 2 / 255
@@ -110,7 +110,7 @@ def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):
     import nvidia.dali.fn as fn
     from nvidia.dali import pipeline_def
 
-    from python_models.dali_letterbox import letterbox_graph
+    from python_models.runtime.dali_letterbox import letterbox_graph
 
     spec = importlib.util.spec_from_file_location("check_dali", ROOT / "tools" / "check_dali.py")
     tool = importlib.util.module_from_spec(spec)

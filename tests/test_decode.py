@@ -11,7 +11,7 @@ import pytest
 from ultralytics.utils import ASSETS
 
 from python_models.contract import MAX_IMAGE_PIXELS
-from python_models.decode import InvalidImageError, decode, decode_threads, probe
+from python_models.runtime.preprocess import InvalidImageError, decode, decode_threads, probe
 
 BUS = (ASSETS / "bus.jpg").read_bytes()
 
@@ -114,7 +114,7 @@ def test_a_padded_row_is_read_without_its_padding(monkeypatch):
     """Rows of a request are zero-padded to the longest; the decoder and the header parser get the image alone."""
     import cv2 as cv2_module
 
-    from python_models import decode as decode_module
+    from python_models.runtime import preprocess as decode_module
 
     padded = np.zeros(len(BUS) + 4_000_000, np.uint8)
     padded[: len(BUS)] = np.frombuffer(BUS, np.uint8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from python_models.detector import calibration_images, untrained_detector
-from python_models.letterbox import letterbox
-from python_models.nms import nms
+from python_models.build.weights import calibration_images, untrained_detector
+from python_models.runtime.preprocess import letterbox
+from python_models.runtime.nms import nms
 
 
 def test_untrained_detector_is_deterministic_and_image_dependent():
@@ -29,8 +29,9 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
     import torch
     from ultralytics.utils import ASSETS
 
-    from python_models.detector import forward, forward_padded, untrained_detector
-    from python_models.letterbox import letterbox, letterbox_padded
+    from python_models.runtime.network import forward, forward_padded
+    from python_models.build.weights import untrained_detector
+    from python_models.runtime.preprocess import letterbox, letterbox_padded
 
     net = untrained_detector().model.fuse().eval()
     image = cv2.imread(str(ASSETS / "zidane.jpg"))
@@ -43,7 +44,7 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
 
 
 def test_cuda_graph_sizes_cover_every_batch_the_batcher_can_form():
-    from python_models.detector import graph_batch_sizes
+    from python_models.runtime.network import graph_batch_sizes
 
     assert graph_batch_sizes(32) == [1, 2, 4, 8, 16, 32]
     assert graph_batch_sizes(24) == [1, 2, 4, 8, 16, 24]
@@ -56,7 +57,7 @@ def test_cuda_graph_sizes_cover_every_batch_the_batcher_can_form():
 def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, monkeypatch):
     import pytest
 
-    from python_models.detector import WeightsError, resolve_weights
+    from python_models.build.weights import WeightsError, resolve_weights
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     cases = {
@@ -74,7 +75,7 @@ def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, 
 
 
 def test_the_untrained_fallback_is_explicit_and_says_why(tmp_path, monkeypatch):
-    from python_models.detector import resolve_weights
+    from python_models.build.weights import resolve_weights
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     resolved = resolve_weights(str(tmp_path / "typo.pt"), allow_untrained=True)
@@ -84,7 +85,7 @@ def test_the_untrained_fallback_is_explicit_and_says_why(tmp_path, monkeypatch):
 
 
 def test_a_name_is_found_in_the_weights_folder(tmp_path, monkeypatch):
-    from python_models.detector import resolve_weights, untrained_detector
+    from python_models.build.weights import resolve_weights, untrained_detector
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     untrained_detector().save(str(tmp_path / "yolo11n.pt"))

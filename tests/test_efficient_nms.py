@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from python_models.efficient_nms import (
+from python_models.serving.twins.efficient_nms import (
     BOX_CENTER_SIZE,
     BOX_CORNERS,
     PRE_NMS_TOP_K,

@@ -9,16 +9,15 @@ from conftest import SAMPLE_NAMES
 from onnx import TensorProto, shape_inference
 
 from python_models import contract as c
-from python_models import repository as repo
-from python_models.decode import decode
-from python_models.efficient_nms import OP_TYPE
-from python_models.end2end import NMS_ATTRIBUTES, nms_node
-from python_models.engine_build import engine_specs
-from python_models.export import FP16_ONNX, end2end_onnx, raw_onnx
+from python_models.build import repository as repo
+from python_models.runtime.preprocess import decode
+from python_models.build.end2end import NMS_ATTRIBUTES, OP_TYPE, nms_node
+from python_models.build.engine_build import engine_specs
+from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
 from python_models.client.matching import differences
-from python_models.letterbox import letterbox
-from python_models.nms import nms, pack_detections
-from python_models.onnx_session import open_session
+from python_models.runtime.preprocess import letterbox
+from python_models.runtime.nms import nms, pack_detections
+from python_models.serving.twins.onnx_session import open_session
 
 
 @pytest.fixture(scope="module")

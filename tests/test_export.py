@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from python_models import contract as c
-from python_models.export import ExportManifest, _up_to_date, raw_onnx, read_manifest, weights_pt
+from python_models.build.export import ExportManifest, _up_to_date, raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = str(ROOT / "tools" / "export.py")
@@ -74,7 +74,7 @@ def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:
     spec = importlib.util.spec_from_file_location("export_tool", EXPORT)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    from python_models import repository
+    from python_models.build import repository
 
     repository.model_definitions()  # imports what the refusal reads (ultralytics, for the warm-up image)
     err = tempfile.TemporaryFile()

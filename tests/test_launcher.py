@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import SERVER_START_TIMEOUT_S, Server, free_port
 
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client import infer_grpc, unpack_detections
-from python_models.server import wait_ready
+from python_models.serving.status import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILING = "yolo11_fails_to_load"

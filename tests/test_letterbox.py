@@ -11,7 +11,7 @@ from ultralytics.utils import ASSETS
 from ultralytics.utils.ops import scale_boxes
 
 from python_models.contract import IMAGE_SIZE, PAD_VALUE
-from python_models.letterbox import LetterboxTransform, letterbox, unletterbox_boxes
+from python_models.runtime.preprocess import LetterboxTransform, letterbox, unletterbox_boxes
 
 SHAPES = [(1080, 810), (720, 1280), (480, 640), (1280, 480), (640, 640), (100, 3000), (1, 1), (333, 517)]
 

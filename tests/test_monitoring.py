@@ -16,10 +16,10 @@ import pytest
 import yaml
 from conftest import free_port
 
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client import infer_grpc
-from python_models.metrics import GPU_FAMILIES
-from python_models.server import wait_ready
+from python_models.client.metrics import GPU_FAMILIES
+from python_models.serving.status import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "yolo11-triton.json"

@@ -8,8 +8,8 @@ import torch
 from ultralytics.utils.nms import non_max_suppression
 
 from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, NUM_ANCHORS, NUM_CLASSES
-from python_models.letterbox import LetterboxTransform
-from python_models.nms import nms, pack_detections
+from python_models.runtime.preprocess import LetterboxTransform
+from python_models.runtime.nms import nms, pack_detections
 
 
 def synthetic_raw(batch: int, seed: int = 0) -> np.ndarray:
@@ -80,8 +80,9 @@ def test_pack_maps_to_original_pixels_and_zero_fills():
 
 @pytest.fixture(scope="module")
 def untrained_net_outputs() -> torch.Tensor:
-    from python_models.detector import calibration_images, forward, untrained_detector
-    from python_models.letterbox import letterbox
+    from python_models.build.weights import calibration_images, untrained_detector
+    from python_models.runtime.network import forward
+    from python_models.runtime.preprocess import letterbox
 
     net = untrained_detector().model.eval()
     batch = np.stack([letterbox(image)[0] for image in calibration_images()])

@@ -16,9 +16,9 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from python_models import contract as c
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client import pack_images
-from python_models.decode import decode
+from python_models.runtime.preprocess import decode
 
 WIDTH, HEIGHT = 640, 320
 TOP = (c.IMAGE_SIZE - HEIGHT) // 2
@@ -53,7 +53,7 @@ EXPECTED_TRANSFORM = np.array([1, 1, 0, TOP, WIDTH, HEIGHT], np.float32)
 
 
 def test_the_cpu_letterbox_hands_exact_values(png, expected):
-    from python_models.letterbox import letterbox
+    from python_models.runtime.preprocess import letterbox
 
     image, transform = letterbox(decode(png))
     np.testing.assert_array_equal(image, expected)
@@ -61,8 +61,8 @@ def test_the_cpu_letterbox_hands_exact_values(png, expected):
 
 
 def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
-    from python_models.detector import forward_padded
-    from python_models.letterbox import letterbox_padded
+    from python_models.runtime.network import forward_padded
+    from python_models.runtime.preprocess import letterbox_padded
 
     padded, transform = letterbox_padded(decode(png))
     seen = []
@@ -78,7 +78,7 @@ def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
 
 
 def test_the_dali_graph_hands_exact_values(png, expected):
-    from python_models.dali_letterbox import letterbox_pipeline
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
 
     pipe = letterbox_pipeline(batch_size=1, num_threads=1, device_id=None, decoder_device="cpu", prefetch_queue_depth=1)
     pipe.build()

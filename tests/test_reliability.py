@@ -13,10 +13,10 @@ import pytest
 from conftest import assert_same_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client import contract_violations, infer_grpc, unpack_detections
-from python_models.server import process_tree_rss
-from python_models.supervisor import python_stubs
+from python_models.serving.status import process_tree_rss
+from python_models.serving.supervisor import python_stubs
 
 STORM_CLIENTS = 200
 SLOW_MODEL = repo.PYTORCH  # about 100 ms an image on this CPU: 200 clients are far past its capacity

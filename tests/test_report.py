@@ -10,9 +10,9 @@ import pytest
 
 from python_models import contract as c
 from python_models.client import contract_violations
-from python_models.metrics import ModelMetrics
-from python_models.perf_analyzer import parse_csv, write_input_data
-from python_models.report import Run, markdown_table
+from python_models.client.metrics import ModelMetrics
+from python_models.client.perf_analyzer import parse_csv, write_input_data
+from python_models.client.report import Run, markdown_table
 
 
 def good_outputs(rows: int = 1, n: int = 2) -> dict[str, np.ndarray]:
@@ -77,7 +77,7 @@ def test_perf_csv_is_read_in_milliseconds(tmp_path):
 
 
 def test_table_row_per_run_with_leaf_batches():
-    from python_models.perf_analyzer import PerfResult
+    from python_models.client.perf_analyzer import PerfResult
 
     perf = PerfResult(4, 14.7, 261, 300, 347, 380, 90, 97)
     leaf = ModelMetrics(60, 1, 120, 60, 2.0, 3.5, 40.0)

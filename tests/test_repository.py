@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from python_models import contract as c
-from python_models import repository as repo
+from python_models.build import repository as repo
 from tritonclient.grpc import model_config_pb2 as mc
-from python_models.server import build_cpu_repository
+from python_models.serving.cpu_profile import build_cpu_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_cpu_repository_links_ensembles_unchanged(tmp_path):
 @pytest.mark.parametrize("name", [repo.PYTORCH, repo.PREPROCESS, repo.NMS])
 def test_python_models_point_into_python_models(name):
     entry = (ROOT / "model_repository" / name / "1" / "model.py").read_text()
-    assert entry.startswith("from python_models.triton.") and len(entry.splitlines()) == 1
+    assert entry.startswith("from python_models.runtime.triton.") and len(entry.splitlines()) == 1
 
 
 def test_every_batched_model_rejects_instead_of_queueing_without_bound():
@@ -125,7 +125,7 @@ def test_tensorrt_and_dali_leaves_warm_up_on_files_the_repository_holds():
 
 
 def test_server_command_restricts_the_apis_that_change_the_server():
-    from python_models.server import ADMIN_KEY_HEADER, Ports, TritonInstall, server_command
+    from python_models.serving.triton import ADMIN_KEY_HEADER, Ports, TritonInstall, server_command
 
     cmd = server_command(TritonInstall(Path("/bin/tritonserver"), Path("/backends")), Path("/repo"), Ports(), key="k")
     for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
@@ -160,7 +160,12 @@ def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
 
 
 def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_the_engines():
-    from python_models.server import BATCHES_IN_FLIGHT, LETTERBOXED_BYTES, TRITON_DEFAULT_PINNED_BYTES, memory_pools
+    from python_models.serving.triton import (
+        BATCHES_IN_FLIGHT,
+        LETTERBOXED_BYTES,
+        TRITON_DEFAULT_PINNED_BYTES,
+        memory_pools,
+    )
 
     cuda, pinned = memory_pools()
     per_image = 4 * 3 * c.IMAGE_SIZE * c.IMAGE_SIZE
@@ -182,7 +187,7 @@ def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_th
 
 
 def test_gpu_command_sizes_the_pools_and_a_failed_model_leaves_the_others_serving(monkeypatch):
-    from python_models.server import Ports, TritonInstall, memory_pools, server_command
+    from python_models.serving.triton import Ports, TritonInstall, memory_pools, server_command
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     install = TritonInstall(Path("/bin/tritonserver"), Path("/backends"))

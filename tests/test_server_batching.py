@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from conftest import assert_same_detections, burst, detections_of, tolerance
 
-from python_models import repository as repo
+from python_models.build import repository as repo
 from python_models.client.matching import differences
 
 from python_models.client import infer_grpc, unpack_detections
-from python_models.metrics import average_batch, scrape
+from python_models.client.metrics import average_batch, scrape
 
 TRACKS = ("yolo11_pytorch", "yolo11_trt", "yolo11_trt_end2end", "yolo11_dali_balanced")
 BATCHED_LEAVES = ("yolo11_pytorch", "yolo11_preprocess", "yolo11_raw_trt", "yolo11_nms", "yolo11_end2end_trt",

@@ -11,14 +11,14 @@ GPU, synchronised:
 - ``cudnn.benchmark``: the same with cuDNN's autotuner on;
 - ``channels_last``: network and input in NHWC memory layout, autotuner on;
 - pinned: the uint8 batch staged in page-locked memory before the copy; with the
-  two above, what ``detector.load_network`` / ``forward_padded`` serve with the
+  two above, what ``network.load_network`` / ``forward_padded`` serve with the
   parameter ``cuda_graphs`` false;
 - CUDA graph: one captured graph per batch size replays the whole forward, so
-  Python launches nothing per layer (``detector.GraphedForward``, served by default);
+  Python launches nothing per layer (``network.GraphedForward``, served by default);
 - ``torch.compile`` (``--compile``): inductor's default mode.
 
 A second table times NMS on the GPU over the same batch's head output: Ultralytics'
-per-image loop against ``python_models.nms``.
+per-image loop against ``python_models.runtime.nms``.
 
 ``--processes`` runs the pinned channels-last eager variant (``cuda_graphs``
 false) in N processes at once on the same GPU, as N Triton instances of a
@@ -45,13 +45,13 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 @functools.cache
 def fused_network(weights: str):
-    from python_models.detector import resolve_weights
+    from python_models.build.weights import resolve_weights
 
     return resolve_weights(weights).model.model.fuse().eval()
 
 
 def load(weights: str, half: bool, channels_last: bool = False):
-    """A fresh GPU copy of the fused network, as ``detector.load_network`` prepares it."""
+    """A fresh GPU copy of the fused network, as ``network.load_network`` prepares it."""
     import torch
 
     net = copy.deepcopy(fused_network(weights)).to("cuda")
@@ -66,7 +66,7 @@ def sample_batch(batch: int):
     import numpy as np
     from ultralytics.utils import ASSETS
 
-    from python_models.letterbox import letterbox_padded
+    from python_models.runtime.preprocess import letterbox_padded
 
     images = [letterbox_padded(cv2.imread(str(ASSETS / name)))[0] for name in ("bus.jpg", "zidane.jpg")]
     return np.stack([images[i % 2] for i in range(batch)])
@@ -89,7 +89,7 @@ def ms_per_call(fn: Callable[[], object], seconds: float = 2.0) -> float:
 def variants(weights: str, half: bool, batch: int, with_compile: bool) -> dict[str, Callable[[], object]]:
     import torch
 
-    from python_models.detector import GraphedForward, forward_padded
+    from python_models.runtime.network import GraphedForward, forward_padded
 
     dtype = torch.half if half else torch.float
     host = sample_batch(batch)
@@ -131,8 +131,8 @@ def nms_variants(weights: str, half: bool, batch: int) -> dict[str, Callable[[],
     from ultralytics.utils.nms import non_max_suppression
 
     from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
-    from python_models.detector import forward_padded
-    from python_models.nms import nms
+    from python_models.runtime.network import forward_padded
+    from python_models.runtime.nms import nms
 
     device = torch.device("cuda")
     raw = forward_padded(load(weights, half, channels_last=True), torch.from_numpy(sample_batch(batch)), device, half)
@@ -141,13 +141,13 @@ def nms_variants(weights: str, half: bool, batch: int) -> dict[str, Callable[[],
         kept = non_max_suppression(raw.float(), CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
         return [k.cpu().numpy().astype(np.float32, copy=False) for k in kept]
 
-    return {"Ultralytics per-image loop (served before)": per_image_loop, "python_models.nms (served now)": lambda: nms(raw)}
+    return {"Ultralytics per-image loop (served before)": per_image_loop, "python_models.runtime.nms (served now)": lambda: nms(raw)}
 
 
 def _process_worker(weights: str, half: bool, batch: int, seconds: float, start, results) -> None:
     import torch
 
-    from python_models.detector import forward_padded
+    from python_models.runtime.network import forward_padded
 
     torch.backends.cudnn.benchmark = True
     net = load(weights, half, channels_last=True)

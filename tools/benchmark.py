@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models import perf_analyzer as pa  # noqa: E402
-from python_models import repository as repo  # noqa: E402
+from python_models.client import perf_analyzer as pa  # noqa: E402
+from python_models.build import repository as repo  # noqa: E402
 from python_models.client import image_files, ready_public_models  # noqa: E402
-from python_models.report import PerfAnalyzerFailed, Run, measure, write_report  # noqa: E402
+from python_models.client.report import PerfAnalyzerFailed, Run, measure, write_report  # noqa: E402
 
 def chosen_models(grpc_url: str, requested: str | None) -> list[str]:
     """The comma-separated public models asked for, else every public model the server has ready."""

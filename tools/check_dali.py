@@ -6,7 +6,7 @@ At load time the DALI backend runs ``invoke_autoserialize`` on the version folde
 first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
 environment's DALI, deserialises the pipeline, runs it on the sample images (bus.jpg, zidane.jpg, a PNG, a
 tall JPEG, a grayscale JPEG) with the mixed (nvJPEG) decoder of dali.py, and compares images and transforms
-with python_models.letterbox. Exit 1, naming the tier and the image, on any difference beyond one grey level
+with python_models.runtime.preprocess. Exit 1, naming the tier and the image, on any difference beyond one grey level
 on average. On the GPU host: docker compose run --rm export python3 tools/check_dali.py (it needs a GPU:
 a mixed-decoder pipeline cannot be built without one). --cpu checks the same path with the CPU decoder
 instead of the tiers' files, anywhere.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from python_models import contract as c  # noqa: E402
-from python_models import repository as repo  # noqa: E402
+from python_models.build import repository as repo  # noqa: E402
 
 MAX_MEAN_DIFF = 2 / 255
 """Mean absolute difference allowed against OpenCV's letterbox: DALI's decoders differ by up to a grey level."""
@@ -88,8 +88,8 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     """Run the serialised pipeline on ``images`` (one batch) and compare with the CPU letterbox."""
     from nvidia.dali import Pipeline
 
-    from python_models.decode import decode
-    from python_models.letterbox import letterbox
+    from python_models.runtime.preprocess import decode
+    from python_models.runtime.preprocess import letterbox
 
     pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
     pipe.build()
@@ -127,7 +127,7 @@ def main() -> int:
             target = Path(folder) / f"{tier.name}.dali"
             try:
                 if args.cpu:
-                    from python_models.dali_letterbox import letterbox_pipeline
+                    from python_models.runtime.dali_letterbox import letterbox_pipeline
 
                     pipe = letterbox_pipeline(batch_size=tier.max_batch_size, num_threads=4, device_id=None,
                                               decoder_device="cpu")

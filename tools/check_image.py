@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models import deployment as d  # noqa: E402
-from python_models.engine_build import find_trtexec, runtime_tensorrt_version  # noqa: E402
-from python_models.server import GPU_BACKENDS, NGC_ROOT  # noqa: E402
+from python_models.build import deployment as d  # noqa: E402
+from python_models.build.engine_build import find_trtexec, runtime_tensorrt_version  # noqa: E402
+from python_models.serving.triton import GPU_BACKENDS, NGC_ROOT  # noqa: E402
 
 EXPORT_MODULES = ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "onnxruntime", "cv2", "tritonclient.grpc")
 

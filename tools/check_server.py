@@ -23,10 +23,10 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # the check never downloads anything
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models import repository as repo  # noqa: E402
+from python_models.build import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client.server_check import CheckSettings, ServerCheck, default_images, timestamp  # noqa: E402
-from python_models.export import read_manifest  # noqa: E402
+from python_models.build.export import read_manifest  # noqa: E402
 
 
 def url(value: str) -> str:
@@ -77,7 +77,7 @@ def main() -> int:
             images[path.name if path.name not in images else str(path)] = data
     perf = None
     if not args.skip_perf:
-        from python_models import perf_analyzer as pa
+        from python_models.client import perf_analyzer as pa
 
         try:
             perf = pa.find_binary()

@@ -22,11 +22,11 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models import repository as repo  # noqa: E402
-from python_models.detector import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
-from python_models.engine_build import PRECISIONS, build_engines  # noqa: E402
-from python_models.export import RepositoryNotWritable, export_artifacts, untrained_banner  # noqa: E402
-from python_models.server import ngc_image  # noqa: E402
+from python_models.build import repository as repo  # noqa: E402
+from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.build.engine_build import PRECISIONS, build_engines  # noqa: E402
+from python_models.build.export import RepositoryNotWritable, export_artifacts, untrained_banner  # noqa: E402
+from python_models.serving.triton import ngc_image  # noqa: E402
 
 EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
 

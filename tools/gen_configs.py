@@ -1,5 +1,5 @@
-"""Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py) and warm-up inputs
-from python_models/repository.py."""
+"""Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs and the
+README's map of tracks to modules from python_models/build/repository.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.repository import model_definitions, to_pbtxt, version_files, warmup_files  # noqa: E402
+from python_models.build.repository import (  # noqa: E402
+    MAP_BEGIN,
+    MAP_END,
+    architecture_map,
+    model_definitions,
+    to_pbtxt,
+    version_files,
+    warmup_files,
+)
+
+
+def readme_with_map(readme: str) -> str:
+    """The README with the block between the map markers replaced by the generated map."""
+    start, end = readme.find(MAP_BEGIN), readme.find(MAP_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md has no map markers ({MAP_BEGIN} ... {MAP_END})")
+    return readme[:start] + architecture_map() + readme[end + len(MAP_END) + 1:]
 
 
 def main() -> int:
@@ -41,6 +57,14 @@ def main() -> int:
                 keep.touch()
             elif has_files and keep.exists():
                 keep.unlink()
+    readme = ROOT / "README.md"
+    if args.repository.resolve() == (ROOT / "model_repository").resolve():
+        text = readme.read_text()
+        wanted_readme = readme_with_map(text)
+        if wanted_readme != text:
+            stale.append(readme)
+            if not args.check:
+                readme.write_text(wanted_readme)
     for path in stale:
         print(("stale: " if args.check else "wrote: ") + str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
     return 1 if (args.check and stale) else 0

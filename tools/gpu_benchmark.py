@@ -34,10 +34,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
-from python_models import perf_analyzer as pa  # noqa: E402
-from python_models import repository as repo  # noqa: E402
-from python_models.report import PerfAnalyzerFailed, measure, write_report  # noqa: E402
-from python_models.server import Ports, find_triton, server_command, server_env, wait_ready  # noqa: E402
+from python_models.client import perf_analyzer as pa  # noqa: E402
+from python_models.build import repository as repo  # noqa: E402
+from python_models.client.report import PerfAnalyzerFailed, measure, write_report  # noqa: E402
+from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
+from python_models.serving.status import wait_ready  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
 PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
@@ -46,7 +47,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
            cuda_graphs: bool = True) -> tuple[Path, bool]:
     """A repository holding only Track A, on the GPU."""
-    from python_models.detector import resolve_weights
+    from python_models.build.weights import resolve_weights
 
     repository = out / "repository"
     version = repository / repo.PYTORCH / "1"
@@ -104,9 +105,9 @@ def dali_benchmark(batches=(1, 32, 128), seconds: float = 3.0) -> dict:
     import numpy as np
     from ultralytics.utils import ASSETS
 
-    from python_models.dali_letterbox import letterbox_pipeline
-    from python_models.decode import decode
-    from python_models.letterbox import letterbox
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
+    from python_models.runtime.preprocess import decode
+    from python_models.runtime.preprocess import letterbox
 
     out = {}
     for name in PARITY_IMAGES:
@@ -160,7 +161,7 @@ def main() -> int:
     parser.add_argument("--weights", default="yolo11s.pt", help="a .pt, or a .yaml for an untrained network of that size")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on the GPU")
-    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: decode.decode_threads, 8 for 4 instances on 16 cores)")
+    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
     parser.add_argument("--concurrency", default="1,16,64,128,256")
     parser.add_argument("--measurement-ms", type=int, default=5000)

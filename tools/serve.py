@@ -26,27 +26,25 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models import repository as repo  # noqa: E402
-from python_models.detector import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
-from python_models.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
-from python_models.engine_build import runtime_tensorrt_version  # noqa: E402
-from python_models.export import RepositoryNotWritable, export_artifacts, read_manifest, untrained_banner  # noqa: E402
-from python_models.server import (  # noqa: E402
-    ADMIN_KEY_ENV,
+from python_models.build import repository as repo  # noqa: E402
+from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.build.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
+from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
+from python_models.build.export import RepositoryNotWritable, export_artifacts, read_manifest, untrained_banner  # noqa: E402
+from python_models.serving.triton import (
+    # noqa: E402     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
     RESTRICTED_APIS,
     Ports,
     admin_key,
-    build_cpu_repository,
     find_triton,
     grpc_admin_headers,
-    load_report,
-    model_states,
     server_command,
     server_env,
-    wait_ready,
 )
-from python_models.supervisor import StubSupervisor  # noqa: E402
+from python_models.serving.cpu_profile import build_cpu_repository
+from python_models.serving.status import load_report, model_states, wait_ready
+from python_models.serving.supervisor import StubSupervisor  # noqa: E402
 
 
 def public_models(value: str) -> list[str]:

@@ -28,13 +28,13 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from python_models.client import (  # noqa: E402
     contract_violations,
     image_files,
+    image_size,
     infer_grpc,
     ready_public_models,
     unpack_detections,
 )
-from python_models.decode import decode  # noqa: E402
 from python_models.client.matching import differences  # noqa: E402
-from python_models.server import process_tree_rss  # noqa: E402
+from python_models.serving.status import process_tree_rss  # noqa: E402
 
 BAD_SHARE = 0.3
 # Answers to the same image from the same model may differ only by batching's float noise.
@@ -65,7 +65,7 @@ def find_server_pid(grpc_port: int) -> int | None:
 class Soak:
     def __init__(self, grpc_url: str, models: list[str], images: dict[str, bytes]) -> None:
         self.grpc_url, self.models, self.images = grpc_url, models, images
-        self.sizes = {name: decode(data).shape[1::-1] for name, data in images.items()}
+        self.sizes = {name: image_size(data) for name, data in images.items()}
         self.bad = bad_inputs(next(iter(images.values())))
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (model, outcome)
         self.wrong: list[str] = []

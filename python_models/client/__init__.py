@@ -1,6 +1,11 @@
 """What a client of the server runs: pack encoded images into the ``images`` tensor, unpack detections, check an
-answer against the contract (here); the catalogue of bad inputs (``bad_inputs``); the self-check of a live server
-(``server_check``). It depends on the contract and the repository's names, never on what runs inside Triton."""
+answer against the contract (here); the catalogue of bad inputs (``bad_inputs``); comparing detections
+(``matching``); Triton's metrics (``metrics``), perf_analyzer (``perf_analyzer``) and benchmark reports
+(``report``); the self-check of a live server (``server_check``).
+
+May import: ``python_models.contract`` and this package, never what runs inside Triton or builds the repository:
+a client needs the contract, not the server's code.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from python_models.contract import (
     OUTPUT_CLASSES,
     OUTPUT_NUM_DETECTIONS,
     OUTPUT_SCORES,
+    PUBLIC_MODELS,
     PUBLIC_OUTPUTS,
 )
 
@@ -36,6 +42,17 @@ def image_files(source: Path | None = None) -> list[Path]:
     if not files:
         raise ValueError(f"no .jpg/.jpeg/.png files in {source}")
     return files
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as the server sees the image (OpenCV applies EXIF orientation, as every track's decoder does);
+    for checking that boxes lie inside it."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not an image OpenCV can decode")
+    return image.shape[1], image.shape[0]
 
 
 def pack_images(encoded: Sequence[bytes]) -> np.ndarray:
@@ -67,9 +84,7 @@ def unpack_detections(outputs: dict[str, np.ndarray]) -> list[Detections]:
 
 
 def ready_public_models(client) -> list[str]:
-    """The public models ``client``'s server has ready, in the repository's order."""
-    from python_models.repository import PUBLIC_MODELS
-
+    """The public models ``client``'s server has ready, in the contract's order."""
     return [model for model in PUBLIC_MODELS if client.is_model_ready(model)]
 
 

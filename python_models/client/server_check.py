@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from python_models import contract as c
-from python_models.client import Detections, contract_violations, infer_grpc, unpack_detections
+from python_models.client import Detections, contract_violations, image_size, infer_grpc, unpack_detections
 from python_models.client.bad_inputs import bad_inputs
 from python_models.client.matching import differences, predictor_detections, tolerance
 
-PYTORCH = "yolo11_pytorch"
+PYTORCH = c.PYTORCH
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,6 @@ class CheckSettings:
     perf_window_ms: int = 2000
     batching_clients: int = 16
     out: Path | None = None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) as the server decodes it (OpenCV applies EXIF orientation, as Triton's decoders do)."""
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not an image OpenCV can decode")
-    return image.shape[1], image.shape[0]
 
 
 def default_images() -> dict[str, bytes]:
@@ -323,7 +313,7 @@ class ServerCheck:
         return [model, *[s["model_name"] for s in steps]]
 
     def batching(self, model: str) -> None:
-        from python_models.metrics import average_batch, scrape
+        from python_models.client.metrics import average_batch, scrape
 
         families = ("nv_inference_count", "nv_inference_exec_count")
         steps = self._steps(model)
@@ -338,8 +328,8 @@ class ServerCheck:
                  + ("" if ok else f": no step batched {self.s.batching_clients} concurrent clients"))
 
     def perf(self, model: str) -> None:
-        from python_models import perf_analyzer as pa
-        from python_models.report import PerfAnalyzerFailed, measure
+        from python_models.client import perf_analyzer as pa
+        from python_models.client.report import PerfAnalyzerFailed, measure
 
         if self.s.perf_analyzer is None:
             self.add("perf", model, "", False, f"no perf_analyzer ({pa.INSTALL_HINT}; --skip-perf to go without)")

@@ -1,1 +1,1 @@
-from python_models.triton.image_guard_model import TritonPythonModel  # noqa: F401
+from python_models.runtime.triton.image_guard_model import TritonPythonModel  # noqa: F401

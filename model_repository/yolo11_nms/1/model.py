@@ -1,1 +1,1 @@
-from python_models.triton.nms_model import TritonPythonModel  # noqa: F401
+from python_models.runtime.triton.nms_model import TritonPythonModel  # noqa: F401

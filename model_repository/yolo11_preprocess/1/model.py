@@ -1,1 +1,1 @@
-from python_models.triton.preprocess_model import TritonPythonModel  # noqa: F401
+from python_models.runtime.triton.preprocess_model import TritonPythonModel  # noqa: F401

@@ -1,1 +1,1 @@
-from python_models.triton.pytorch_model import TritonPythonModel  # noqa: F401
+from python_models.runtime.triton.pytorch_model import TritonPythonModel  # noqa: F401

@@ -1,15 +1,15 @@
 """CPU-profile twin of a TensorRT leaf: runs the ONNX graph the engine is built from, with ONNX Runtime.
 
-For the End2End leaves that graph holds ``EfficientNMS_TRT``, which ``python_models.onnx_session``
-supplies from ``python_models.efficient_nms``.
+For the End2End leaves that graph holds ``EfficientNMS_TRT``, which ``python_models.serving.twins.onnx_session``
+supplies from ``python_models.serving.twins.efficient_nms``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from python_models.onnx_session import open_session
-from python_models.triton.adapter import guarded, input_array, model_config, tensors_response, version_dir
+from python_models.serving.twins.onnx_session import open_session
+from python_models.runtime.triton.adapter import guarded, input_array, model_config, tensors_response, version_dir
 
 
 class TritonPythonModel:

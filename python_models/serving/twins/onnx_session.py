@@ -1,6 +1,6 @@
 """ONNX Runtime sessions for the graphs TensorRT builds engines from, TensorRT plugins included.
 
-A graph holding ``EfficientNMS_TRT`` runs with ``python_models.efficient_nms`` registered
+A graph holding ``EfficientNMS_TRT`` runs with ``python_models.serving.twins.efficient_nms`` registered
 as an ONNX Runtime custom op (onnxruntime-extensions' Python ops). That mechanism
 serves ops of one domain only, so the plugin node is moved to it in memory; the
 file on disk, which TensorRT parses, is left as exported.
@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from python_models.efficient_nms import OP_TYPE, EfficientNMSAttributes, efficient_nms
+from python_models.build.end2end import OP_TYPE, EfficientNMSAttributes
+from python_models.serving.twins.efficient_nms import efficient_nms
 
 _registered = False
 _FLOAT_ATTRIBUTES = ("score_threshold", "iou_threshold")

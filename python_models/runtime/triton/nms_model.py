@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from python_models.contract import LETTERBOX_TRANSFORM, RAW_PREDICTIONS
-from python_models.letterbox import LetterboxTransform
-from python_models.nms import nms, pack_detections
-from python_models.triton.adapter import guarded, input_array, respond
+from python_models.runtime.preprocess import LetterboxTransform
+from python_models.runtime.nms import nms, pack_detections
+from python_models.runtime.triton.adapter import guarded, input_array, respond
 
 
 class TritonPythonModel:

@@ -5,7 +5,7 @@ The same graph runs in two places, differing only in where JPEGs are decoded:
   version folder, ``@autoserialize``) with ``decoder_device="mixed"`` (nvJPEG);
 - in the CPU profile, the DALI twin builds it with ``decoder_device="cpu"`` and no GPU.
 
-The geometry is Ultralytics' ``LetterBox`` (``python_models.letterbox``), computed in
+The geometry is Ultralytics' ``LetterBox`` (``python_models.runtime.preprocess``), computed in
 float64 on DALI's CPU side so the transform equals the CPU letterbox's: Python's
 round-half-to-even is reproduced, since DALI only has floor.
 """

@@ -23,9 +23,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_models import repository as repo
-from python_models.deployment import TRITON_IMAGE, TRTEXEC
-from python_models.export import artifact, onnx_for
+from python_models.build import repository as repo
+from python_models.build.deployment import TRITON_IMAGE, TRTEXEC
+from python_models.build.export import artifact, onnx_for
 
 PLAN = "model.plan"
 PLAN_RECORD = "model.json"

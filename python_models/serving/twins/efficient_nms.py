@@ -10,32 +10,14 @@ boxes always come out as corners, and rows past ``num_detections`` are zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-OP_TYPE = "EfficientNMS_TRT"
-PLUGIN_VERSION = "1"
+from python_models.build.end2end import BOX_CENTER_SIZE, BOX_CORNERS, EfficientNMSAttributes
+
 PRE_NMS_TOP_K = 4096
 """The plugin's NMS kernel takes at most this many of the best-scoring candidates per image."""
-
-BOX_CORNERS = 0
-BOX_CENTER_SIZE = 1
-
-
-@dataclass(frozen=True)
-class EfficientNMSAttributes:
-    """The plugin's ONNX node attributes (``plugin_version`` aside), with its defaults."""
-
-    score_threshold: float
-    iou_threshold: float
-    max_output_boxes: int
-    background_class: int = -1
-    score_activation: int = 0
-    class_agnostic: int = 0
-    box_coding: int = BOX_CORNERS
 
 
 def corners(boxes: np.ndarray, box_coding: int) -> np.ndarray:

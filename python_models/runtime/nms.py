@@ -29,7 +29,7 @@ from python_models.contract import (
     OUTPUT_NUM_DETECTIONS,
     OUTPUT_SCORES,
 )
-from python_models.letterbox import LetterboxTransform, unletterbox_boxes
+from python_models.runtime.preprocess import LetterboxTransform, unletterbox_boxes
 
 CLASS_OFFSET = 7680
 """Ultralytics' ``max_wh``: boxes of different classes are shifted this far apart so one NMS never merges them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
-from python_models.triton.adapter import BatchBuffer, guarded, letterbox_requests, respond
+from python_models.runtime.triton.adapter import BatchBuffer, guarded, letterbox_requests, respond
 
 
 class TritonPythonModel:

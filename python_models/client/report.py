@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from python_models import perf_analyzer as pa
-from python_models.metrics import SUMMARY_FAMILIES, ModelMetrics, scrape, summarise
-from python_models.perf_analyzer import PerfResult
+from python_models.client import perf_analyzer as pa
+from python_models.client.metrics import SUMMARY_FAMILIES, ModelMetrics, scrape, summarise
+from python_models.client.perf_analyzer import PerfResult
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

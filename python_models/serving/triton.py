@@ -1,9 +1,10 @@
-"""Find a real ``tritonserver``, lay out the repository for this host's profile, and build its command line.
+"""Find a real ``tritonserver`` and build its command line and environment for this host's profile.
 
 GPU profile: the NGC image's server and backends serve ``model_repository/`` as it is.
-CPU profile: the server the ``nvidia-pytriton`` wheel ships serves a runtime copy in
-which each TensorRT/DALI leaf is a Python-backend twin with the same name and I/O;
-every other config, ensembles included, is linked unchanged.
+CPU profile: the server the ``nvidia-pytriton`` wheel ships serves the layout of
+``serving.cpu_profile``. Both run with the same settings: restricted APIs behind the admin
+key, explicit model control for the stub supervisor, strict readiness without exiting on a
+failed model, and in the GPU profile memory pools sized from the tiers.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from python_models import contract as c
-from python_models import repository as repo
-from python_models.export import onnx_for
+from python_models.build import repository as repo
 
 NGC_ROOT = Path("/opt/tritonserver")
 GPU_BACKENDS = ("tensorrt", "dali", "python")
@@ -61,90 +61,6 @@ def find_triton() -> TritonInstall:
     if not target.exists() or target.stat().st_size != stub.stat().st_size:
         shutil.copy2(stub, target)
     return TritonInstall(root / "bin" / "tritonserver", backends, root.parent.parent / "nvidia_pytriton.libs")
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() or dst.exists():
-        dst.unlink()
-    dst.symlink_to(src.resolve())
-
-
-@dataclass
-class CpuRepository:
-    path: Path
-    served: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    """Public models left out, and why."""
-
-
-def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None:
-    """Why this twin cannot run yet, or None."""
-    module = Path(__file__).parent / "triton" / f"{definition.twin}.py"
-    if not module.exists():
-        return f"its CPU twin ({definition.twin}) is not implemented yet"
-    if definition.onnx_source and not onnx_for(artifacts, definition).exists():
-        return f"{definition.onnx_source}/1/model.onnx has not been exported"
-    return None
-
-
-def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_models: Path | None = None,
-                         models: list[str] | None = None) -> CpuRepository:
-    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``.
-
-    ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
-    ``models``: the public models to serve (default: all).
-    """
-    definitions = repo.definitions_by_name()
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    result = CpuRepository(target)
-    blocked: dict[str, str] = {}
-    for name, definition in definitions.items():
-        if definition.twin and (why := _twin_ready(definition, artifacts)):
-            blocked[name] = why
-    needed: set[str] = set()
-    for public in models or repo.PUBLIC_MODELS:
-        config = definitions[public].config
-        leaves = repo.leaf_models(config) if config.platform == "ensemble" else []
-        reasons = [f"{leaf}: {blocked[leaf]}" for leaf in leaves if leaf in blocked]
-        if reasons:
-            result.skipped[public] = "; ".join(reasons)
-            continue
-        result.served.append(public)
-        needed.update([public, *leaves])
-    for name in sorted(needed):
-        definition = definitions[name]
-        model_dir = target / name
-        version = model_dir / "1"
-        version.mkdir(parents=True)
-        cpu_config = repo.cpu_profile_config(definition)
-        if cpu_config is not None:
-            (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(cpu_config))
-            (version / "model.py").write_text(repo.python_entry(definition.twin or definition.entry))
-            if (source / name / "warmup").is_dir():
-                _link(source / name / "warmup", model_dir / "warmup")
-        else:
-            _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
-            for item in (source / name / "1").iterdir():
-                if item.name not in (".gitkeep", "dali.py"):
-                    _link(item, version / item.name)
-        artifact_dir = artifacts / name / "1"
-        if artifact_dir.is_dir():
-            for item in artifact_dir.iterdir():
-                if item.suffix in (".pt", ".onnx"):
-                    _link(item, version / item.name)
-        if definition.onnx_source:
-            # Each tier's twin runs the one End2End graph its own engine would be built from.
-            _link(onnx_for(artifacts, definition), version / "model.onnx")
-    for model_dir in sorted(extra_models.iterdir()) if extra_models else []:
-        if (model_dir / "config.pbtxt").exists():
-            if model_dir.name in definitions:
-                raise ValueError(f"{model_dir} would replace the repository's own {model_dir.name}")
-            (target / model_dir.name).symlink_to(model_dir.resolve())
-            result.served.append(model_dir.name)
-    return result
 
 
 @dataclass(frozen=True)
@@ -266,73 +182,3 @@ def server_env(install: TritonInstall, stub_python_bin: Path | None = None) -> d
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [env.get("LD_LIBRARY_PATH"), str(install.libs)]))
     env.setdefault("YOLO_OFFLINE", "1")
     return env
-
-
-def wait_ready(url: str, process, timeout_s: float = 1800) -> bool:
-    """Poll ``url`` until it answers 200 (True), or until ``process`` exits or time runs out (False)."""
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(1)
-    return False
-
-
-@dataclass(frozen=True)
-class ModelState:
-    name: str
-    state: str
-    reason: str
-
-
-def model_states(http_url: str, key: str) -> list[ModelState]:
-    """Every model the server knows, with its state and Triton's reason (the repository index, behind the key)."""
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST",
-                                     headers={ADMIN_KEY_HEADER: key, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        index = json.loads(response.read())
-    return [ModelState(m["name"], m.get("state", "UNKNOWN"), m.get("reason", "")) for m in index]
-
-
-def load_report(states: list[ModelState], expected: list[str]) -> tuple[list[str], list[str]]:
-    """(lines to print, public models not serving) once the start-up loading is over."""
-    by_name = {s.name: s for s in states}
-    definitions = repo.definitions_by_name()
-    lines, failed = [], []
-    for name in expected:
-        state = by_name.get(name)
-        if state and state.state == "READY":
-            continue
-        failed.append(name)
-        leaves = repo.leaf_models(definitions[name].config) if name in definitions else []
-        causes = [f"{leaf}: {by_name[leaf].state} {by_name[leaf].reason}".strip() for leaf in leaves
-                  if leaf in by_name and by_name[leaf].state != "READY"]
-        own = f"{state.state} {state.reason}".strip() if state else "not loaded"
-        lines.append(f"NOT SERVING {name}: {own}" + (f" (because {'; '.join(causes)})" if causes else ""))
-    ready = [name for name in expected if name not in failed]
-    lines.insert(0, f"serving {len(ready)} of {len(expected)} public models: {', '.join(ready) or 'none'}")
-    return lines, failed
-
-
-def process_tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (launcher, tritonserver, Python stubs)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            pass
-    return total

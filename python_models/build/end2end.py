@@ -2,7 +2,7 @@
 
 Built by appending nodes to the raw export, so Tracks B and C run the same network.
 TensorRT's ONNX parser maps the unknown ``EfficientNMS_TRT`` op to its plugin; the
-CPU profile runs the same graph with ``python_models.efficient_nms`` standing in.
+CPU profile runs the same graph with ``python_models.serving.twins.efficient_nms`` standing in.
 
 Two choices keep Track C's answers equal to Ultralytics' (and so to Tracks A and B):
 - Ultralytics keeps one class per anchor, the best; the plugin would run NMS over
@@ -14,7 +14,7 @@ Two choices keep Track C's answers equal to Ultralytics' (and so to Tracks A and
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
@@ -22,7 +22,26 @@ import onnxslim
 from onnx import TensorProto, helper, numpy_helper
 
 from python_models import contract as c
-from python_models.efficient_nms import BOX_CENTER_SIZE, OP_TYPE, PLUGIN_VERSION, EfficientNMSAttributes
+
+# TensorRT's EfficientNMS_TRT plugin as the graph names it (TensorRT plugin/efficientNMSPlugin/README.md).
+OP_TYPE = "EfficientNMS_TRT"
+PLUGIN_VERSION = "1"
+BOX_CORNERS = 0
+BOX_CENTER_SIZE = 1
+
+
+@dataclass(frozen=True)
+class EfficientNMSAttributes:
+    """The plugin's ONNX node attributes (``plugin_version`` aside), with its defaults."""
+
+    score_threshold: float
+    iou_threshold: float
+    max_output_boxes: int
+    background_class: int = -1
+    score_activation: int = 0
+    class_agnostic: int = 0
+    box_coding: int = BOX_CORNERS
+
 
 PLUGIN_DOMAIN = "TRT"
 """Any domain works for TensorRT's parser (it matches on op type); ONNX needs the op to be in one."""

@@ -14,8 +14,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import IMAGE_SIZE, INPUT_IMAGES
-from python_models.decode import InvalidImageError, decode
-from python_models.letterbox import LetterboxTransform, letterbox
+from python_models.runtime.preprocess import InvalidImageError, decode
+from python_models.runtime.preprocess import LetterboxTransform, letterbox
 
 T = TypeVar("T")
 

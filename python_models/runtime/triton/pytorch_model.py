@@ -2,11 +2,11 @@
 
 Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always runs
 FP32, as the reference predictor does), ``decode_threads`` (0: twice the cores
-shared out over the host's instances, at most 16; ``decode.decode_threads``) and
+shared out over the host's instances, at most 16; ``preprocess.decode_threads``) and
 ``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs captured at load
-time, see ``detector.GraphedForward``). Rows are decoded and letterboxed in parallel
+time, see ``network.GraphedForward``). Rows are decoded and letterboxed in parallel
 threads (OpenCV releases the GIL) and stay uint8 until the device; candidates are
-filtered where the head output is and suppressed on the host (``python_models.nms``).
+filtered where the head output is and suppressed on the host (``python_models.runtime.nms``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 
 from python_models.contract import IMAGE_SIZE
-from python_models.decode import decode, decode_threads
-from python_models.detector import GraphedForward, forward_padded, load_network, warm_up
-from python_models.letterbox import letterbox_padded
-from python_models.nms import nms, pack_detections
-from python_models.triton.adapter import guarded, model_config, read_rows, respond, version_dir
+from python_models.runtime.preprocess import decode, decode_threads
+from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
+from python_models.runtime.preprocess import letterbox_padded
+from python_models.runtime.nms import nms, pack_detections
+from python_models.runtime.triton.adapter import guarded, model_config, read_rows, respond, version_dir
 
 PRECISIONS = ("fp16", "fp32")
 

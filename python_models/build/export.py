@@ -1,7 +1,7 @@
 """Turn weights into the artifacts every track serves: the ``.pt`` for Track A, ONNX for the engines.
 
 Two ONNX graphs: the raw network (Track B's engine) and the End2End graph built on
-it (``python_models.end2end``: NMS and un-letterbox inside), which Track C's and
+it (``python_models.build.end2end``: NMS and un-letterbox inside), which Track C's and
 every Track D tier's engines are built from.
 
 Artifacts land in the model folders of a repository root (``model_repository/`` by
@@ -20,7 +20,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from python_models import repository as repo
+from python_models.build import repository as repo
 
 MANIFEST = "export.json"
 EXPORT_FORMAT_VERSION = 3
@@ -117,10 +117,10 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
                      allow_untrained: bool = False) -> ExportManifest:
     """Write ``model.pt``, the raw and the End2End ONNX (FP32 and FP16) for ``weights``; return what was served.
 
-    Unresolvable weights raise ``detector.WeightsError`` unless ``allow_untrained``; an
+    Unresolvable weights raise ``weights.WeightsError`` unless ``allow_untrained``; an
     unwritable repository raises ``RepositoryNotWritable`` before anything is loaded.
     """
-    from python_models.detector import resolve_weights
+    from python_models.build.weights import resolve_weights
 
     check_writable(artifacts)
     key = _source_key(weights)
@@ -147,7 +147,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
 
     import onnx
 
-    from python_models.end2end import end2end_graph, fp16_graph
+    from python_models.build.end2end import end2end_graph, fp16_graph
 
     raw = onnx.load(str(target))
     graph = end2end_graph(raw)

@@ -1,4 +1,4 @@
-"""CPU-profile twin of a Track D DALI leaf: the same DALI graph (``python_models.dali_letterbox``), decoded on the CPU.
+"""CPU-profile twin of a Track D DALI leaf: the same DALI graph (``python_models.runtime.dali_letterbox``), decoded on the CPU.
 
 It fails as Triton's DALI backend fails: the rows of every request in the batch go
 through the pipeline at once, and when DALI cannot decode one of them, **every**
@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.dali_letterbox import letterbox_pipeline
-from python_models.triton.adapter import guarded, input_array, log_fault, model_config, tensors_response, unknown_error
+from python_models.runtime.dali_letterbox import letterbox_pipeline
+from python_models.runtime.triton.adapter import guarded, input_array, log_fault, model_config, tensors_response, unknown_error
 
 
 def _reason(exc: Exception) -> str:

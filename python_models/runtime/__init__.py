@@ -1,0 +1,9 @@
+"""What runs inside Triton in production: encoded bytes to boxes, and the adapters Triton calls.
+
+``preprocess`` (validate, decode, letterbox and its inverse), ``network`` (Track A's forward, eager or from CUDA
+graphs), ``nms`` (Ultralytics' NMS and the fixed-size packing), ``dali_letterbox`` (Track D's DALI graph) and
+``triton/`` (the ``TritonPythonModel`` adapters ``model_repository/*/1/model.py`` import).
+
+May import: ``python_models.contract`` and this package. Never ``build``, ``serving`` or ``client``: a Triton
+stub loads only what serving needs.
+"""

@@ -1,0 +1,95 @@
+"""The CPU profile's repository: each TensorRT or DALI leaf replaced by its Python twin (``serving.twins``), Track A
+on one CPU instance, every other config (ensembles included) linked unchanged, and the exported artifacts linked in."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_models.build import repository as repo
+from python_models.build.export import onnx_for
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    dst.symlink_to(src.resolve())
+
+
+@dataclass
+class CpuRepository:
+    path: Path
+    served: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Public models left out, and why."""
+
+
+def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None:
+    """Why this twin cannot run yet, or None."""
+    if importlib.util.find_spec(definition.twin) is None:
+        return f"its CPU twin ({definition.twin}) is not implemented yet"
+    if definition.onnx_source and not onnx_for(artifacts, definition).exists():
+        return f"{definition.onnx_source}/1/model.onnx has not been exported"
+    return None
+
+
+def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_models: Path | None = None,
+                         models: list[str] | None = None) -> CpuRepository:
+    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``.
+
+    ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
+    ``models``: the public models to serve (default: all).
+    """
+    definitions = repo.definitions_by_name()
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    result = CpuRepository(target)
+    blocked: dict[str, str] = {}
+    for name, definition in definitions.items():
+        if definition.twin and (why := _twin_ready(definition, artifacts)):
+            blocked[name] = why
+    needed: set[str] = set()
+    for public in models or repo.PUBLIC_MODELS:
+        config = definitions[public].config
+        leaves = repo.leaf_models(config) if config.platform == "ensemble" else []
+        reasons = [f"{leaf}: {blocked[leaf]}" for leaf in leaves if leaf in blocked]
+        if reasons:
+            result.skipped[public] = "; ".join(reasons)
+            continue
+        result.served.append(public)
+        needed.update([public, *leaves])
+    for name in sorted(needed):
+        definition = definitions[name]
+        model_dir = target / name
+        version = model_dir / "1"
+        version.mkdir(parents=True)
+        cpu_config = repo.cpu_profile_config(definition)
+        if cpu_config is not None:
+            (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(cpu_config))
+            (version / "model.py").write_text(repo.python_entry(definition.twin or definition.entry))
+            if (source / name / "warmup").is_dir():
+                _link(source / name / "warmup", model_dir / "warmup")
+        else:
+            _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
+            for item in (source / name / "1").iterdir():
+                if item.name not in (".gitkeep", "dali.py"):
+                    _link(item, version / item.name)
+        artifact_dir = artifacts / name / "1"
+        if artifact_dir.is_dir():
+            for item in artifact_dir.iterdir():
+                if item.suffix in (".pt", ".onnx"):
+                    _link(item, version / item.name)
+        if definition.onnx_source:
+            # Each tier's twin runs the one End2End graph its own engine would be built from.
+            _link(onnx_for(artifacts, definition), version / "model.onnx")
+    for model_dir in sorted(extra_models.iterdir()) if extra_models else []:
+        if (model_dir / "config.pbtxt").exists():
+            if model_dir.name in definitions:
+                raise ValueError(f"{model_dir} would replace the repository's own {model_dir.name}")
+            (target / model_dir.name).symlink_to(model_dir.resolve())
+            result.served.append(model_dir.name)
+    return result

@@ -1,0 +1,78 @@
+"""What a launcher, a tool or a test asks of a running server from outside: readiness, the models' states, memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from python_models.build import repository as repo
+from python_models.serving.triton import ADMIN_KEY_HEADER
+
+
+def wait_ready(url: str, process, timeout_s: float = 1800) -> bool:
+    """Poll ``url`` until it answers 200 (True), or until ``process`` exits or time runs out (False)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+@dataclass(frozen=True)
+class ModelState:
+    name: str
+    state: str
+    reason: str
+
+
+def model_states(http_url: str, key: str) -> list[ModelState]:
+    """Every model the server knows, with its state and Triton's reason (the repository index, behind the key)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST",
+                                     headers={ADMIN_KEY_HEADER: key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        index = json.loads(response.read())
+    return [ModelState(m["name"], m.get("state", "UNKNOWN"), m.get("reason", "")) for m in index]
+
+
+def load_report(states: list[ModelState], expected: list[str]) -> tuple[list[str], list[str]]:
+    """(lines to print, public models not serving) once the start-up loading is over."""
+    by_name = {s.name: s for s in states}
+    definitions = repo.definitions_by_name()
+    lines, failed = [], []
+    for name in expected:
+        state = by_name.get(name)
+        if state and state.state == "READY":
+            continue
+        failed.append(name)
+        leaves = repo.leaf_models(definitions[name].config) if name in definitions else []
+        causes = [f"{leaf}: {by_name[leaf].state} {by_name[leaf].reason}".strip() for leaf in leaves
+                  if leaf in by_name and by_name[leaf].state != "READY"]
+        own = f"{state.state} {state.reason}".strip() if state else "not loaded"
+        lines.append(f"NOT SERVING {name}: {own}" + (f" (because {'; '.join(causes)})" if causes else ""))
+    ready = [name for name in expected if name not in failed]
+    lines.insert(0, f"serving {len(ready)} of {len(expected)} public models: {', '.join(ready) or 'none'}")
+    return lines, failed
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (launcher, tritonserver, Python stubs)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

@@ -1,1 +1,0 @@
-"""Thin ``TritonPythonModel`` adapters; ``model_repository/*/1/model.py`` import one class from here."""
