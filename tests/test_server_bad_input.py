@@ -8,7 +8,6 @@ grayscale JPEG) is answered within the contract.
 from __future__ import annotations
 
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np

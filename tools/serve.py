@@ -31,8 +31,8 @@ from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E
 from python_models.build.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
 from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
 from python_models.build.export import RepositoryNotWritable, export_artifacts, read_manifest, untrained_banner  # noqa: E402
-from python_models.serving.triton import (
-    # noqa: E402     ADMIN_KEY_ENV,
+from python_models.serving.triton import (  # noqa: E402
+    ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
     RESTRICTED_APIS,
     Ports,
@@ -42,8 +42,8 @@ from python_models.serving.triton import (
     server_command,
     server_env,
 )
-from python_models.serving.cpu_profile import build_cpu_repository
-from python_models.serving.status import load_report, model_states, wait_ready
+from python_models.serving.cpu_profile import build_cpu_repository  # noqa: E402
+from python_models.serving.status import load_report, model_states, wait_ready  # noqa: E402
 from python_models.serving.supervisor import StubSupervisor  # noqa: E402
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.runtime.dali_letterbox import letterbox_pipeline
 from python_models.runtime.triton.adapter import guarded, input_array, log_fault, model_config, tensors_response, unknown_error
