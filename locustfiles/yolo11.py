@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import contract_violations, image_files, image_size, infer_grpc, ready_public_models  # noqa: E402
+from python_models.client import served_spec  # noqa: E402
 
 class WrongAnswer(Exception):
     """The server answered, but not what the contract promises."""
@@ -45,6 +46,8 @@ class Workload:
 
     images: list[tuple[bytes, tuple[int, int]]] = []
     models: list[str] = []
+    specs: dict = {}
+    unchecked: dict[str, str] = {}
 
 
 @events.test_start.add_listener
@@ -60,14 +63,18 @@ def _load(environment, **_kwargs) -> None:
     for path in files:
         data = path.read_bytes()
         Workload.images.append((data, image_size(data)))
-    if options and options.models:
-        Workload.models = options.models.split(",")
-    else:
-        client = grpcclient.InferenceServerClient(environment.host)
-        Workload.models = ready_public_models(client)
-        client.close()
+    client = grpcclient.InferenceServerClient(environment.host)
+    Workload.models = options.models.split(",") if options and options.models else ready_public_models(client)
     if not Workload.models:
         raise SystemExit(f"no public model is ready at {environment.host}")
+    # Answers are checked against what each model states it serves (class count, thresholds, rows); a model that
+    # states nothing cannot be checked, and every answer of it counts as wrong, with the reason.
+    for model in Workload.models:
+        try:
+            Workload.specs[model] = served_spec(client, model)
+        except ValueError as exc:
+            Workload.unchecked[model] = str(exc)
+    client.close()
 
 
 class TritonGrpcUser(User):
@@ -98,7 +105,9 @@ class TritonGrpcUser(User):
         try:
             outputs = infer_grpc(self.client, model, [data for data, _ in batch], timeout=300)
             length = sum(v.nbytes for v in outputs.values() if v is not None)
-            problems = contract_violations(outputs, [size for _, size in batch])
+            spec = Workload.specs.get(model)
+            problems = ([Workload.unchecked[model]] if spec is None
+                        else contract_violations(outputs, [size for _, size in batch], spec))
             if problems:
                 exception = WrongAnswer("; ".join(problems))
         except Exception as exc:  # noqa: BLE001 - every error is a failed request in locust's statistics

@@ -1,14 +1,15 @@
 """Serving Ultralytics YOLO detection on Triton, four ways behind one contract. One subpackage per role:
 
-- ``contract``: the one definition of names, I/O, thresholds, sizes and tiers. Imports nothing of ours.
+- ``contract``: the one definition of names, I/O, tiers, defaults and ``ModelSpec`` (what an export serves: classes,
+  names, image size, thresholds). Imports nothing of ours.
 - ``runtime``: what runs inside Triton in production: preprocessing, the network, NMS, the DALI graph, and the
   thin ``TritonPythonModel`` adapters. Imports ``contract`` only.
 - ``build``: what builds the model repository: weights, export, the End2End graph, configs, plans, the pinned
   release. Imports ``contract`` and ``runtime``.
 - ``serving``: what starts and watches a server: finding ``tritonserver``, its command line, the CPU profile's
   layout and twins, the stub supervisor, status. Imports ``contract``, ``runtime`` and ``build``.
-- ``client``: what a client runs: packing, unpacking, the contract check, matching, metrics, perf_analyzer, the
-  self-check of a live server. Imports ``contract`` only.
+- ``client``: what a client runs: packing, unpacking with class names, the contract check, matching, COCO mAP,
+  metrics, perf_analyzer, the self-check of a live server. Imports ``contract`` only.
 
 ``tests/test_architecture.py`` fails when an import crosses these lines the forbidden way.
 """

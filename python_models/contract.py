@@ -1,7 +1,11 @@
 """The one definition of what every public model takes and returns.
 
-Model configs (``python_models.build.repository``), the Python models, the ONNX
-exports and the tests all read these values; nothing else states them.
+Model names, tensor names and types, the DALI tiers and the defaults are constants here.
+What depends on the exported detector (its classes and names, the image size, the
+thresholds, and so the shapes) is one ``ModelSpec``: the export makes it from the
+weights, every model config states it (``metadata``), the Python models and clients read
+it from there. Model configs (``python_models.build.repository``), the Python models,
+the ONNX exports and the tests all read these values; nothing else states them.
 """
 
 from __future__ import annotations
@@ -10,22 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_SIZE = 640
-"""Square network input side; letterboxing pads every image to this."""
-
-NUM_CLASSES = 80
-"""Class count of the served weights (COCO). Export refuses weights that differ."""
-
-STRIDES = (8, 16, 32)
-NUM_ANCHORS = sum((IMAGE_SIZE // s) ** 2 for s in STRIDES)
-"""Candidate boxes the YOLO11 head emits per image (8400 at 640)."""
+DEFAULT_IMAGE_SIZE = 640
+"""Square network input side when the export is not told otherwise; letterboxing pads every image to it."""
 
 PAD_VALUE = 114
 """Letterbox border colour, as in Ultralytics' ``LetterBox``."""
 
-CONF_THRESHOLD = 0.25
-IOU_THRESHOLD = 0.45
-MAX_DETECTIONS = 100
+DEFAULT_CONF = 0.25
+DEFAULT_IOU = 0.45
+DEFAULT_MAX_DET = 100
+"""Thresholds every track applies unless the export is given others (``--conf``, ``--iou``, ``--max-det``)."""
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Images whose header claims more pixels are rejected before decoding."""
@@ -69,16 +67,115 @@ class TensorSpec:
 
 
 PUBLIC_INPUTS = (TensorSpec(INPUT_IMAGES, np.dtype(np.uint8), (-1,)),)
-PUBLIC_OUTPUTS = (
-    TensorSpec(OUTPUT_NUM_DETECTIONS, np.dtype(np.int32), (1,)),
-    TensorSpec(OUTPUT_BOXES, np.dtype(np.float32), (MAX_DETECTIONS, 4)),
-    TensorSpec(OUTPUT_SCORES, np.dtype(np.float32), (MAX_DETECTIONS,)),
-    TensorSpec(OUTPUT_CLASSES, np.dtype(np.int32), (MAX_DETECTIONS,)),
-)
+PUBLIC_OUTPUT_NAMES = (OUTPUT_NUM_DETECTIONS, OUTPUT_BOXES, OUTPUT_SCORES, OUTPUT_CLASSES)
 CHECKED_SPEC = TensorSpec(CHECKED_IMAGES, np.dtype(np.uint8), (-1,))
-LETTERBOXED_SPEC = TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.float32), (3, IMAGE_SIZE, IMAGE_SIZE))
 TRANSFORM_SPEC = TensorSpec(LETTERBOX_TRANSFORM, np.dtype(np.float32), (len(TRANSFORM_FIELDS),))
-RAW_SPEC = TensorSpec(RAW_PREDICTIONS, np.dtype(np.float32), (4 + NUM_CLASSES, NUM_ANCHORS))
+
+METADATA = "metadata"
+"""The config parameter holding ``ModelSpec.metadata()``: the key Ultralytics' ``TritonRemoteModel`` reads."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the exported detector is and what every track applies: one per export.
+
+    The export derives it from the weights and its options; every public model's config
+    (and the raw leaf's, and the NMS step's) states it in its ``metadata`` parameter, in
+    the form Ultralytics' Triton client reads, and the Python models read it from there.
+    Tensor shapes that depend on it are its methods, so no module restates a size.
+    """
+
+    names: tuple[str, ...]
+    """Class names in class-index order; their count is the class count."""
+    imgsz: int = DEFAULT_IMAGE_SIZE
+    strides: tuple[int, ...] = (8, 16, 32)
+    """The detection head's strides: one anchor grid per stride."""
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
+    max_det: int = DEFAULT_MAX_DET
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.names:
+            problems.append("no class names")
+        if not self.strides or self.imgsz <= 0 or self.imgsz % max(self.strides):
+            problems.append(f"image size {self.imgsz} is not a positive multiple of the largest stride "
+                            f"{max(self.strides, default=0)}")
+        if not 0 < self.conf < 1 or not 0 < self.iou <= 1:
+            problems.append(f"conf {self.conf} must lie in (0, 1) and iou {self.iou} in (0, 1]")
+        if self.max_det < 1:
+            problems.append(f"max_det {self.max_det} must be at least 1")
+        if problems:
+            raise ValueError("invalid model spec: " + "; ".join(problems))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def stride(self) -> int:
+        return max(self.strides)
+
+    @property
+    def num_anchors(self) -> int:
+        """Candidate boxes the head emits per image (8400 at 640 with strides 8, 16, 32)."""
+        return sum((self.imgsz // s) ** 2 for s in self.strides)
+
+    def public_outputs(self) -> tuple[TensorSpec, ...]:
+        """What every public model returns per image: ``max_det`` rows, the first ``num_detections`` filled."""
+        return (
+            TensorSpec(OUTPUT_NUM_DETECTIONS, np.dtype(np.int32), (1,)),
+            TensorSpec(OUTPUT_BOXES, np.dtype(np.float32), (self.max_det, 4)),
+            TensorSpec(OUTPUT_SCORES, np.dtype(np.float32), (self.max_det,)),
+            TensorSpec(OUTPUT_CLASSES, np.dtype(np.int32), (self.max_det,)),
+        )
+
+    def letterboxed_spec(self) -> TensorSpec:
+        return TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.float32), (3, self.imgsz, self.imgsz))
+
+    def raw_spec(self) -> TensorSpec:
+        return TensorSpec(RAW_PREDICTIONS, np.dtype(np.float32), (4 + self.num_classes, self.num_anchors))
+
+    def metadata(self) -> str:
+        """The ``metadata`` parameter: a Python literal, as Ultralytics' exports write it and its client parses it."""
+        return repr({
+            "description": "Ultralytics YOLO detector served by Triton (yolo11-triton)",
+            "task": "detect",
+            "stride": self.stride,
+            "strides": list(self.strides),
+            "batch": 1,
+            "imgsz": [self.imgsz, self.imgsz],
+            "names": dict(enumerate(self.names)),
+            "channels": 3,
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_det": self.max_det,
+        })
+
+    @classmethod
+    def from_metadata(cls, text: str) -> "ModelSpec":
+        import ast
+
+        meta = ast.literal_eval(text)
+        names = meta["names"]
+        if sorted(names) != list(range(len(names))):
+            raise ValueError(f"class indices in the metadata are not 0..{len(names) - 1}")
+        imgsz = meta["imgsz"]
+        if imgsz[0] != imgsz[1]:
+            raise ValueError(f"non-square image size {imgsz}")
+        return cls(names=tuple(names[i] for i in range(len(names))), imgsz=int(imgsz[0]),
+                   strides=tuple(int(s) for s in meta["strides"]), conf=float(meta["conf"]),
+                   iou=float(meta["iou"]), max_det=int(meta["max_det"]))
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelSpec":
+        """From a model config as JSON (what a Python model's ``initialize`` gets, or the server's config API)."""
+        try:
+            text = config["parameters"][METADATA]["string_value"]
+        except KeyError:
+            raise ValueError(f"model {config.get('name')!r} has no {METADATA!r} parameter; "
+                             "regenerate the repository with tools/export.py") from None
+        return cls.from_metadata(text)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ os.environ["YOLO_OFFLINE"] = "1"  # nothing downloads at test time
 
 from ultralytics.utils import ASSETS  # noqa: E402
 
-from python_models.client import Detections  # noqa: E402
+from python_models.client import Detections, served_spec  # noqa: E402
+from python_models.contract import ModelSpec, PUBLIC_OUTPUT_NAMES, PYTORCH  # noqa: E402
 from python_models.client.matching import differences, predictor_detections, tolerance  # noqa: E402, F401
 from python_models.serving.status import wait_ready  # noqa: E402
 
@@ -72,21 +73,30 @@ class Server:
 
         return httpclient.InferenceServerClient(self.http_url, concurrency=concurrency, network_timeout=300)
 
+    @property
+    def spec(self) -> ModelSpec:
+        """The served model, as Track A's config states it."""
+        if not hasattr(self, "_spec"):
+            self._spec = served_spec(self.grpc(), PYTORCH)
+        return self._spec
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    """``tools/serve.py`` exactly as a user runs it, on free loopback ports."""
-    work = tmp_path_factory.mktemp("triton")
+SESSION: dict = {}
+"""``spec``: what the session server serves (set once it is ready)."""
+
+
+def start_server(work: Path, weights: str, *options: str, extra_models: Path | None = None) -> Server:
+    """``tools/serve.py`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...)."""
     ports = [free_port() for _ in range(3)]
     log = work / "server.log"
     srv = Server(*ports, artifacts=work / "artifacts", log=log)
-    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", TEST_WEIGHTS,
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, *options,
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
            "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
-           "--extra-models", str(ROOT / "tests" / "models")]
+           *(["--extra-models", str(extra_models)] if extra_models else [])]
     with open(log, "wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     if not wait_ready(f"http://{srv.http_url}/v2/health/ready", process, SERVER_START_TIMEOUT_S):
@@ -95,12 +105,30 @@ def server(tmp_path_factory) -> Server:
         process.kill()
         pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
     srv.process = process
-    yield srv
-    process.terminate()
+    return srv
+
+
+def stop_server(srv: Server) -> None:
+    srv.process.terminate()
     try:
-        process.wait(timeout=60)
+        srv.process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
+        os.killpg(srv.process.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    """The session's server: the untrained test network, with the tests' deliberately wrong models beside it."""
+    srv = start_server(tmp_path_factory.mktemp("triton"), TEST_WEIGHTS, extra_models=ROOT / "tests" / "models")
+    SESSION["spec"] = srv.spec
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def spec(server) -> ModelSpec:
+    """What the session server serves (the untrained yolo11n.yaml: 80 classes at 640, default thresholds)."""
+    return server.spec
 
 
 @pytest.fixture(scope="session")
@@ -114,16 +142,17 @@ def reference_model(server):
 
 
 def assert_same_detections(got: Detections, ref: Detections, min_iou: float, score_tol: float, unpaired: float = 0.0,
-                           what: str = "") -> None:
-    """``*tolerance(model)`` fills the three middle arguments."""
+                           what: str = "", spec: ModelSpec | None = None) -> None:
+    """``*tolerance(model)`` fills the three middle arguments; ``spec``: the served model's (default: the session
+    server's)."""
     assert len(ref) > 0, f"{what}: the reference found nothing, so a comparison would prove nothing"
-    problems = differences(got, ref, min_iou, score_tol, unpaired)
+    problems = differences(got, ref, spec or SESSION["spec"], min_iou, score_tol, unpaired)
     assert not problems, f"{what}: " + "; ".join(problems)
 
 
-def reference_detections(model, image_path) -> Detections:
-    """The Ultralytics predictor on the CPU, FP32, as the CPU profile serves."""
-    return predictor_detections(model, image_path)
+def reference_detections(model, image, spec: ModelSpec | None = None) -> Detections:
+    """The Ultralytics predictor on the CPU, FP32, as the CPU profile serves, at the served size and thresholds."""
+    return predictor_detections(model, image, spec or SESSION["spec"])
 
 
 def burst(server: Server, model: str, rows: list[bytes], outputs: list[str] | None = None) -> list:
@@ -133,12 +162,12 @@ def burst(server: Server, model: str, rows: list[bytes], outputs: list[str] | No
 
     import tritonclient.grpc as grpcclient
 
-    from python_models.contract import INPUT_IMAGES, PUBLIC_OUTPUTS
+    from python_models.contract import INPUT_IMAGES
     from python_models.client import pack_images
 
     client = server.grpc()
     answers: queue.Queue = queue.Queue()
-    requested = [grpcclient.InferRequestedOutput(name) for name in (outputs or [s.name for s in PUBLIC_OUTPUTS])]
+    requested = [grpcclient.InferRequestedOutput(name) for name in (outputs or PUBLIC_OUTPUT_NAMES)]
     for index, data in enumerate(rows):
         packed = pack_images([data]) if data else np.zeros((1, 0), np.uint8)
         tensor = grpcclient.InferInput(INPUT_IMAGES, list(packed.shape), "UINT8")
@@ -156,6 +185,5 @@ def burst(server: Server, model: str, rows: list[bytes], outputs: list[str] | No
 def detections_of(result) -> Detections:
     """The detections of one single-image ``InferResult``."""
     from python_models.client import unpack_detections
-    from python_models.contract import PUBLIC_OUTPUTS
 
-    return unpack_detections({s.name: result.as_numpy(s.name) for s in PUBLIC_OUTPUTS})[0]
+    return unpack_detections({name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES})[0]

@@ -19,19 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_MEAN_ABS_DIFF = 2 / 255
 
 
-def cpu_letterbox(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    pipe = letterbox_pipeline(batch_size=len(encoded), num_threads=2, device_id=None, decoder_device="cpu")
+SIZE = c.DEFAULT_IMAGE_SIZE
+
+
+def cpu_letterbox(encoded: list[bytes], size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    pipe = letterbox_pipeline(size=size, batch_size=len(encoded), num_threads=2, device_id=None, decoder_device="cpu")
     pipe.build()
     pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(e, np.uint8) for e in encoded])
     images, transforms = pipe.run()
     return images.as_array(), transforms.as_array()
 
 
-def test_dali_cpu_pipeline_matches_the_cpu_letterbox(samples):
-    images, transforms = cpu_letterbox([samples[name] for name in SAMPLE_NAMES])
-    assert images.shape == (len(SAMPLE_NAMES), *c.LETTERBOXED_SPEC.dims) and images.dtype == np.float32
+@pytest.mark.parametrize("size", [SIZE, 320])
+def test_dali_cpu_pipeline_matches_the_cpu_letterbox(samples, size):
+    images, transforms = cpu_letterbox([samples[name] for name in SAMPLE_NAMES], size)
+    assert images.shape == (len(SAMPLE_NAMES), 3, size, size) and images.dtype == np.float32
     for name, image, transform in zip(SAMPLE_NAMES, images, transforms):
-        expected, expected_transform = letterbox(decode(samples[name]))
+        expected, expected_transform = letterbox(decode(samples[name]), size)
         np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
         assert np.abs(image - expected).mean() <= MAX_MEAN_ABS_DIFF, name
         # The border is exactly the pad value wherever both agree it is border.
@@ -47,12 +51,12 @@ def test_geometry_rounds_like_ultralytics(width, height):
     pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     encoded = cv2.imencode(".png", pixels)[1].tobytes()
     _, transforms = cpu_letterbox([encoded])
-    np.testing.assert_array_equal(transforms[0], letterbox(pixels)[1].to_array())
+    np.testing.assert_array_equal(transforms[0], letterbox(pixels, SIZE)[1].to_array())
 
 
 def test_the_graph_rejects_an_unknown_decoder_device():
     with pytest.raises(ValueError, match="decoder_device"):
-        letterbox_graph("gpu")
+        letterbox_graph(SIZE, "gpu")
 
 
 @pytest.mark.parametrize("tier", c.DALI_TIERS, ids=lambda t: t.name)
@@ -64,8 +68,8 @@ def test_each_tier_ships_one_autoserialisable_mixed_decoder_pipeline(tier):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     (pipeline,) = _discover_autoserialize(module, visited=[])  # the DALI backend demands exactly one
-    assert 'decoder_device="mixed"' in path.read_text()
-    config = repo.definitions_by_name()[repo.dali_preprocess_name(tier)].config
+    assert f'letterbox_graph(size={SIZE}, decoder_device="mixed")' in path.read_text()
+    config = repo.definitions_by_name(repo.default_spec())[repo.dali_preprocess_name(tier)].config
     assert config.backend == "dali" and all(i.allow_ragged_batch for i in config.input)
     assert [o.name for o in config.output] == [c.LETTERBOXED_IMAGES, c.LETTERBOX_TRANSFORM], "DALI maps outputs by order"
 
@@ -83,7 +87,7 @@ def test_served_dali_twin_letterboxes_as_the_cpu_letterbox(server, samples, tier
     result = server.grpc().infer(repo.dali_preprocess_name(tier), [inp])
     images, transforms = result.as_numpy(c.LETTERBOXED_IMAGES), result.as_numpy(c.LETTERBOX_TRANSFORM)
     for name, image, transform in zip(SAMPLE_NAMES, images, transforms):
-        expected, expected_transform = letterbox(decode(samples[name]))
+        expected, expected_transform = letterbox(decode(samples[name]), SIZE)
         np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
         assert np.abs(image - expected).mean() <= MAX_MEAN_ABS_DIFF, name
 
@@ -118,10 +122,10 @@ def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):
 
     @pipeline_def
     def mirrored():
-        images, transform = letterbox_graph(decoder_device="cpu")
+        images, transform = letterbox_graph(SIZE, decoder_device="cpu")
         return fn.flip(images, horizontal=1), transform
 
     serialized = tmp_path / "mirrored.dali"
     mirrored(batch_size=8, num_threads=2, device_id=None).serialize(filename=str(serialized))
-    results = tool.compare(serialized, 8, None, tool.sample_images(ROOT / "model_repository"))
+    results = tool.compare(serialized, 8, None, tool.sample_images(ROOT / "model_repository"), SIZE)
     assert not results["bus.jpg"]["passed"] and results["bus.jpg"]["mean_abs_diff_grey_levels"] > 2

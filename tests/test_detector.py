@@ -8,16 +8,17 @@ import torch
 from python_models.build.weights import calibration_images, untrained_detector
 from python_models.runtime.preprocess import letterbox
 from python_models.runtime.nms import nms
+from python_models.contract import ModelSpec
 
 
 def test_untrained_detector_is_deterministic_and_image_dependent():
     a, b = untrained_detector(), untrained_detector()
-    batch = torch.from_numpy(np.stack([letterbox(i)[0] for i in calibration_images()[:2]]))
+    batch = torch.from_numpy(np.stack([letterbox(i, 640)[0] for i in calibration_images()[:2]]))
     with torch.no_grad():
         ya = a.model.eval()(batch)[0]
         yb = b.model.eval()(batch)[0]
     torch.testing.assert_close(ya, yb)
-    detections = nms(ya)
+    detections = nms(ya, ModelSpec(names=tuple(a.names.values())))
     assert all(len(d) > 0 for d in detections), "the test weights must detect on the sample images"
     assert not np.allclose(detections[0][:3, :4], detections[1][:3, :4]), "boxes must depend on the image"
 
@@ -35,8 +36,8 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
 
     net = untrained_detector().model.fuse().eval()
     image = cv2.imread(str(ASSETS / "zidane.jpg"))
-    padded, transform = letterbox_padded(image)
-    floats, same_transform = letterbox(image)
+    padded, transform = letterbox_padded(image, 640)
+    floats, same_transform = letterbox(image, 640)
     assert transform == same_transform
     via_uint8 = forward_padded(net, padded[None], torch.device("cpu"))
     via_float = forward(net, floats[None], torch.device("cpu"))

@@ -11,7 +11,7 @@ from onnx import TensorProto, shape_inference
 from python_models import contract as c
 from python_models.build import repository as repo
 from python_models.runtime.preprocess import decode
-from python_models.build.end2end import NMS_ATTRIBUTES, OP_TYPE, nms_node
+from python_models.build.end2end import OP_TYPE, nms_attributes, nms_node
 from python_models.build.engine_build import engine_specs
 from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
 from python_models.client.matching import differences
@@ -29,63 +29,63 @@ def _shape(info) -> list:
     return [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
 
 
-def test_the_plugin_node_has_the_efficientnms_contract(end2end):
+def test_the_plugin_node_has_the_efficientnms_contract(end2end, spec):
     node = nms_node(end2end)
     assert node.op_type == OP_TYPE == "EfficientNMS_TRT"
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attributes.pop("plugin_version") == b"1"
     assert attributes == {
-        "score_threshold": pytest.approx(c.CONF_THRESHOLD), "iou_threshold": pytest.approx(c.IOU_THRESHOLD),
-        "max_output_boxes": c.MAX_DETECTIONS, "background_class": -1, "score_activation": 0,
+        "score_threshold": pytest.approx(spec.conf), "iou_threshold": pytest.approx(spec.iou),
+        "max_output_boxes": spec.max_det, "background_class": -1, "score_activation": 0,
         "class_agnostic": 0, "box_coding": 1,  # the head's boxes are centre-x, centre-y, w, h
     }
     # The plugin keeps scores >= its threshold, Ultralytics > conf: the threshold is the next float32 above conf.
-    assert np.float32(NMS_ATTRIBUTES.score_threshold) == np.nextafter(np.float32(c.CONF_THRESHOLD), np.float32(1))
-    assert NMS_ATTRIBUTES.max_output_boxes == c.MAX_DETECTIONS
+    assert np.float32(nms_attributes(spec).score_threshold) == np.nextafter(np.float32(spec.conf), np.float32(1))
+    assert nms_attributes(spec).max_output_boxes == spec.max_det
     # Inputs: boxes [B, anchors, 4] and scores [B, anchors, classes], as the plugin takes them.
     inferred = shape_inference.infer_shapes(end2end)
     known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     boxes, scores = (known[name] for name in node.input)
-    assert _shape(boxes)[1:] == [c.NUM_ANCHORS, 4], _shape(boxes)
-    assert _shape(scores)[1:] == [c.NUM_ANCHORS, c.NUM_CLASSES], _shape(scores)
+    assert _shape(boxes)[1:] == [spec.num_anchors, 4], _shape(boxes)
+    assert _shape(scores)[1:] == [spec.num_anchors, spec.num_classes], _shape(scores)
     assert all(known[name].type.tensor_type.elem_type == TensorProto.FLOAT for name in node.input)
     # Outputs: the plugin's names are the contract's, except the boxes, which are un-letterboxed after it.
     assert list(node.output)[0] == c.OUTPUT_NUM_DETECTIONS
     assert list(node.output)[2:] == [c.OUTPUT_SCORES, c.OUTPUT_CLASSES]
     plugin_outputs = [(known[name].type.tensor_type.elem_type, _shape(known[name])[1:]) for name in node.output]
-    k = c.MAX_DETECTIONS
+    k = spec.max_det
     assert plugin_outputs == [(TensorProto.INT32, [1]), (TensorProto.FLOAT, [k, 4]),
                               (TensorProto.FLOAT, [k]), (TensorProto.INT32, [k])], plugin_outputs
 
 
-def test_graph_io_is_the_contract(end2end):
+def test_graph_io_is_the_contract(end2end, spec):
     inputs = {i.name: i for i in end2end.graph.input}
     assert list(inputs) == [c.ONNX_INPUT, c.LETTERBOX_TRANSFORM]
-    assert _shape(inputs[c.ONNX_INPUT])[1:] == [3, c.IMAGE_SIZE, c.IMAGE_SIZE]
+    assert _shape(inputs[c.ONNX_INPUT])[1:] == [3, spec.imgsz, spec.imgsz]
     assert _shape(inputs[c.LETTERBOX_TRANSFORM])[1:] == [len(c.TRANSFORM_FIELDS)]
     types = {TensorProto.INT32: np.dtype(np.int32), TensorProto.FLOAT: np.dtype(np.float32)}
     outputs = [(o.name, types[o.type.tensor_type.elem_type], _shape(o)[1:]) for o in end2end.graph.output]
-    assert outputs == [(s.name, s.dtype, list(s.dims)) for s in c.PUBLIC_OUTPUTS]
+    assert outputs == [(s.name, s.dtype, list(s.dims)) for s in spec.public_outputs()]
     assert all(isinstance(_shape(o)[0], str) for o in end2end.graph.output), "dynamic batch"
 
 
-def _letterboxed(sample_dir, names):
-    pairs = [letterbox(decode((sample_dir / name).read_bytes())) for name in names]
+def _letterboxed(sample_dir, names, size: int = c.DEFAULT_IMAGE_SIZE):
+    pairs = [letterbox(decode((sample_dir / name).read_bytes()), size) for name in names]
     return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
 
-def test_end2end_graph_answers_what_track_b_answers(server, sample_dir):
+def test_end2end_graph_answers_what_track_b_answers(server, sample_dir, spec):
     """Same network, same NMS decisions, boxes mapped back in the graph: outputs equal Track B's Python steps."""
     images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
     raw = open_session(raw_onnx(server.artifacts)).run(None, {c.ONNX_INPUT: images})[0]
-    expected = pack_detections(nms(raw), transforms)
+    expected = pack_detections(nms(raw, spec), transforms, spec.max_det)
     session = open_session(end2end_onnx(server.artifacts))
     names = [o.name for o in session.get_outputs()]
     got = dict(zip(names, session.run(None, {c.ONNX_INPUT: images,
                                              c.LETTERBOX_TRANSFORM: np.stack([t.to_array() for t in transforms])})))
     assert expected[c.OUTPUT_NUM_DETECTIONS].min() > 0, "every sample image must have detections to compare"
-    for spec in c.PUBLIC_OUTPUTS:
-        assert got[spec.name].dtype == spec.dtype and got[spec.name].shape == (len(SAMPLE_NAMES), *spec.dims)
+    for tensor in spec.public_outputs():
+        assert got[tensor.name].dtype == tensor.dtype and got[tensor.name].shape == (len(SAMPLE_NAMES), *tensor.dims)
     np.testing.assert_array_equal(got[c.OUTPUT_NUM_DETECTIONS], expected[c.OUTPUT_NUM_DETECTIONS])
     np.testing.assert_array_equal(got[c.OUTPUT_CLASSES], expected[c.OUTPUT_CLASSES])
     np.testing.assert_allclose(got[c.OUTPUT_SCORES], expected[c.OUTPUT_SCORES], atol=1e-6)
@@ -111,8 +111,8 @@ def test_unletterbox_in_the_graph_uses_the_transform(server, sample_dir):
 
 
 def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
-    defs = repo.definitions_by_name()
-    specs = {s.model: s for s in engine_specs(tmp_path)}
+    defs = repo.definitions_by_name(repo.default_spec())
+    specs = {s.model: s for s in engine_specs(tmp_path, repo.default_spec())}
     assert set(specs) == {n for n, d in defs.items() if d.config.platform == "tensorrt_plan"}
     engines = []
     for tier in c.DALI_TIERS:
@@ -130,7 +130,7 @@ def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
     assert len(set(engines)) == len(c.DALI_TIERS)
     assert specs[repo.RAW_TRT].onnx == raw_onnx(tmp_path).with_name(FP16_ONNX)
     assert specs[repo.END2END_TRT].onnx == end2end_onnx(tmp_path).with_name(FP16_ONNX)
-    fp32 = {s.model: s for s in engine_specs(tmp_path, "fp32")}
+    fp32 = {s.model: s for s in engine_specs(tmp_path, repo.default_spec(), "fp32")}
     assert fp32[repo.END2END_TRT].onnx == end2end_onnx(tmp_path) and fp32[repo.RAW_TRT].onnx == raw_onnx(tmp_path)
 
 
@@ -163,7 +163,7 @@ def _detections(outputs):
     return unpack_detections(outputs)
 
 
-def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detects(server, sample_dir):
+def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detects(server, sample_dir, spec):
     """The graph FP16 engines are built from (strongly typed): network FP16, selection and un-letterbox FP32."""
     fp16_path = end2end_onnx(server.artifacts).with_name(FP16_ONNX)
     fp16 = onnx.load(str(fp16_path))
@@ -183,12 +183,12 @@ def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detect
     half = _detections(_run(fp16_path, images, params))
     for name, got, ref in zip(SAMPLE_NAMES, half, full):
         assert len(ref) > 0, f"{name}: FP32 detects nothing, so the comparison would prove nothing"
-        problems = differences(got, ref, 0.9, 1e-2)
+        problems = differences(got, ref, spec, 0.9, 1e-2)
         assert not problems, f"{name}: FP16 graph vs FP32 graph: {problems}"
     raw16 = onnx.load(str(raw_onnx(server.artifacts).with_name(FP16_ONNX)))
     assert [o.type.tensor_type.elem_type for o in raw16.graph.output] == [TensorProto.FLOAT]
     raw = open_session(raw_onnx(server.artifacts).with_name(FP16_ONNX)).run(None, {c.ONNX_INPUT: images})[0]
-    assert [len(d) for d in nms(raw)] == [int(n) for n in
+    assert [len(d) for d in nms(raw, spec)] == [int(n) for n in
                                           _run(fp16_path, images, params)[c.OUTPUT_NUM_DETECTIONS].ravel()]
 
 

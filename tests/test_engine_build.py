@@ -28,7 +28,8 @@ from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = "10.16.1.11"
-ENGINES = sorted(n for n, d in repo.definitions_by_name().items() if d.config.platform == "tensorrt_plan")
+SPEC = repo.default_spec()
+ENGINES = sorted(n for n, d in repo.definitions_by_name(repo.default_spec()).items() if d.config.platform == "tensorrt_plan")
 
 
 def plan_bytes(version: str) -> bytes:
@@ -74,47 +75,47 @@ def calls(tmp_path) -> list[list[str]]:
 
 
 def test_every_plan_is_built_strongly_typed_from_the_fp16_graph_and_recorded(fake_trtexec, artifacts, tmp_path):
-    assert build_engines(artifacts, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None) == []
+    assert build_engines(artifacts, SPEC, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None) == []
     made = calls(tmp_path)
     assert len(made) == len(ENGINES)
-    for spec in engine_specs(artifacts, "fp16"):
+    for spec in engine_specs(artifacts, SPEC, "fp16"):
         (args,) = [a for a in made if f"--saveEngine={spec.plan.with_name('model.plan.partial')}" in a]
         assert f"--onnx={spec.onnx}" in args and spec.onnx.name == FP16_ONNX
         assert "--stronglyTyped" in args and "--skipInference" in args
-        batch = repo.definitions_by_name()[spec.model].config.max_batch_size
-        image = f"{c.ONNX_INPUT}:{batch}x3x{c.IMAGE_SIZE}x{c.IMAGE_SIZE}"
+        batch = repo.definitions_by_name(repo.default_spec())[spec.model].config.max_batch_size
+        image = f"{c.ONNX_INPUT}:{batch}x3x{SPEC.imgsz}x{SPEC.imgsz}"
         assert any(a.startswith("--maxShapes=") and image in a for a in args), args
         assert plan_tensorrt_version(spec.plan) == RUNTIME
         record = json.loads(spec.plan.with_name("model.json").read_text())
         assert record["tensorrt"] == RUNTIME and record["precision"] == "fp16" and record["onnx"] == FP16_ONNX
     # Up to date: nothing rebuilt. A changed graph or another precision: rebuilt.
-    build_engines(artifacts, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    build_engines(artifacts, SPEC, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     assert len(calls(tmp_path)) == len(ENGINES)
     end2end_onnx(artifacts).with_name(FP16_ONNX).write_bytes(b"new fp16 graph")
-    build_engines(artifacts, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    build_engines(artifacts, SPEC, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     assert len(calls(tmp_path)) == 2 * len(ENGINES) - 1  # every engine but the raw one comes from end2end
-    build_engines(artifacts, precision="fp32", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    build_engines(artifacts, SPEC, precision="fp32", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     assert all(f"--onnx={end2end_onnx(artifacts)}" in a or f"--onnx={raw_onnx(artifacts)}" in a
                for a in calls(tmp_path)[-len(ENGINES):])
 
 
 def test_a_plan_from_another_tensorrt_build_is_refused_and_not_put_in_place(fake_trtexec, artifacts, monkeypatch):
     monkeypatch.setenv("FAKE_TRT_VERSION", "10.16.1.10")  # same major.minor.patch, another build
-    failed = build_engines(artifacts, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    failed = build_engines(artifacts, SPEC, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     assert len(failed) == len(ENGINES)
     assert all("built by TensorRT 10.16.1.10, but this server loads TensorRT 10.16.1.11" in f for f in failed)
-    assert not any(s.plan.exists() or s.plan.with_name("model.plan.partial").exists() for s in engine_specs(artifacts))
+    assert not any(s.plan.exists() or s.plan.with_name("model.plan.partial").exists() for s in engine_specs(artifacts, SPEC))
 
 
 def test_a_failed_build_is_reported_with_trtexecs_words(fake_trtexec, artifacts, monkeypatch):
     monkeypatch.setenv("FAKE_TRTEXEC_FAIL", "1")
-    failed = build_engines(artifacts, [repo.END2END_TRT], trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    failed = build_engines(artifacts, SPEC, [repo.END2END_TRT], trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     assert len(failed) == 1 and "trtexec exited with 1" in failed[0] and "failed to parse" in failed[0]
 
 
 def test_no_builder_means_every_needed_plan_is_reported(artifacts, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    failed = build_engines(artifacts, log=lambda _: None)
+    failed = build_engines(artifacts, SPEC, log=lambda _: None)
     assert len(failed) == len(ENGINES) and all("no TensorRT builder here" in f for f in failed)
 
 
@@ -146,13 +147,13 @@ def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
 
 def test_a_changed_max_batch_or_precision_rebuilds_what_it_changes(fake_trtexec, artifacts, tmp_path, monkeypatch):
     """The record beside each plan (precision, profiles, TensorRT, ONNX hash) decides, not file times."""
-    build_engines(artifacts, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    build_engines(artifacts, SPEC, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     built = len(calls(tmp_path))
-    definitions = repo.model_definitions()
+    definitions = repo.model_definitions(repo.default_spec())
     wider = next(d for d in definitions if d.name == repo.END2END_TRT)
     wider.config.max_batch_size *= 2
-    monkeypatch.setattr(repo, "model_definitions", lambda: definitions)
-    build_engines(artifacts, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
+    monkeypatch.setattr(repo, "model_definitions", lambda spec: definitions)
+    build_engines(artifacts, SPEC, trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
     rebuilt = calls(tmp_path)[built:]
     assert len(rebuilt) == 1 and any(a.startswith("--maxShapes=") and f"images:{wider.config.max_batch_size}x" in a
                                      for a in rebuilt[0])

@@ -27,7 +27,7 @@ def export(*args: str, user: int | None = None, env: dict | None = None) -> subp
                           env={**os.environ, "YOLO_OFFLINE": "1", **(env or {})})
 
 
-def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server):
+def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server, spec):
     model = onnx.load(str(raw_onnx(server.artifacts)))
     (inp,) = model.graph.input
     (out,) = model.graph.output
@@ -35,7 +35,7 @@ def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server):
     in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
     assert isinstance(in_dims[0], str) and in_dims[1] == 3, in_dims
-    assert isinstance(out_dims[0], str) and out_dims[1] == 4 + c.NUM_CLASSES, out_dims
+    assert isinstance(out_dims[0], str) and out_dims[1] == 4 + spec.num_classes == 84, out_dims
 
 
 @pytest.mark.parametrize("weights,reason", [
@@ -76,7 +76,7 @@ def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:
     spec.loader.exec_module(tool)
     from python_models.build import repository
 
-    repository.model_definitions()  # imports what the refusal reads (ultralytics, for the warm-up image)
+    repository.model_definitions(repository.default_spec())  # imports what the refusal reads (ultralytics, for the warm-up image)
     err = tempfile.TemporaryFile()
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
@@ -123,3 +123,81 @@ def test_the_export_never_installs_anything(server):
     assert "AutoUpdate" not in log and "pip install" not in log, "Ultralytics tried to install a package"
     for tool in ("export.py", "serve.py"):
         assert 'os.environ.setdefault("YOLO_AUTOINSTALL", "false")' in (ROOT / "tools" / tool).read_text()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("weights,reason", [
+    ("yolo11n-seg.yaml", "a 'segment' model (Segment head) cannot be served"),
+    ("yolo11n-pose.yaml", "a 'pose' model (Pose head) cannot be served"),
+    ("yolov10n.yaml", "v10Detect head is NMS-free end-to-end"),
+    ("yolo26n.yaml", "Detect head is NMS-free end-to-end"),
+])
+def test_models_no_track_can_serve_are_refused_saying_what_can(tmp_path, weights, reason):
+    result = export("--weights", weights, "--artifacts", str(tmp_path / "repo"))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert reason in result.stderr and "anchor-free YOLOv8/YOLO11 head" in result.stderr, result.stderr
+    assert "--allow-untrained" not in result.stderr, "no stand-in can make such a model servable"
+    assert not (tmp_path / "repo").exists() or not _files(tmp_path / "repo"), "nothing may be written"
+
+
+def test_an_image_size_that_is_not_a_multiple_of_the_stride_is_refused(tmp_path):
+    result = export("--weights", "yolo11n.yaml", "--imgsz", "300", "--artifacts", str(tmp_path / "repo"))
+    assert result.returncode == 2 and "multiple of the largest stride 32" in result.stderr, result.stderr
+
+
+def test_a_refused_or_failed_export_leaves_the_previous_one_as_it_was(tmp_path, monkeypatch):
+    """Nothing half-written: the artifacts, the configs and the manifest of the last good export stay, byte for
+    byte, when the next export is refused (a segmentation model) or fails half-way (after the ONNX export)."""
+    from python_models.build import end2end
+    from python_models.build.export import ExportOptions, export_artifacts
+    from python_models.build.weights import UnservableModel
+
+    network = tmp_path / "three.yaml"
+    network.write_text((Path(__import__("ultralytics").__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml")
+                       .read_text().replace("nc: 80", "nc: 3\nnames: [helmet, vest, plate]"))
+    repo_dir = tmp_path / "repo"
+    first = export_artifacts(str(network), repo_dir, options=ExportOptions(imgsz=160))
+    assert first.spec.names == ("helmet", "vest", "plate") and first.spec.imgsz == 160
+    before = _files(repo_dir)
+    assert any(name.endswith("model.onnx") for name in before) and "export.json" in before
+    with pytest.raises(UnservableModel):
+        export_artifacts("yolo11n-seg.yaml", repo_dir)
+    assert _files(repo_dir) == before
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted failure after the ONNX export")
+
+    monkeypatch.setattr(end2end, "end2end_graph", broken)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        export_artifacts(str(network), repo_dir, options=ExportOptions(imgsz=224))
+    assert _files(repo_dir) == before, "a failed export must not leave new files beside old ones"
+
+
+def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
+    """docker compose passes IMGSZ, CONF, IOU, MAX_DET as YOLO11_* (empty when unset): empty means the default."""
+    import argparse
+
+    import yaml
+
+    from python_models.build.export import ExportOptions
+
+    def parsed(*argv: str) -> ExportOptions:
+        parser = argparse.ArgumentParser()
+        ExportOptions.add_arguments(parser)
+        return ExportOptions.from_args(parser.parse_args(argv))
+
+    for variable in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET"):
+        monkeypatch.setenv(variable, "")
+    assert parsed() == ExportOptions()
+    monkeypatch.setenv("YOLO11_IMGSZ", "1280")
+    monkeypatch.setenv("YOLO11_MAX_DET", "300")
+    assert parsed() == ExportOptions(imgsz=1280, max_det=300)
+    assert parsed("--imgsz", "320") == ExportOptions(imgsz=320, max_det=300), "a flag wins"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = compose["services"]["export"]["environment"]
+    assert {k: environment[k] for k in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET")} == {
+        "YOLO11_IMGSZ": "${IMGSZ:-}", "YOLO11_CONF": "${CONF:-}", "YOLO11_IOU": "${IOU:-}",
+        "YOLO11_MAX_DET": "${MAX_DET:-}"}

@@ -10,7 +10,8 @@ from ultralytics.data.augment import LetterBox
 from ultralytics.utils import ASSETS
 from ultralytics.utils.ops import scale_boxes
 
-from python_models.contract import IMAGE_SIZE, PAD_VALUE
+from python_models.contract import DEFAULT_IMAGE_SIZE as IMAGE_SIZE
+from python_models.contract import PAD_VALUE
 from python_models.runtime.preprocess import LetterboxTransform, letterbox, unletterbox_boxes
 
 SHAPES = [(1080, 810), (720, 1280), (480, 640), (1280, 480), (640, 640), (100, 3000), (1, 1), (333, 517)]
@@ -21,20 +22,21 @@ def image_of(height: int, width: int) -> np.ndarray:
     return cv2.resize(bus, (width, height), interpolation=cv2.INTER_AREA)
 
 
+@pytest.mark.parametrize("size", [IMAGE_SIZE, 320, 1280])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_letterbox_equals_ultralytics(shape):
+def test_letterbox_equals_ultralytics(shape, size):
     image = image_of(*shape)
-    ours, _ = letterbox(image)
-    ref = LetterBox(IMAGE_SIZE)(image=image)
+    ours, _ = letterbox(image, size)
+    ref = LetterBox(size)(image=image)
     ref = ref[..., ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    assert ours.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and ours.dtype == np.float32
+    assert ours.shape == (3, size, size) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_unletterbox_equals_scale_boxes(shape):
     height, width = shape
-    _, transform = letterbox(image_of(height, width))
+    _, transform = letterbox(image_of(height, width), IMAGE_SIZE)
     rng = np.random.default_rng(1)
     xy = rng.uniform(-20, IMAGE_SIZE + 20, (64, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(1, 200, (64, 2))], axis=1).astype(np.float32)
@@ -44,7 +46,7 @@ def test_unletterbox_equals_scale_boxes(shape):
 
 def test_transform_places_the_image_and_pads_grey():
     image = image_of(1080, 810)
-    out, t = letterbox(image)
+    out, t = letterbox(image, IMAGE_SIZE)
     assert (t.width, t.height) == (810, 1080)
     assert t.pad_y == 0 and t.pad_x == 80 and t.gain_x == pytest.approx(480 / 810)
     grey = np.float32(PAD_VALUE) / 255
@@ -56,7 +58,7 @@ def test_transform_places_the_image_and_pads_grey():
 
 
 def test_transform_round_trips_through_its_array():
-    _, t = letterbox(image_of(333, 517))
+    _, t = letterbox(image_of(333, 517), IMAGE_SIZE)
     back = LetterboxTransform.from_array(t.to_array())
     assert np.allclose(back.to_array(), t.to_array()) and (back.width, back.height) == (517, 333)
 
@@ -64,6 +66,6 @@ def test_transform_round_trips_through_its_array():
 def test_letterbox_fills_a_batch_row_in_place():
     batch = np.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     image = image_of(720, 1280)
-    letterbox(image, out=batch[1])
-    np.testing.assert_array_equal(batch[1], letterbox(image)[0])
+    letterbox(image, IMAGE_SIZE, out=batch[1])
+    np.testing.assert_array_equal(batch[1], letterbox(image, IMAGE_SIZE)[0])
     assert not batch[0].any()

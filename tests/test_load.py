@@ -69,7 +69,7 @@ def test_benchmark_writes_a_report_from_perf_analyzer(server, tmp_path):
         assert run["perf"]["throughput"] > 0 and run["perf"]["p95_ms"] >= run["perf"]["p50_ms"] > 0
         assert run["failures"] == 0
         # The server saw the load: every model of the ensemble executed, at a positive batch size.
-        expected = {model, *([] if model == "yolo11_pytorch" else repo.leaf_models(repo.definitions_by_name()[model].config))}
+        expected = {model, *([] if model == "yolo11_pytorch" else repo.leaf_models(repo.definitions_by_name(repo.default_spec())[model].config))}
         assert set(run["server"]) == expected
         assert all(m["executions"] > 0 and m["avg_batch"] >= 1 for m in run["server"].values()), run["server"]
     table = (out / "report.md").read_text()

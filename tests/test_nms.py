@@ -7,9 +7,13 @@ import pytest
 import torch
 from ultralytics.utils.nms import non_max_suppression
 
-from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, NUM_ANCHORS, NUM_CLASSES
+from python_models.contract import ModelSpec
 from python_models.runtime.preprocess import LetterboxTransform
 from python_models.runtime.nms import nms, pack_detections
+
+
+SPEC = ModelSpec(names=tuple(f"class{i}" for i in range(80)))
+NUM_CLASSES, NUM_ANCHORS, MAX_DETECTIONS = SPEC.num_classes, SPEC.num_anchors, SPEC.max_det
 
 
 def synthetic_raw(batch: int, seed: int = 0) -> np.ndarray:
@@ -34,8 +38,8 @@ def test_nms_equals_ultralytics_over_a_batch(dtype):
     raw = synthetic_raw(5).astype(dtype)
     raw[1, 4:] = 0.0  # nothing above the threshold
     raw[3, 4:] = 0.1
-    ours = nms(raw)
-    ref = non_max_suppression(torch.from_numpy(raw).float(), CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+    ours = nms(raw, SPEC)
+    ref = non_max_suppression(torch.from_numpy(raw).float(), SPEC.conf, SPEC.iou, max_det=SPEC.max_det)
     assert [len(o) for o in ours] == [len(r) for r in ref]
     assert len(ours[0]) > 5 and len(ours[1]) == 0 and len(ours[3]) == 0 and len(ours[4]) > 5
     for o, r in zip(ours, ref):
@@ -45,14 +49,14 @@ def test_nms_equals_ultralytics_over_a_batch(dtype):
 
 
 def test_nms_of_an_all_empty_batch():
-    ours = nms(np.zeros((2, 4 + NUM_CLASSES, NUM_ANCHORS), np.float32))
+    ours = nms(np.zeros((2, 4 + NUM_CLASSES, NUM_ANCHORS), np.float32), SPEC)
     assert [o.shape for o in ours] == [(0, 6), (0, 6)]
 
 
 def test_nms_equals_ultralytics_on_the_served_network(untrained_net_outputs):
     """The untrained test network's head output on the sample images: what Track A actually runs NMS on."""
-    ours = nms(untrained_net_outputs)
-    ref = non_max_suppression(untrained_net_outputs, CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+    ours = nms(untrained_net_outputs, SPEC)
+    ref = non_max_suppression(untrained_net_outputs, SPEC.conf, SPEC.iou, max_det=SPEC.max_det)
     assert sum(len(o) for o in ours) > 10
     for o, r in zip(ours, ref):
         np.testing.assert_array_equal(o, r.numpy())
@@ -64,13 +68,29 @@ def test_nms_caps_at_max_detections():
     raw[0, 0:2] = rng.uniform(0, 640, (2, NUM_ANCHORS))
     raw[0, 2:4] = 2.0  # tiny boxes: nothing overlaps, so only the cap limits
     raw[0, 4] = rng.uniform(0.3, 1.0, NUM_ANCHORS)
-    assert len(nms(raw)[0]) == MAX_DETECTIONS
+    assert len(nms(raw, SPEC)[0]) == MAX_DETECTIONS
+
+
+@pytest.mark.parametrize("conf,iou,max_det", [(0.5, 0.45, 100), (0.25, 0.7, 100), (0.25, 0.45, 7), (0.6, 0.3, 3)])
+def test_nms_applies_the_exported_thresholds_as_ultralytics_does(conf, iou, max_det):
+    """--conf, --iou and --max-det reach every decision: the same rows as Ultralytics with those values."""
+    spec = ModelSpec(names=SPEC.names, conf=conf, iou=iou, max_det=max_det)
+    rng = np.random.default_rng(4)
+    raw = synthetic_raw(3, seed=4)
+    raw[:, 4:] *= 0.6  # object scores from 0.18 to 0.57: a higher conf drops some
+    raw[:, 0:2] += rng.normal(0, 12, raw[:, 0:2].shape).astype(np.float32)  # overlaps from about 0.5 to 0.9
+    ours = nms(raw, spec)
+    ref = non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det)
+    default = nms(raw, SPEC)
+    assert any(len(o) != len(d) for o, d in zip(ours, default)), "these thresholds must change the answer"
+    for o, r in zip(ours, ref):
+        np.testing.assert_array_equal(o, r.numpy())
 
 
 def test_pack_maps_to_original_pixels_and_zero_fills():
     dets = [np.array([[80, 0, 560, 640, 0.9, 5]], np.float32), np.zeros((0, 6), np.float32)]
     t = LetterboxTransform(480 / 810, 640 / 1080, 80, 0, 810, 1080)
-    packed = pack_detections(dets, [t, t])
+    packed = pack_detections(dets, [t, t], MAX_DETECTIONS)
     assert packed["num_detections"].tolist() == [[1], [0]]
     np.testing.assert_allclose(packed["detection_boxes"][0, 0], [0, 0, 810, 1080], atol=1e-3)
     assert packed["detection_classes"][0, 0] == 5 and packed["detection_classes"].dtype == np.int32
@@ -85,5 +105,5 @@ def untrained_net_outputs() -> torch.Tensor:
     from python_models.runtime.preprocess import letterbox
 
     net = untrained_detector().model.eval()
-    batch = np.stack([letterbox(image)[0] for image in calibration_images()])
+    batch = np.stack([letterbox(image, SPEC.imgsz)[0] for image in calibration_images()])
     return forward(net, batch, torch.device("cpu"))

@@ -21,7 +21,7 @@ from python_models.client import pack_images
 from python_models.runtime.preprocess import decode
 
 WIDTH, HEIGHT = 640, 320
-TOP = (c.IMAGE_SIZE - HEIGHT) // 2
+TOP = (c.DEFAULT_IMAGE_SIZE - HEIGHT) // 2
 
 
 def pattern_bgr() -> np.ndarray:
@@ -43,7 +43,7 @@ which differs by at most one float32 ulp (6e-8)."""
 @pytest.fixture(scope="module")
 def expected() -> np.ndarray:
     """By hand: RGB planes of value x (1 / 255) between grey bands of 114 x (1 / 255), float32."""
-    out = np.full((3, c.IMAGE_SIZE, c.IMAGE_SIZE), np.float32(c.PAD_VALUE) * SCALE, np.float32)
+    out = np.full((3, c.DEFAULT_IMAGE_SIZE, c.DEFAULT_IMAGE_SIZE), np.float32(c.PAD_VALUE) * SCALE, np.float32)
     rgb = pattern_bgr()[..., ::-1].transpose(2, 0, 1).astype(np.float32) * SCALE
     out[:, TOP : TOP + HEIGHT, :] = rgb
     return out
@@ -55,7 +55,7 @@ EXPECTED_TRANSFORM = np.array([1, 1, 0, TOP, WIDTH, HEIGHT], np.float32)
 def test_the_cpu_letterbox_hands_exact_values(png, expected):
     from python_models.runtime.preprocess import letterbox
 
-    image, transform = letterbox(decode(png))
+    image, transform = letterbox(decode(png), c.DEFAULT_IMAGE_SIZE)
     np.testing.assert_array_equal(image, expected)
     np.testing.assert_array_equal(transform.to_array(), EXPECTED_TRANSFORM)
 
@@ -64,7 +64,7 @@ def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
     from python_models.runtime.network import forward_padded
     from python_models.runtime.preprocess import letterbox_padded
 
-    padded, transform = letterbox_padded(decode(png))
+    padded, transform = letterbox_padded(decode(png), c.DEFAULT_IMAGE_SIZE)
     seen = []
 
     class Capture(torch.nn.Module):
@@ -80,7 +80,7 @@ def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
 def test_the_dali_graph_hands_exact_values(png, expected):
     from python_models.runtime.dali_letterbox import letterbox_pipeline
 
-    pipe = letterbox_pipeline(batch_size=1, num_threads=1, device_id=None, decoder_device="cpu", prefetch_queue_depth=1)
+    pipe = letterbox_pipeline(size=c.DEFAULT_IMAGE_SIZE, batch_size=1, num_threads=1, device_id=None, decoder_device="cpu", prefetch_queue_depth=1)
     pipe.build()
     pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(png, np.uint8)])
     images, transforms = pipe.run()

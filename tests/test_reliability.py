@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
-from conftest import assert_same_detections, tolerance
+from conftest import SESSION, assert_same_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models.build import repository as repo
@@ -67,7 +67,7 @@ def bus_reference(server, samples):
 
 
 def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, samples, bus_reference):
-    policy = repo.definitions_by_name()[SLOW_MODEL].config.dynamic_batching.default_queue_policy
+    policy = repo.definitions_by_name(repo.default_spec())[SLOW_MODEL].config.dynamic_batching.default_queue_policy
     for _ in range(3):
         send(server, SLOW_MODEL, samples["bus.jpg"])  # warm
     rss_before = process_tree_rss(server.process.pid)
@@ -94,7 +94,7 @@ def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, sampl
     assert max(r[1] for r in timed_out or [("", 0.0)]) < policy.default_timeout_microseconds / 1e6 + 10
     assert accepted, "the model stopped answering altogether"
     for _, _, outputs in accepted:
-        assert contract_violations(outputs, [BUS_SIZE]) == []
+        assert contract_violations(outputs, [BUS_SIZE], SESSION["spec"]) == []
         assert_same_detections(unpack_detections(outputs)[0], bus_reference, *tolerance(SLOW_MODEL), "accepted in the storm")
     assert not watch.failures, watch.failures[:5]
     assert abs(rss_after - rss_before) <= 0.2 * rss_before, (rss_before, rss_after)
@@ -111,7 +111,7 @@ def test_a_killed_stub_fails_its_requests_cleanly_and_the_model_comes_back(serve
         while not stop.is_set():
             started = time.monotonic()
             status, _, payload = send(server, model, samples["bus.jpg"], timeout=60)
-            results.append((model, started, status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE]) else "wrong")))
+            results.append((model, started, status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE], SESSION["spec"]) else "wrong")))
 
     threads = [threading.Thread(target=drive, args=(m,)) for m in (repo.TRT_ENSEMBLE, repo.TRT_ENSEMBLE, repo.PYTORCH)]
     for t in threads:
@@ -159,7 +159,7 @@ def test_a_stub_killed_three_times_recovers_three_times_with_one_reload_each(ser
     def drive() -> None:
         while not stop.is_set():
             status, _, payload = send(server, public, samples["bus.jpg"], timeout=60)
-            if status == "ok" and contract_violations(payload, [BUS_SIZE]):
+            if status == "ok" and contract_violations(payload, [BUS_SIZE], SESSION["spec"]):
                 wrong.append("contract")
 
     driver = threading.Thread(target=drive)

@@ -15,8 +15,11 @@ from python_models.client.perf_analyzer import parse_csv, write_input_data
 from python_models.client.report import Run, markdown_table
 
 
-def good_outputs(rows: int = 1, n: int = 2) -> dict[str, np.ndarray]:
-    out = {s.name: np.zeros((rows, *s.dims), s.dtype) for s in c.PUBLIC_OUTPUTS}
+SPEC = c.ModelSpec(names=tuple(f"class{i}" for i in range(80)))
+
+
+def good_outputs(rows: int = 1, n: int = 2, spec: c.ModelSpec = SPEC) -> dict[str, np.ndarray]:
+    out = {s.name: np.zeros((rows, *s.dims), s.dtype) for s in spec.public_outputs()}
     out[c.OUTPUT_NUM_DETECTIONS][:] = n
     out[c.OUTPUT_BOXES][:, :n] = [[10, 20, 100, 200], [0, 0, 50, 60]][:n]
     out[c.OUTPUT_SCORES][:, :n] = [0.9, 0.3][:n]
@@ -25,7 +28,7 @@ def good_outputs(rows: int = 1, n: int = 2) -> dict[str, np.ndarray]:
 
 
 def test_a_correct_answer_passes():
-    assert contract_violations(good_outputs(2), [(640, 480), (300, 300)]) == []
+    assert contract_violations(good_outputs(2), [(640, 480), (300, 300)], SPEC) == []
 
 
 @pytest.mark.parametrize("break_it,expected", [
@@ -43,8 +46,23 @@ def test_a_correct_answer_passes():
 def test_each_contract_break_is_reported(break_it, expected):
     outputs = good_outputs()
     break_it(outputs)
-    problems = contract_violations(outputs, [(640, 480)])
+    problems = contract_violations(outputs, [(640, 480)], SPEC)
     assert problems and any(expected in p for p in problems), problems
+
+
+def test_the_check_follows_the_served_model():
+    """Three classes, 10 rows, conf 0.5: what is right for one served model is wrong for another."""
+    small = c.ModelSpec(names=("helmet", "vest", "plate"), imgsz=320, conf=0.5, max_det=10)
+    outputs = good_outputs(1, 2, small)
+    outputs[c.OUTPUT_SCORES][0, :2] = [0.9, 0.6]
+    outputs[c.OUTPUT_CLASSES][0, :2] = [0, 2]
+    assert contract_violations(outputs, [(640, 480)], small) == []
+    assert any("detection_boxes" in p for p in contract_violations(outputs, [(640, 480)], SPEC)), "100 rows expected"
+    outputs[c.OUTPUT_CLASSES][0, 1] = 3
+    assert any("class outside 0..2" in p for p in contract_violations(outputs, [(640, 480)], small))
+    outputs[c.OUTPUT_CLASSES][0, 1] = 2
+    outputs[c.OUTPUT_SCORES][0, :2] = [0.9, 0.4]
+    assert any("[0.5, 1]" in p for p in contract_violations(outputs, [(640, 480)], small))
 
 
 def test_perf_input_data_carries_each_file_exactly(tmp_path):

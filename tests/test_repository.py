@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +21,22 @@ def test_committed_configs_equal_the_generated_ones():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_configs.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, f"run tools/gen_configs.py: {result.stdout}"
     on_disk = {p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")}
-    assert on_disk == set(repo.definitions_by_name()), "a model folder has no definition, or the reverse"
+    assert on_disk == set(repo.definitions_by_name(repo.default_spec())), "a model folder has no definition, or the reverse"
 
 
 def test_every_public_model_has_the_contract_io():
-    defs = repo.definitions_by_name()
+    defs = repo.definitions_by_name(repo.default_spec())
     for name in repo.PUBLIC_MODELS:
         config = defs[name].config
         assert config.max_batch_size > 0
         assert [(i.name, list(i.dims)) for i in config.input] == [(c.INPUT_IMAGES, [-1])]
-        assert [(o.name, list(o.dims)) for o in config.output] == [(s.name, list(s.dims)) for s in c.PUBLIC_OUTPUTS]
+        assert [(o.name, list(o.dims)) for o in config.output] == [(s.name, list(s.dims))
+                                                                   for s in repo.default_spec().public_outputs()]
+        assert c.ModelSpec.from_metadata(config.parameters[c.METADATA].string_value) == repo.default_spec()
 
 
 def test_ensemble_steps_fit_their_leaves():
-    defs = repo.definitions_by_name()
+    defs = repo.definitions_by_name(repo.default_spec())
     for name in repo.PUBLIC_MODELS:
         ensemble = defs[name].config
         if ensemble.platform != "ensemble":
@@ -50,7 +53,7 @@ def test_ensemble_steps_fit_their_leaves():
 
 
 def test_dali_tiers_have_their_own_leaves_with_tier_settings():
-    defs = repo.definitions_by_name()
+    defs = repo.definitions_by_name(repo.default_spec())
     for tier in c.DALI_TIERS:
         leaves = repo.leaf_models(defs[repo.dali_ensemble_name(tier)].config)
         assert leaves == [repo.IMAGE_GUARD, repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
@@ -62,7 +65,7 @@ def test_dali_tiers_have_their_own_leaves_with_tier_settings():
 
 
 def test_cpu_twin_keeps_name_io_and_batching():
-    for definition in repo.model_definitions():
+    for definition in repo.model_definitions(repo.default_spec()):
         if not definition.twin:
             continue
         twin = repo.cpu_twin(definition)
@@ -73,11 +76,11 @@ def test_cpu_twin_keeps_name_io_and_batching():
         assert twin.dynamic_batching == prod.dynamic_batching
 
 
-def test_cpu_repository_links_ensembles_unchanged(tmp_path):
+def test_cpu_repository_serves_ensembles_as_production_has_them(tmp_path):
     artifacts = tmp_path / "artifacts"
     (artifacts / repo.RAW_TRT / "1").mkdir(parents=True)
     (artifacts / repo.RAW_TRT / "1" / "model.onnx").write_bytes(b"onnx")
-    layout = build_cpu_repository(ROOT / "model_repository", artifacts, tmp_path / "cpu")
+    layout = build_cpu_repository(repo.default_spec(), artifacts, tmp_path / "cpu")
     assert {repo.PYTORCH, repo.TRT_ENSEMBLE} <= set(layout.served)
     ensemble = layout.path / repo.TRT_ENSEMBLE / "config.pbtxt"
     assert ensemble.read_bytes() == (ROOT / "model_repository" / repo.TRT_ENSEMBLE / "config.pbtxt").read_bytes()
@@ -94,7 +97,7 @@ def test_python_models_point_into_python_models(name):
 
 
 def test_every_batched_model_rejects_instead_of_queueing_without_bound():
-    for definition in repo.model_definitions():
+    for definition in repo.model_definitions(repo.default_spec()):
         config = definition.config
         if config.platform == "ensemble":
             continue
@@ -105,7 +108,7 @@ def test_every_batched_model_rejects_instead_of_queueing_without_bound():
 
 
 def test_tensorrt_and_dali_leaves_warm_up_on_files_the_repository_holds():
-    for definition in repo.model_definitions():
+    for definition in repo.model_definitions(repo.default_spec()):
         config = definition.config
         if config.platform != "tensorrt_plan" and config.backend != "dali":
             assert not config.model_warmup, config.name
@@ -138,7 +141,7 @@ def test_server_command_restricts_the_apis_that_change_the_server():
 
 
 def test_every_track_d_ensemble_checks_rows_on_the_cpu_before_dali_sees_them():
-    defs = repo.definitions_by_name()
+    defs = repo.definitions_by_name(repo.default_spec())
     guard = defs[repo.IMAGE_GUARD].config
     assert guard.backend == "python" and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in guard.instance_group)
     assert guard.max_batch_size >= max(t.max_batch_size for t in c.DALI_TIERS)
@@ -150,40 +153,45 @@ def test_every_track_d_ensemble_checks_rows_on_the_cpu_before_dali_sees_them():
 
 
 def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
-    definition = repo.definitions_by_name()[repo.PYTORCH]
+    definition = repo.definitions_by_name(repo.default_spec())[repo.PYTORCH]
     (group,) = definition.config.instance_group
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
     cpu = repo.cpu_profile_config(definition)
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
     assert cpu.parameters == definition.config.parameters and cpu.dynamic_batching == definition.config.dynamic_batching
-    assert repo.cpu_profile_config(repo.definitions_by_name()[repo.TRT_ENSEMBLE]) is None
+    assert repo.cpu_profile_config(repo.definitions_by_name(repo.default_spec())[repo.TRT_ENSEMBLE]) is None
 
 
-def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_the_engines():
+def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_the_engines(monkeypatch):
     from python_models.serving.triton import (
         BATCHES_IN_FLIGHT,
-        LETTERBOXED_BYTES,
         TRITON_DEFAULT_PINNED_BYTES,
+        letterboxed_bytes,
         memory_pools,
     )
 
-    cuda, pinned = memory_pools()
-    per_image = 4 * 3 * c.IMAGE_SIZE * c.IMAGE_SIZE
-    assert LETTERBOXED_BYTES >= per_image
+    spec = repo.default_spec()
+    cuda, pinned = memory_pools(spec)
+    per_image = 4 * 3 * spec.imgsz * spec.imgsz
+    assert letterboxed_bytes(spec) >= per_image
     need = sum(BATCHES_IN_FLIGHT * t.instances * t.max_batch_size * per_image for t in c.DALI_TIERS)
     assert cuda >= need > 64 * 2**20, "Triton's default 64 MB pool holds about 13 letterboxed images"
     largest = max(t.max_batch_size * per_image for t in c.DALI_TIERS)
     assert largest >= 600 * 2**20 and cuda > largest
     engines_fed_by_python = [repo.RAW_TRT, repo.END2END_TRT]
-    defs = repo.definitions_by_name()
+    defs = repo.definitions_by_name(repo.default_spec())
     fed = sum(defs[e].config.max_batch_size * per_image * defs[e].config.instance_group[0].count for e in engines_fed_by_python)
     assert pinned >= TRITON_DEFAULT_PINNED_BYTES + fed
+    # Larger images need larger pools, four times at twice the side.
+    large = dataclasses.replace(spec, imgsz=2 * spec.imgsz)
+    assert memory_pools(large)[0] >= 3.9 * cuda
     # A planted mistake is caught: a tier twice as wide needs a bigger pool.
-    wider = [d for d in repo.model_definitions()]
+    wider = [d for d in repo.model_definitions(spec)]
     for d in wider:
         if d.config.backend == "dali":
             d.config.max_batch_size *= 2
-    assert memory_pools(wider)[0] > cuda
+    monkeypatch.setattr(repo, "model_definitions", lambda _: wider)
+    assert memory_pools(spec)[0] > cuda
 
 
 def test_gpu_command_sizes_the_pools_and_a_failed_model_leaves_the_others_serving(monkeypatch):
@@ -191,8 +199,9 @@ def test_gpu_command_sizes_the_pools_and_a_failed_model_leaves_the_others_servin
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     install = TritonInstall(Path("/bin/tritonserver"), Path("/backends"))
-    gpu = server_command(install, Path("/repo"), Ports(), key="k", profile="gpu", load=["yolo11_pytorch"])
-    cuda, pinned = memory_pools()
+    gpu = server_command(install, Path("/repo"), Ports(), key="k", profile="gpu", load=["yolo11_pytorch"],
+                         spec=repo.default_spec())
+    cuda, pinned = memory_pools(repo.default_spec())
     assert f"--cuda-memory-pool-byte-size=0:{cuda}" in gpu and f"--cuda-memory-pool-byte-size=1:{cuda}" in gpu
     assert f"--pinned-memory-pool-byte-size={pinned}" in gpu
     assert "--load-model=yolo11_pytorch" in gpu and "--load-model=*" not in gpu

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import assert_same_detections, burst, detections_of, reference_detections, tolerance
+from conftest import SESSION, assert_same_detections, burst, detections_of, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models.build import repository as repo
@@ -106,7 +106,7 @@ def test_unusual_but_valid_images_are_accepted(server, samples, model):
     for label, data in accepted_inputs(samples).items():
         height, width = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
         outputs = infer_grpc(client, model, [data])
-        assert contract_violations(outputs, [(width, height)]) == [], (model, label)
+        assert contract_violations(outputs, [(width, height)], SESSION["spec"]) == [], (model, label)
         if label != "one_pixel_png":
             reference = unpack_detections(infer_grpc(client, "yolo11_pytorch", [data]))[0]
             assert_same_detections(unpack_detections(outputs)[0], reference, *tolerance(model), f"{model}/{label}")
@@ -129,7 +129,7 @@ def test_wrong_datatype_and_wrong_input_name_are_rejected(server, model):
 
 @pytest.mark.parametrize("model", PUBLIC)
 def test_a_batch_over_max_batch_size_is_rejected(server, samples, model):
-    limit = repo.definitions_by_name()[model].config.max_batch_size
+    limit = repo.definitions_by_name(repo.default_spec())[model].config.max_batch_size
     tiny = accepted_inputs(samples)["one_pixel_png"]
     with pytest.raises(InferenceServerException) as err:
         infer_grpc(server.grpc(), model, [tiny] * (limit + 1))

@@ -9,7 +9,7 @@ from itertools import combinations
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_same_detections, burst, detections_of, tolerance
+from conftest import SESSION, assert_same_detections, burst, detections_of, tolerance
 
 from python_models.build import repository as repo
 from python_models.client.matching import differences
@@ -66,9 +66,9 @@ def test_concurrent_requests_each_get_their_own_images_answer(server, samples, m
     alone = {name: unpack_detections(infer_grpc(client, model, [data]))[0] for name, data in images.items()}
     assert min(len(d) for d in alone.values()) >= 10, {n: len(d) for n, d in alone.items()}
     for a, b in combinations(names, 2):  # else handing one image's answer to another would go unnoticed
-        assert differences(alone[a], alone[b], *tolerance(model)), f"{a} and {b} get the same answer"
+        assert differences(alone[a], alone[b], SESSION["spec"], *tolerance(model)), f"{a} and {b} get the same answer"
     order = [names[i % len(names)] for i in range(16)]
-    steps = [model, *repo.leaf_models(repo.definitions_by_name()[model].config)]
+    steps = [model, *repo.leaf_models(repo.definitions_by_name(repo.default_spec())[model].config)]
     before = scrape(server.metrics_url, COUNTERS)
     results = burst(server, model, [images[name] for name in order])
     after = scrape(server.metrics_url, COUNTERS)

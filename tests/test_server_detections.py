@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_NAMES
+from conftest import SESSION, SAMPLE_NAMES
 from conftest import assert_same_detections, reference_detections, tolerance
 
 from python_models import contract as c
@@ -44,8 +44,8 @@ def test_all_six_public_models_are_ready(server):
 
 
 def _check_layout(outputs, rows):
-    for spec in c.PUBLIC_OUTPUTS:
-        assert outputs[spec.name].dtype == spec.dtype and outputs[spec.name].shape == (rows, *spec.dims), spec.name
+    for tensor in SESSION["spec"].public_outputs():
+        assert outputs[tensor.name].dtype == tensor.dtype and outputs[tensor.name].shape == (rows, *tensor.dims), tensor.name
     for row in range(rows):
         n = int(outputs[c.OUTPUT_NUM_DETECTIONS][row, 0])
         assert not outputs[c.OUTPUT_BOXES][row, n:].any() and not outputs[c.OUTPUT_SCORES][row, n:].any(), \

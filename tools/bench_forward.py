@@ -66,9 +66,10 @@ def sample_batch(batch: int):
     import numpy as np
     from ultralytics.utils import ASSETS
 
+    from python_models.contract import DEFAULT_IMAGE_SIZE
     from python_models.runtime.preprocess import letterbox_padded
 
-    images = [letterbox_padded(cv2.imread(str(ASSETS / name)))[0] for name in ("bus.jpg", "zidane.jpg")]
+    images = [letterbox_padded(cv2.imread(str(ASSETS / name)), DEFAULT_IMAGE_SIZE)[0] for name in ("bus.jpg", "zidane.jpg")]
     return np.stack([images[i % 2] for i in range(batch)])
 
 
@@ -130,18 +131,19 @@ def nms_variants(weights: str, half: bool, batch: int) -> dict[str, Callable[[],
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    from python_models.contract import CONF_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
+    from python_models.contract import ModelSpec
     from python_models.runtime.network import forward_padded
     from python_models.runtime.nms import nms
 
     device = torch.device("cuda")
     raw = forward_padded(load(weights, half, channels_last=True), torch.from_numpy(sample_batch(batch)), device, half)
+    spec = ModelSpec(names=("",) * (raw.shape[1] - 4))  # the default size and thresholds, as served by default
 
     def per_image_loop() -> object:
-        kept = non_max_suppression(raw.float(), CONF_THRESHOLD, IOU_THRESHOLD, max_det=MAX_DETECTIONS)
+        kept = non_max_suppression(raw.float(), spec.conf, spec.iou, max_det=spec.max_det)
         return [k.cpu().numpy().astype(np.float32, copy=False) for k in kept]
 
-    return {"Ultralytics per-image loop (served before)": per_image_loop, "python_models.runtime.nms (served now)": lambda: nms(raw)}
+    return {"Ultralytics per-image loop (served before)": per_image_loop, "python_models.runtime.nms (served now)": lambda: nms(raw, spec)}
 
 
 def _process_worker(weights: str, half: bool, batch: int, seconds: float, start, results) -> None:

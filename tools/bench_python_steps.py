@@ -60,7 +60,7 @@ def main() -> int:
 
     from python_models.runtime.preprocess import decode
     from python_models.runtime.network import forward
-    from python_models.build.weights import resolve_weights
+    from python_models.build.weights import model_spec, resolve_weights
     from python_models.runtime.preprocess import letterbox, letterbox_geometry
     from python_models.runtime.nms import nms, pack_detections
 
@@ -71,25 +71,25 @@ def main() -> int:
     data = (ASSETS / "bus.jpg").read_bytes()
     array = np.frombuffer(data, np.uint8)
     h, w = cv2.imdecode(array, cv2.IMREAD_COLOR).shape[:2]
-    new_h, new_w, _, _ = letterbox_geometry(h, w)
-
     resolved = resolve_weights(args.weights)
     model, untrained = resolved.model, resolved.untrained
+    spec = model_spec(model)
+    new_h, new_w, _, _ = letterbox_geometry(h, w, spec.imgsz)
     net = model.model.fuse().eval()
-    batch, transform = letterbox(decode(data))
+    batch, transform = letterbox(decode(data), spec.imgsz)
     row = np.empty_like(batch)
     raw = forward(net, batch[None], torch.device("cpu"))
 
     def track_a() -> object:
-        image, t = letterbox(decode(data))
-        dets = nms(forward(net, image[None], torch.device("cpu")))
-        return pack_detections(dets, [t])
+        image, t = letterbox(decode(data), spec.imgsz)
+        dets = nms(forward(net, image[None], torch.device("cpu")), spec)
+        return pack_detections(dets, [t], spec.max_det)
 
     rows = [
         ("cv2.imdecode + cv2.resize (floor)", lambda: cv2.resize(cv2.imdecode(array, cv2.IMREAD_COLOR), (new_w, new_h))),
         # Into a reused row, as the Python models do with their per-instance batch buffer.
-        ("decode + letterbox (python_models)", lambda: letterbox(decode(array), out=row)),
-        (f"NMS, 8400 x 80 ({len(nms(raw)[0])} kept)", lambda: nms(raw)),
+        ("decode + letterbox (python_models)", lambda: letterbox(decode(array), spec.imgsz, out=row)),
+        (f"NMS, {spec.num_anchors} x {spec.num_classes} ({len(nms(raw, spec)[0])} kept)", lambda: nms(raw, spec)),
         ("Track A end to end, 1 image", track_a),
     ]
     results = [(name, *per_call_ms(fn, args.repeat if "Track A" not in name else max(5, args.repeat // 5))) for name, fn in rows]
@@ -149,7 +149,7 @@ def twins_table(args, data: bytes):
     from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, ONNX_INPUT
     from python_models.runtime.dali_letterbox import letterbox_pipeline
     from python_models.runtime.preprocess import decode
-    from python_models.build.export import end2end_onnx, export_artifacts, raw_onnx
+    from python_models.build.export import end2end_onnx, export_artifacts, raw_onnx, read_manifest
     from python_models.runtime.preprocess import letterbox
     from python_models.serving.twins.onnx_session import open_session
 
@@ -158,7 +158,8 @@ def twins_table(args, data: bytes):
     artifacts = Path(tempfile.mkdtemp(prefix="bench_artifacts_"))
     export_artifacts(args.weights, artifacts)
     end2end, raw = open_session(end2end_onnx(artifacts)), open_session(raw_onnx(artifacts))
-    image, transform = letterbox(decode(data))
+    spec = read_manifest(artifacts).spec
+    image, transform = letterbox(decode(data), spec.imgsz)
     encoded = np.frombuffer(data, np.uint8)
     table = Table(title=f"CPU twins of Tracks C and D, bus.jpg, {cores} cores, per image")
     table.add_column("step")
@@ -168,7 +169,7 @@ def twins_table(args, data: bytes):
     for batch in (1, 16):
         images = np.repeat(image[None], batch, 0)
         transforms = np.repeat(transform.to_array()[None], batch, 0)
-        pipe = letterbox_pipeline(batch_size=batch, num_threads=cores, device_id=None, decoder_device="cpu",
+        pipe = letterbox_pipeline(size=spec.imgsz, batch_size=batch, num_threads=cores, device_id=None, decoder_device="cpu",
                                   prefetch_queue_depth=1)
         pipe.build()
 

@@ -65,7 +65,7 @@ def cpu_name() -> str:
 
 
 def models_of(public: str) -> list[str]:
-    config = repo.definitions_by_name()[public].config
+    config = repo.definitions_by_name(repo.default_spec())[public].config  # the steps are the same for every spec
     return [public, *(repo.leaf_models(config) if config.platform == "ensemble" else [])]
 
 

@@ -84,7 +84,7 @@ def serialise_dali_py(dali_py: Path, target: Path) -> None:
     invoke_autoserialize(module, str(target))
 
 
-def compare(serialized: Path, batch: int, device_id: int | None, images: dict[str, bytes]) -> dict[str, dict]:
+def compare(serialized: Path, batch: int, device_id: int | None, images: dict[str, bytes], size: int) -> dict[str, dict]:
     """Run the serialised pipeline on ``images`` (one batch) and compare with the CPU letterbox."""
     from nvidia.dali import Pipeline
 
@@ -100,7 +100,7 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     transforms = transforms.as_cpu() if hasattr(transforms, "as_cpu") else transforms
     results = {}
     for index, name in enumerate(names):
-        expected, transform = letterbox(decode(images[name]))
+        expected, transform = letterbox(decode(images[name]), size)
         got = np.asarray(outputs[index])
         shape_ok = got.shape == expected.shape
         mean = float(np.abs(got - expected).mean()) if shape_ok else float("inf")
@@ -125,16 +125,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for tier in c.DALI_TIERS:
             target = Path(folder) / f"{tier.name}.dali"
+            # The size the export generated this tier for, as its config states it.
+            config = repo.parse_pbtxt((args.repository / repo.dali_preprocess_name(tier) / "config.pbtxt").read_text())
+            (size,) = {o.dims[-1] for o in config.output if o.name == c.LETTERBOXED_IMAGES}
             try:
                 if args.cpu:
                     from python_models.runtime.dali_letterbox import letterbox_pipeline
 
-                    pipe = letterbox_pipeline(batch_size=tier.max_batch_size, num_threads=4, device_id=None,
+                    pipe = letterbox_pipeline(size=size, batch_size=tier.max_batch_size, num_threads=4, device_id=None,
                                               decoder_device="cpu")
                     pipe.serialize(filename=str(target))
                 else:
                     serialise_dali_py(args.repository / repo.dali_preprocess_name(tier) / "1" / "dali.py", target)
-                results = compare(target, tier.max_batch_size, None if args.cpu else 0, images)
+                results = compare(target, tier.max_batch_size, None if args.cpu else 0, images, size)
                 if args.seconds:
                     rate = throughput(target, tier.max_batch_size, None if args.cpu else 0, images["bus.jpg"], args.seconds)
                     report.setdefault("images_per_s_bus_jpg", {})[tier.name] = round(rate, 1)

@@ -1,13 +1,16 @@
 """Export weights into the repository, then build the TensorRT plans the served profile needs.
 
-    python3 tools/export.py --weights yolo11s.pt [--weights-dir weights] [--profile auto|cpu|gpu]
-                            [--precision fp16|fp32] [--models yolo11_trt,...] [--artifacts model_repository] [--force]
+    python3 tools/export.py --weights yolo11s.pt [--imgsz 640] [--conf 0.25] [--iou 0.45] [--max-det 100]
+                            [--weights-dir weights] [--profile auto|cpu|gpu] [--precision fp16|fp32]
+                            [--models yolo11_trt,...] [--artifacts model_repository] [--force]
 
-Writes model.pt (Track A), the raw and End2End ONNX in FP32 and FP16 (Tracks B, C, D). In the GPU
+Writes model.pt (Track A), the raw and End2End ONNX in FP32 and FP16 (Tracks B, C, D) and every model
+config, all for the exported model: its classes and names, the image size, the thresholds. In the GPU
 profile it then builds one plan per TensorRT model with this image's trtexec and checks each plan
 against this image's libnvinfer. It fails, with the reason and a non-zero exit, when the weights
-cannot be resolved (unless --allow-untrained), when the repository is not writable (before any
-work), and when a plan the GPU profile needs was not built.
+cannot be resolved (unless --allow-untrained) or cannot be served (segmentation, pose, NMS-free
+heads: the message says what can), when the repository is not writable (before any work), and when
+a plan the GPU profile needs was not built. A refused export leaves the repository as it was.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from python_models.build import repository as repo  # noqa: E402
-from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
 from python_models.build.engine_build import PRECISIONS, build_engines  # noqa: E402
-from python_models.build.export import RepositoryNotWritable, export_artifacts, untrained_banner  # noqa: E402
+from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
+from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import ngc_image  # noqa: E402
 
 EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
@@ -33,7 +37,7 @@ EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
 
 def engines_for(models: list[str]) -> list[str]:
     """The TensorRT leaves the given public models run."""
-    definitions = repo.definitions_by_name()
+    definitions = repo.definitions_by_name(repo.default_spec())  # the same models for every spec
     leaves = {leaf for model in models for leaf in repo.leaf_models(definitions[model].config)}
     return sorted(name for name in leaves if definitions[name].config.platform == "tensorrt_plan")
 
@@ -62,28 +66,33 @@ def main() -> int:
     parser.add_argument("--models", type=public_models, default=list(repo.PUBLIC_MODELS),
                         help="comma-separated public models whose plans are required (default: all)")
     parser.add_argument("--force", action="store_true", help="re-export and rebuild even if up to date")
+    ExportOptions.add_arguments(parser)
     args = parser.parse_args()
     profile = ("gpu" if ngc_image() else "cpu") if args.profile == "auto" else args.profile
     artifacts = args.artifacts.resolve()
 
     try:
         manifest = export_artifacts(args.weights, artifacts, force=args.force, weights_dir=args.weights_dir.resolve(),
-                                    allow_untrained=args.allow_untrained)
+                                    allow_untrained=args.allow_untrained, options=ExportOptions.from_args(args))
     except RepositoryNotWritable as exc:
         print(f"export: {exc}", file=sys.stderr)
         return EXIT_NOT_WRITABLE
     except WeightsError as exc:
-        print(f"export: weights {args.weights!r} cannot be used: {exc}. Pass --allow-untrained to serve the "
-              "untrained test network instead.", file=sys.stderr)
+        hint = "" if isinstance(exc, UnservableModel) else (". Pass --allow-untrained to serve the untrained test "
+                                                              "network instead.")
+        print(f"export: weights {args.weights!r} cannot be used: {exc}{hint}", file=sys.stderr)
         return EXIT_WEIGHTS
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
-    print(f"exported {manifest.weights} ({manifest.source}) into {artifacts}", flush=True)
+    spec = manifest.spec
+    print(f"exported {manifest.weights} ({manifest.source}) into {artifacts}: {spec.num_classes} classes "
+          f"({', '.join(spec.names[:5])}{', ...' if spec.num_classes > 5 else ''}) at {spec.imgsz}x{spec.imgsz}, "
+          f"conf {spec.conf}, iou {spec.iou}, max_det {spec.max_det}", flush=True)
 
     if profile == "cpu":
         print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX)", flush=True)
         return 0
-    failed = build_engines(artifacts, engines_for(args.models), precision=args.precision, force=args.force,
+    failed = build_engines(artifacts, spec, engines_for(args.models), precision=args.precision, force=args.force,
                            log=lambda line: print(line, flush=True))
     for line in failed:
         print(f"export: NOT BUILT {line}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs and the
-README's map of tracks to modules from python_models/build/repository.py."""
+README's map of tracks to modules from python_models/build/repository.py, for the default export (yolo11n.pt: COCO's
+80 classes at 640). tools/export.py writes the same files for whatever model it exports."""
 
 from __future__ import annotations
 
@@ -10,15 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from python_models.build.repository import (  # noqa: E402
-    MAP_BEGIN,
-    MAP_END,
-    architecture_map,
-    model_definitions,
-    to_pbtxt,
-    version_files,
-    warmup_files,
-)
+from python_models.build.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
 
 
 def readme_with_map(readme: str) -> str:
@@ -34,29 +27,7 @@ def main() -> int:
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--check", action="store_true", help="fail if a committed config differs; write nothing")
     args = parser.parse_args()
-    stale = []
-    for definition in model_definitions():
-        folder = args.repository / definition.name
-        wanted = {folder / "config.pbtxt": to_pbtxt(definition.config).encode()}
-        wanted.update({folder / "1" / name: text.encode() for name, text in version_files(definition).items()})
-        wanted.update({folder / "warmup" / name: data for name, data in warmup_files(definition).items()})
-        for path, data in wanted.items():
-            if path.exists() and path.read_bytes() == data:
-                continue
-            stale.append(path)
-            if not args.check:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-        version = folder / "1"
-        if not args.check:
-            version.mkdir(parents=True, exist_ok=True)
-            keep = version / ".gitkeep"
-            # git keeps no empty folders, and Triton needs the version folder even when empty.
-            has_files = any(p.parent == version for p in wanted)
-            if not has_files and not keep.exists():
-                keep.touch()
-            elif has_files and keep.exists():
-                keep.unlink()
+    stale = write_repository(args.repository, default_spec(), check=args.check)
     readme = ROOT / "README.md"
     if args.repository.resolve() == (ROOT / "model_repository").resolve():
         text = readme.read_text()

@@ -47,7 +47,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
            cuda_graphs: bool = True) -> tuple[Path, bool]:
     """A repository holding only Track A, on the GPU."""
-    from python_models.build.weights import resolve_weights
+    from python_models.build.weights import model_spec, resolve_weights
 
     repository = out / "repository"
     version = repository / repo.PYTORCH / "1"
@@ -55,7 +55,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     resolved = resolve_weights(weights)
     model, untrained = resolved.model, resolved.untrained
     model.save(str(version / "model.pt"))
-    config = repo.pytorch_config(mc.ModelInstanceGroup.KIND_GPU, instances, precision)
+    config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
@@ -69,18 +69,19 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
     from ultralytics import YOLO
     from ultralytics.utils import ASSETS
 
-    from python_models.client import infer_grpc, unpack_detections
+    from python_models.client import infer_grpc, served_spec, unpack_detections
     from python_models.client.matching import differences, max_score_difference, predictor_detections, tolerance
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
     min_iou, score_tol, _ = tolerance(repo.PYTORCH, precision, against="predictor")
+    spec = served_spec(client, repo.PYTORCH)
     results = {}
     for name in PARITY_IMAGES:
         data = (Path(ASSETS) / name).read_bytes()
-        ref = predictor_detections(model, Path(ASSETS) / name, half=precision == "fp16", device=0)
+        ref = predictor_detections(model, Path(ASSETS) / name, spec, half=precision == "fp16", device=0)
         (got,) = unpack_detections(infer_grpc(client, repo.PYTORCH, [data]))
-        problems = differences(got, ref, min_iou, score_tol) if len(ref) else ["the reference found nothing"]
+        problems = differences(got, ref, spec, min_iou, score_tol) if len(ref) else ["the reference found nothing"]
         results[name] = {"served": len(got), "reference": len(ref), "problems": problems,
                          "max_score_diff": max_score_difference(got, ref, min_iou)}
     return {"tolerance": {"min_iou": min_iou, "score": score_tol}, "images": results,
@@ -112,12 +113,12 @@ def dali_benchmark(batches=(1, 32, 128), seconds: float = 3.0) -> dict:
     out = {}
     for name in PARITY_IMAGES:
         encoded = np.frombuffer((Path(ASSETS) / name).read_bytes(), np.uint8)
-        expected, transform = letterbox(decode(encoded))
+        expected, transform = letterbox(decode(encoded), c.DEFAULT_IMAGE_SIZE)
         for batch in batches:
             for loop, (threads, depth) in DALI_LOOPS.items():
                 key = f"{name} batch {batch}, {loop}"
                 try:
-                    pipe = letterbox_pipeline(batch_size=batch, num_threads=threads, device_id=0,
+                    pipe = letterbox_pipeline(size=c.DEFAULT_IMAGE_SIZE, batch_size=batch, num_threads=threads, device_id=0,
                                               decoder_device="mixed", prefetch_queue_depth=depth)
                     pipe.build()
                     for _ in range(depth):  # an external source must hold a batch for every queued iteration

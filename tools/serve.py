@@ -30,7 +30,8 @@ from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
 from python_models.build.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
 from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
-from python_models.build.export import RepositoryNotWritable, export_artifacts, read_manifest, untrained_banner  # noqa: E402
+from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts, read_manifest  # noqa: E402
+from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import (  # noqa: E402
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
@@ -45,6 +46,7 @@ from python_models.serving.triton import (  # noqa: E402
 from python_models.serving.cpu_profile import build_cpu_repository  # noqa: E402
 from python_models.serving.status import load_report, model_states, wait_ready  # noqa: E402
 from python_models.serving.supervisor import StubSupervisor  # noqa: E402
+from python_models.contract import ModelSpec  # noqa: E402
 
 
 def public_models(value: str) -> list[str]:
@@ -55,12 +57,12 @@ def public_models(value: str) -> list[str]:
     return models
 
 
-def gpu_load_list(models: list[str], artifacts: Path) -> list[str]:
+def gpu_load_list(models: list[str], artifacts: Path, served: ModelSpec) -> list[str]:
     """Every model the public ``models`` need, after printing why any TensorRT plan among them would not load."""
-    definitions = repo.definitions_by_name()
+    definitions = repo.definitions_by_name(served)
     needed = sorted({name for model in models for name in (model, *repo.leaf_models(definitions[model].config))})
     runtime = runtime_tensorrt_version()
-    for spec in engine_specs(artifacts):
+    for spec in engine_specs(artifacts, served):
         if spec.model not in needed:
             continue
         try:
@@ -92,6 +94,7 @@ def main() -> int:
     parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
     parser.add_argument("--skip-export", action="store_true",
                         help="serve what tools/export.py already wrote (docker compose's export service); export nothing")
+    ExportOptions.add_arguments(parser)
     args = parser.parse_args()
 
     install = find_triton()
@@ -104,12 +107,21 @@ def main() -> int:
     else:
         try:
             manifest = export_artifacts(args.weights or DEFAULT_WEIGHTS, artifacts, weights_dir=args.weights_dir.resolve(),
-                                        allow_untrained=args.allow_untrained or args.weights is None)
+                                        allow_untrained=args.allow_untrained or args.weights is None,
+                                        options=ExportOptions.from_args(args))
         except (WeightsError, RepositoryNotWritable) as exc:
             print(f"serve: {exc}", file=sys.stderr)
             return 2
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
+    spec = manifest.spec
+    stale = repo.write_repository(artifacts, spec, check=True)
+    if stale:  # Triton would serve configs of another model than the one exported
+        print(f"serve: {len(stale)} file(s) of {artifacts} differ from what the export of {manifest.weights} writes "
+              f"(first: {stale[0]}); run tools/export.py again", file=sys.stderr)
+        return 2
+    print(f"serving {spec.num_classes} classes at {spec.imgsz}x{spec.imgsz}, conf {spec.conf}, iou {spec.iou}, "
+          f"max_det {spec.max_det}", flush=True)
 
     load = None
     if profile == "gpu":
@@ -117,15 +129,15 @@ def main() -> int:
             parser.error("--extra-models is for the CPU profile only")
         repository = artifacts
         if not args.skip_export:
-            definitions = repo.definitions_by_name()
+            definitions = repo.definitions_by_name(spec)
             engines = sorted({leaf for m in args.models for leaf in repo.leaf_models(definitions[m].config)
                               if definitions[leaf].config.platform == "tensorrt_plan"})
-            for line in build_engines(artifacts, engines, log=lambda line: print(line, flush=True)):
+            for line in build_engines(artifacts, spec, engines, log=lambda line: print(line, flush=True)):
                 print(f"NOT BUILT {line}", flush=True)
-        load = gpu_load_list(args.models, artifacts)
+        load = gpu_load_list(args.models, artifacts, spec)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
-        layout = build_cpu_repository(ROOT / "model_repository", artifacts, args.work_dir.resolve() / "cpu_repository",
+        layout = build_cpu_repository(spec, artifacts, args.work_dir.resolve() / "cpu_repository",
                                       args.extra_models, models=args.models)
         repository = layout.path
         print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
@@ -134,7 +146,7 @@ def main() -> int:
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     key = admin_key()
-    command = server_command(install, repository, ports, args.host, key=key, profile=profile, load=load)
+    command = server_command(install, repository, ports, args.host, key=key, profile=profile, load=load, spec=spec)
     if os.environ.get(ADMIN_KEY_ENV):
         print(f"tritonserver: {', '.join(RESTRICTED_APIS)} APIs need header {ADMIN_KEY_HEADER}: ${ADMIN_KEY_ENV}", flush=True)
     else:

@@ -31,6 +31,7 @@ from python_models.client import (  # noqa: E402
     image_size,
     infer_grpc,
     ready_public_models,
+    served_spec,
     unpack_detections,
 )
 from python_models.client.matching import differences  # noqa: E402
@@ -71,6 +72,7 @@ class Soak:
         self.wrong: list[str] = []
         self.first_answer: dict[tuple[str, str], object] = {}
         self.lock = threading.Lock()
+        self.specs: dict = {}
 
     def one(self, client, model: str, rng: random.Random) -> None:
         import tritonclient.grpc  # noqa: F401 - the exception type below
@@ -96,13 +98,21 @@ class Soak:
         if bad:
             self.record(model, "wrong", f"{model}: bad input {name} got an answer")
             return
-        problems = contract_violations(outputs, [self.sizes[name]])
+        spec = self.spec(client, model)
+        problems = contract_violations(outputs, [self.sizes[name]], spec)
         if not problems:
             (got,) = unpack_detections(outputs)
             with self.lock:
                 reference = self.first_answer.setdefault((model, name), got)
-            problems = differences(got, reference, *SAME_ANSWER) if reference is not got else []
+            problems = differences(got, reference, spec, *SAME_ANSWER) if reference is not got else []
         self.record(model, "wrong" if problems else "ok", f"{model}/{name}: {'; '.join(problems)}" if problems else "")
+
+    def spec(self, client, model: str):
+        """What ``model`` states it serves, asked once."""
+        with self.lock:
+            if model not in self.specs:
+                self.specs[model] = served_spec(client, model)
+            return self.specs[model]
 
     def record(self, model: str, outcome: str, detail: str = "") -> None:
         with self.lock:

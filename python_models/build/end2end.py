@@ -46,17 +46,19 @@ class EfficientNMSAttributes:
 PLUGIN_DOMAIN = "TRT"
 """Any domain works for TensorRT's parser (it matches on op type); ONNX needs the op to be in one."""
 
-NMS_ATTRIBUTES = EfficientNMSAttributes(
-    # The plugin keeps scores >= its threshold, Ultralytics keeps scores > conf. The next float32 above conf
-    # makes the two agree; it matters under FP16, where many scores round to exactly 0.25.
-    score_threshold=float(np.nextafter(np.float32(c.CONF_THRESHOLD), np.float32(1))),
-    iou_threshold=c.IOU_THRESHOLD,
-    max_output_boxes=c.MAX_DETECTIONS,
-    background_class=-1,
-    score_activation=0,  # the YOLO11 head already applies the sigmoid
-    class_agnostic=0,
-    box_coding=BOX_CENTER_SIZE,  # the head emits centre-x, centre-y, w, h
-)
+def nms_attributes(spec: c.ModelSpec) -> EfficientNMSAttributes:
+    """The plugin's attributes for the exported model: its thresholds are compiled into every End2End engine."""
+    return EfficientNMSAttributes(
+        # The plugin keeps scores >= its threshold, Ultralytics keeps scores > conf. The next float32 above conf
+        # makes the two agree; it matters under FP16, where many scores round to exactly the threshold.
+        score_threshold=float(np.nextafter(np.float32(spec.conf), np.float32(1))),
+        iou_threshold=spec.iou,
+        max_output_boxes=spec.max_det,
+        background_class=-1,
+        score_activation=0,  # the YOLO11 head already applies the sigmoid
+        class_agnostic=0,
+        box_coding=BOX_CENTER_SIZE,  # the head emits centre-x, centre-y, w, h
+    )
 
 BATCH = "batch"
 _P = "end2end/"  # prefix of every tensor and node this module adds
@@ -67,7 +69,7 @@ def _dims(*dims: int | str) -> list[int | str]:
     return list(dims)
 
 
-def fixed_size_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
+def fixed_size_graph(raw: onnx.ModelProto, size: int) -> onnx.ModelProto:
     """The raw export with its spatial size fixed to the served one, re-slimmed.
 
     Engines only ever see letterboxed square images. Fixing the spatial dims lets onnxslim
@@ -77,7 +79,7 @@ def fixed_size_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.ModelProto()
     model.CopyFrom(raw)
     shape = model.graph.input[0].type.tensor_type.shape
-    for dim, value in zip(shape.dim[2:], (c.IMAGE_SIZE, c.IMAGE_SIZE)):
+    for dim, value in zip(shape.dim[2:], (size, size)):
         dim.Clear()
         dim.dim_value = value
     shape.dim[0].Clear()
@@ -86,19 +88,19 @@ def fixed_size_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     return onnxslim.slim(model)
 
 
-def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
-    """The End2End model: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
+def end2end_graph(raw: onnx.ModelProto, spec: c.ModelSpec) -> onnx.ModelProto:
+    """The End2End model of ``spec``: inputs ``images`` and ``letterbox_transform``, outputs the public contract."""
     (image_input,) = raw.graph.input
     (raw_output,) = raw.graph.output
     if image_input.name != c.ONNX_INPUT or raw_output.name != c.ONNX_RAW_OUTPUT:
         raise ValueError(f"expected the raw export's {c.ONNX_INPUT!r} -> {c.ONNX_RAW_OUTPUT!r}, "
                          f"got {image_input.name!r} -> {raw_output.name!r}")
-    model = fixed_size_graph(raw)
+    model = fixed_size_graph(raw, spec.imgsz)
     graph = model.graph
 
     graph.initializer.extend([
-        numpy_helper.from_array(np.array([4, c.NUM_CLASSES], np.int64), _P + "split_sizes"),
-        numpy_helper.from_array(np.arange(c.NUM_CLASSES, dtype=np.int32), _P + "class_ids"),
+        numpy_helper.from_array(np.array([4, spec.num_classes], np.int64), _P + "split_sizes"),
+        numpy_helper.from_array(np.arange(spec.num_classes, dtype=np.int32), _P + "class_ids"),
         numpy_helper.from_array(np.array([1], np.int64), _P + "row_axis"),
         numpy_helper.from_array(np.array(0, np.float32), _P + "zero"),
         numpy_helper.from_array(np.array([2, 2, 2], np.int64), _P + "transform_split"),
@@ -118,7 +120,7 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
             OP_TYPE, [_P + "boxes_cxcywh", _P + "best_class_scores"],
             [c.OUTPUT_NUM_DETECTIONS, NMS_BOXES, c.OUTPUT_SCORES, c.OUTPUT_CLASSES],
             name=_P + "nms", domain=PLUGIN_DOMAIN, plugin_version=PLUGIN_VERSION,
-            **asdict(NMS_ATTRIBUTES),
+            **asdict(nms_attributes(spec)),
         ),
         # letterbox_transform = gain_x, gain_y, pad_x, pad_y, width, height -> per-corner [B, 1, 4] factors.
         helper.make_node("Split", [c.LETTERBOX_TRANSFORM, _P + "transform_split"],
@@ -136,7 +138,7 @@ def end2end_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
         node.name = node.name or _P + node.output[0].removeprefix(_P)
     graph.node.extend(nodes)
 
-    k = c.MAX_DETECTIONS
+    k = spec.max_det
     graph.input.append(helper.make_tensor_value_info(c.LETTERBOX_TRANSFORM, TensorProto.FLOAT,
                                                      _dims(BATCH, *c.TRANSFORM_SPEC.dims)))
     # The plugin's outputs, typed as its README states; shape inference knows nothing of the op.
@@ -172,7 +174,7 @@ FP32_ONLY_INPUTS = {"Resize": (1, 2)}
 """Inputs ONNX requires in FP32 whatever the data's type (Resize's roi and scales)."""
 
 
-def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+def fp16_graph(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
     """The same graph with the network in FP16 and everything after the head kept in FP32.
 
     The FP16 engines are built from this graph as strongly typed TensorRT networks: TensorRT
@@ -181,7 +183,7 @@ def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     file is what the engine computes. The image input is cast to FP16 on entry and the head
     output back to FP32; graph inputs and outputs keep their types, so the contract does not
     change with precision. A raw graph (nothing appended) gets its size fixed first
-    (``fixed_size_graph``) and becomes FP16 up to its output.
+    (``fixed_size_graph``, at ``size``) and becomes FP16 up to its output.
 
     Like Ultralytics' own FP16 exports, the head's box decoding is FP16 too: coordinates
     between 512 and 640 letterboxed pixels are then multiples of 0.5.
@@ -189,7 +191,7 @@ def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     Written here rather than with onnxconverter-common, whose converter cast tensors inside
     the blocked post-head nodes and left Resize outputs mistyped on this very graph.
     """
-    out = model if post_head_nodes(model) else fixed_size_graph(model)
+    out = model if post_head_nodes(model) else fixed_size_graph(model, size)
     out = _copy(out)
     graph = out.graph
     post_head = set(post_head_nodes(out))

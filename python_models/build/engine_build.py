@@ -26,6 +26,7 @@ from pathlib import Path
 from python_models.build import repository as repo
 from python_models.build.deployment import TRITON_IMAGE, TRTEXEC
 from python_models.build.export import artifact, onnx_for
+from python_models.contract import ModelSpec
 
 PLAN = "model.plan"
 PLAN_RECORD = "model.json"
@@ -110,12 +111,12 @@ class EngineSpec:
                 f"--minShapes={shapes['min']}", f"--optShapes={shapes['opt']}", f"--maxShapes={shapes['max']}"]
 
 
-def engine_specs(artifacts: Path, precision: str = "fp16") -> list[EngineSpec]:
+def engine_specs(artifacts: Path, served: ModelSpec, precision: str = "fp16") -> list[EngineSpec]:
     """Every TensorRT model of the repository, sized to its own config, from the graph of that precision."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     specs = []
-    for definition in repo.model_definitions():
+    for definition in repo.model_definitions(served):
         config = definition.config
         if config.platform != "tensorrt_plan":
             continue
@@ -170,8 +171,8 @@ def build_engine(spec: EngineSpec, trtexec: Path, runtime: str, precision: str) 
     return spec.plan
 
 
-def build_engines(artifacts: Path, models: list[str] | None = None, precision: str = "fp16", force: bool = False,
-                  trtexec: Path | None = None, runtime: str | None = None, log=print) -> list[str]:
+def build_engines(artifacts: Path, served: ModelSpec, models: list[str] | None = None, precision: str = "fp16",
+                  force: bool = False, trtexec: Path | None = None, runtime: str | None = None, log=print) -> list[str]:
     """Build (or keep, when up to date) the plan of every TensorRT model in ``models`` (default: all).
 
     Returns the plans that could not be built, each with its reason; empty when every plan is there and
@@ -179,7 +180,7 @@ def build_engines(artifacts: Path, models: list[str] | None = None, precision: s
     """
     trtexec = trtexec or find_trtexec()
     runtime = runtime or runtime_tensorrt_version()
-    specs = [s for s in engine_specs(artifacts, precision) if models is None or s.model in models]
+    specs = [s for s in engine_specs(artifacts, served, precision) if models is None or s.model in models]
     if trtexec is None:
         return [f"{s.model}: no TensorRT builder here (trtexec is neither on PATH nor at {TRTEXEC}); plans are "
                 f"built inside {TRITON_IMAGE}: docker compose run --rm export" for s in specs]

@@ -1,4 +1,5 @@
-"""Turn weights into the artifacts every track serves: the ``.pt`` for Track A, ONNX for the engines.
+"""Turn weights into the artifacts every track serves: the ``.pt`` for Track A, ONNX for the engines, and the model
+configs of the repository, all for one ``ModelSpec`` (the weights' classes and names, the image size, the thresholds).
 
 Two ONNX graphs: the raw network (Track B's engine) and the End2End graph built on
 it (``python_models.build.end2end``: NMS and un-letterbox inside), which Track C's and
@@ -7,8 +8,10 @@ every Track D tier's engines are built from.
 Artifacts land in the model folders of a repository root (``model_repository/`` by
 default), where Triton, the CPU twins and the TensorRT builder read them. Beside each
 FP32 graph lies its FP16 form (``model_fp16.onnx``, ``end2end.fp16_graph``), which FP16
-engines are built from. A manifest skips re-exporting unchanged weights, but never
-treats an untrained stand-in as the weights that were asked for.
+engines are built from. A manifest skips re-exporting unchanged weights and options, but
+never treats an untrained stand-in as the weights that were asked for. Everything is
+written beside its target first and moved into place only once all of it was made: a
+refused or failed export leaves the repository as it was.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from python_models.build import repository as repo
+from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
 MANIFEST = "export.json"
-EXPORT_FORMAT_VERSION = 3
+EXPORT_FORMAT_VERSION = 4
 """Bump when what the export writes changes, so old artifacts are rebuilt."""
 
 
@@ -35,16 +38,57 @@ class RepositoryNotWritable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ExportOptions:
+    """What the export is told besides the weights; every track applies them."""
+
+    imgsz: int = DEFAULT_IMAGE_SIZE
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
+    max_det: int = DEFAULT_MAX_DET
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """``--imgsz``, ``--conf``, ``--iou``, ``--max-det`` on an ``argparse`` parser (tools/export.py, serve.py).
+
+        Each defaults to ``$YOLO11_IMGSZ`` (...) when set and not empty (docker compose passes them), else to the
+        contract's default."""
+
+        def default(variable: str, kind, fallback):
+            value = os.environ.get(variable, "").strip()
+            return kind(value) if value else fallback
+
+        parser.add_argument("--imgsz", type=int, default=default("YOLO11_IMGSZ", int, DEFAULT_IMAGE_SIZE),
+                            help="square network input size, a multiple of the model's largest stride (32)")
+        parser.add_argument("--conf", type=float, default=default("YOLO11_CONF", float, DEFAULT_CONF),
+                            help="score threshold every track applies")
+        parser.add_argument("--iou", type=float, default=default("YOLO11_IOU", float, DEFAULT_IOU),
+                            help="NMS IoU threshold every track applies")
+        parser.add_argument("--max-det", type=int, default=default("YOLO11_MAX_DET", int, DEFAULT_MAX_DET),
+                            help="detections returned per image, at most")
+
+    @classmethod
+    def from_args(cls, args) -> "ExportOptions":
+        return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det)
+
+
+@dataclass(frozen=True)
 class ExportManifest:
     weights: str
     """What was asked for (a path, a name, a ``.yaml``)."""
     weights_sha256: str
+    """Of the weights file (or name) and the options: a change of either re-exports."""
+    metadata: str
+    """The exported model's ``ModelSpec``, as every public model's config states it."""
     untrained: bool
     fallback_reason: str | None = None
     """Set when the untrained network stands in for weights that could not be resolved."""
     source: str | None = None
     """The file the weights were read from, or the network definition."""
     format_version: int = EXPORT_FORMAT_VERSION
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_metadata(self.metadata)
 
 
 def artifact(artifacts: Path, model: str, filename: str) -> Path:
@@ -73,8 +117,11 @@ def onnx_for(artifacts: Path, definition: repo.ModelDefinition, fp16: bool = Fal
 
 def written_folders(artifacts: Path) -> list[Path]:
     """Every folder the export and the engine build write into."""
-    folders = {artifacts, weights_pt(artifacts).parent, raw_onnx(artifacts).parent, end2end_onnx(artifacts).parent}
-    folders |= {artifact(artifacts, d.name, "x").parent for d in repo.model_definitions() if d.onnx_source}
+    folders = {artifacts}
+    for definition in repo.model_definitions(repo.default_spec()):  # the same folders for every spec
+        folders |= {artifacts / definition.name, artifacts / definition.name / "1"}
+        if repo.warmup_files(definition, repo.default_spec()):
+            folders.add(artifacts / definition.name / "warmup")
     return sorted(folders)
 
 
@@ -93,12 +140,11 @@ def check_writable(artifacts: Path) -> None:
               "see the README) or make those folders writable.")
 
 
-def _source_key(weights: str) -> str:
+def _source_key(weights: str, options: ExportOptions) -> str:
     path = Path(weights)
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
     # A name (yolo11n.yaml, or a .pt Ultralytics would download): the name and our export code define it.
-    return hashlib.sha256(f"{weights}:{EXPORT_FORMAT_VERSION}".encode()).hexdigest()
+    source = path.read_bytes() if path.is_file() else f"{weights}:{EXPORT_FORMAT_VERSION}".encode()
+    return hashlib.sha256(source + json.dumps(asdict(options), sort_keys=True).encode()).hexdigest()
 
 
 def read_manifest(artifacts: Path) -> ExportManifest | None:
@@ -113,53 +159,72 @@ def _up_to_date(current: ExportManifest | None, key: str, outputs: tuple[Path, .
                 and current.fallback_reason is None and all(p.exists() for p in outputs))
 
 
-def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights_dir: Path | None = None,
-                     allow_untrained: bool = False) -> ExportManifest:
-    """Write ``model.pt``, the raw and the End2End ONNX (FP32 and FP16) for ``weights``; return what was served.
+def _staged(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place: same folder and suffix (Ultralytics reads the
+    suffix), a dot first so nothing serves it."""
+    return path.with_name(".partial." + path.name)
 
-    Unresolvable weights raise ``weights.WeightsError`` unless ``allow_untrained``; an
-    unwritable repository raises ``RepositoryNotWritable`` before anything is loaded.
+
+def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights_dir: Path | None = None,
+                     allow_untrained: bool = False, options: ExportOptions = ExportOptions()) -> ExportManifest:
+    """Write ``model.pt``, the raw and the End2End ONNX (FP32 and FP16) and every model config for ``weights``
+    served as ``options`` say; return what was served.
+
+    Unresolvable weights, or a model no track can serve, raise ``weights.WeightsError`` (the
+    first unless ``allow_untrained``); an unwritable repository raises ``RepositoryNotWritable``
+    before anything is loaded. Either way, and on any failure, the repository is left as it was.
     """
-    from python_models.build.weights import resolve_weights
+    from python_models.build.weights import model_spec, resolve_weights
 
     check_writable(artifacts)
-    key = _source_key(weights)
+    key = _source_key(weights, options)
     outputs = (weights_pt(artifacts), raw_onnx(artifacts), end2end_onnx(artifacts),
                raw_onnx(artifacts).with_name(FP16_ONNX), end2end_onnx(artifacts).with_name(FP16_ONNX))
     current = read_manifest(artifacts)
-    if not force and _up_to_date(current, key, outputs):
+    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(artifacts, current.spec, check=True):
         return current
 
-    resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained)
-    pt = weights_pt(artifacts)
-    pt.parent.mkdir(parents=True, exist_ok=True)
-    resolved.model.save(str(pt))
+    resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained,
+                               imgsz=options.imgsz, conf=options.conf)
+    spec = model_spec(resolved.model, options.imgsz, options.conf, options.iou, options.max_det)
+    staged: dict[Path, Path] = {}
+    try:
+        pt = weights_pt(artifacts)
+        pt.parent.mkdir(parents=True, exist_ok=True)
+        staged[pt] = _staged(pt)
+        resolved.model.save(str(staged[pt]))
 
-    from ultralytics import YOLO
+        from ultralytics import YOLO
 
-    from python_models.contract import IMAGE_SIZE
+        # Export from the saved file so the ONNX and Track A serve byte-identical weights.
+        exported = Path(YOLO(str(staged[pt])).export(format="onnx", imgsz=spec.imgsz, dynamic=True, simplify=True,
+                                                      verbose=False))
+        import onnx
 
-    # Export from the saved file so the ONNX and Track A serve byte-identical weights.
-    onnx_path = Path(YOLO(str(pt)).export(format="onnx", imgsz=IMAGE_SIZE, dynamic=True, simplify=True, verbose=False))
-    target = raw_onnx(artifacts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(onnx_path), target)
+        from python_models.build.end2end import end2end_graph, fp16_graph
 
-    import onnx
-
-    from python_models.build.end2end import end2end_graph, fp16_graph
-
-    raw = onnx.load(str(target))
-    graph = end2end_graph(raw)
-    end2end_onnx(artifacts).parent.mkdir(parents=True, exist_ok=True)
-    for model, path in ((graph, end2end_onnx(artifacts)), (fp16_graph(raw), target.with_name(FP16_ONNX)),
-                        (fp16_graph(graph), end2end_onnx(artifacts).with_name(FP16_ONNX))):
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
-
-    manifest = ExportManifest(weights=weights, weights_sha256=key, untrained=resolved.untrained,
+        raw = onnx.load(str(exported))
+        exported.unlink()
+        graph = end2end_graph(raw, spec)
+        for model, path in ((raw, raw_onnx(artifacts)), (graph, end2end_onnx(artifacts)),
+                            (fp16_graph(raw, spec.imgsz), raw_onnx(artifacts).with_name(FP16_ONNX)),
+                            (fp16_graph(graph, spec.imgsz), end2end_onnx(artifacts).with_name(FP16_ONNX))):
+            onnx.checker.check_model(model)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged[path] = _staged(path)
+            onnx.save(model, str(staged[path]))
+    except BaseException:
+        for partial in [*staged.values(), _staged(weights_pt(artifacts)).with_suffix(".onnx")]:
+            partial.unlink(missing_ok=True)
+        raise
+    manifest_path = artifacts / MANIFEST
+    manifest_path.unlink(missing_ok=True)  # no manifest while artifacts and configs disagree
+    for target, partial in staged.items():
+        partial.replace(target)
+    repo.write_repository(artifacts, spec)
+    manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
                               fallback_reason=resolved.fallback_reason, source=resolved.source)
-    (artifacts / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    manifest_path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 
 

@@ -1,8 +1,9 @@
-"""Every model config of ``model_repository/``, built from ``python_models.contract``.
+"""Every model config of a repository, built from ``python_models.contract`` and the exported model's ``ModelSpec``.
 
-``tools/gen_configs.py`` writes these as ``config.pbtxt``; a test fails when a
-committed config drifts from what this module builds. The CPU profile derives
-its Python-backend twins of the TensorRT and DALI leaves from the same objects.
+The export writes them for the model it exported (``write_repository``); ``tools/gen_configs.py``
+writes the committed ``model_repository/`` for the default export, and a test fails when a
+committed config drifts from what this module builds. The CPU profile derives its
+Python-backend twins of the TensorRT and DALI leaves from the same objects.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from google.protobuf import text_format
@@ -121,29 +123,41 @@ def _tensorrt(*args) -> mc.ModelConfig:
     return _leaf(*args, platform="tensorrt_plan")
 
 
-def _ensemble(name: str, max_batch: int, steps: Sequence[mc.ModelEnsembling.Step]) -> mc.ModelConfig:
-    return mc.ModelConfig(
+def _described(config: mc.ModelConfig, spec: c.ModelSpec) -> mc.ModelConfig:
+    """The model's facts and thresholds in the ``metadata`` parameter, where Ultralytics' client and our Python
+    models read them."""
+    config.parameters[c.METADATA].string_value = spec.metadata()
+    return config
+
+
+def _ensemble(name: str, max_batch: int, steps: Sequence[mc.ModelEnsembling.Step], spec: c.ModelSpec) -> mc.ModelConfig:
+    return _described(mc.ModelConfig(
         name=name,
         platform="ensemble",
         max_batch_size=max_batch,
         input=_inputs(c.PUBLIC_INPUTS),
-        output=_outputs(c.PUBLIC_OUTPUTS),
+        output=_outputs(spec.public_outputs()),
         ensemble_scheduling=mc.ModelEnsembling(step=list(steps)),
-    )
+    ), spec)
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> mc.ModelEnsembling.Step:
     return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
 
 
-_PUBLIC_OUT = {s.name: s.name for s in c.PUBLIC_OUTPUTS}
+_PUBLIC_OUT = {name: name for name in c.PUBLIC_OUTPUT_NAMES}
 _PREPROCESSED = {c.LETTERBOXED_IMAGES: c.LETTERBOXED_IMAGES, c.LETTERBOX_TRANSFORM: c.LETTERBOX_TRANSFORM}
 _ENGINE_INPUTS = {c.ONNX_INPUT: c.LETTERBOXED_IMAGES, c.LETTERBOX_TRANSFORM: c.LETTERBOX_TRANSFORM}
-_PREPROCESS_OUTPUTS = (c.LETTERBOXED_SPEC, c.TRANSFORM_SPEC)
-_END2END_INPUTS = (
-    c.TensorSpec(c.ONNX_INPUT, c.LETTERBOXED_SPEC.dtype, c.LETTERBOXED_SPEC.dims),
-    c.TRANSFORM_SPEC,
-)
+
+
+def _preprocess_outputs(spec: c.ModelSpec) -> tuple[c.TensorSpec, ...]:
+    return spec.letterboxed_spec(), c.TRANSFORM_SPEC
+
+
+def _engine_image(spec: c.ModelSpec) -> c.TensorSpec:
+    """The engines' image input: the letterboxed tensor under the exported network's input name."""
+    letterboxed = spec.letterboxed_spec()
+    return c.TensorSpec(c.ONNX_INPUT, letterboxed.dtype, letterboxed.dims)
 
 
 WARMUP_IMAGE = "bus.jpg"
@@ -175,15 +189,15 @@ def warmup_image() -> bytes:
     return (ASSETS / WARMUP_IMAGE).read_bytes()
 
 
-def warmup_files(definition: "ModelDefinition") -> dict[str, bytes]:
+def warmup_files(definition: "ModelDefinition", spec: c.ModelSpec) -> dict[str, bytes]:
     """Files the model's ``warmup/`` folder must hold for its ``model_warmup`` entries."""
     wanted = {i.input_data_file for w in definition.config.model_warmup for i in w.inputs.values() if i.input_data_file}
     files = {}
     if WARMUP_IMAGE in wanted:
         files[WARMUP_IMAGE] = warmup_image()
     if WARMUP_TRANSFORM in wanted:
-        # gain 1, no padding, a 640 x 640 original: boxes pass through unchanged.
-        identity = [1, 1, 0, 0, c.IMAGE_SIZE, c.IMAGE_SIZE]
+        # gain 1, no padding, an original of the letterboxed size: boxes pass through unchanged.
+        identity = [1, 1, 0, 0, spec.imgsz, spec.imgsz]
         files[WARMUP_TRANSFORM] = np.asarray(identity, dtype="<f4").tobytes()
     return files
 
@@ -193,8 +207,8 @@ def _warmed(config: mc.ModelConfig) -> mc.ModelConfig:
     return config
 
 
-def _end2end(name: str, max_batch: int, delay_us: int, instances: int) -> ModelDefinition:
-    config = _tensorrt(name, max_batch, _inputs(_END2END_INPUTS), _outputs(c.PUBLIC_OUTPUTS),
+def _end2end(name: str, max_batch: int, delay_us: int, instances: int, spec: c.ModelSpec) -> ModelDefinition:
+    config = _tensorrt(name, max_batch, _inputs([_engine_image(spec), c.TRANSFORM_SPEC]), _outputs(spec.public_outputs()),
                        _instances(instances, mc.ModelInstanceGroup.KIND_GPU), delay_us)
     return ModelDefinition(_warmed(config), twin=TWINS + "onnx_twin_model", onnx_source=END2END_TRT,
                            logic=("build/end2end.py",))
@@ -207,12 +221,12 @@ PYTORCH_GPU_INSTANCES = 4
 instances of 8 decode threads, against 585 images/s with 2 (results/h100_fp16_4inst_threads8, README)."""
 
 
-def pytorch_config(kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
-                    precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
+def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
+                   precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
     """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode_threads`` 0: see
     ``preprocess.decode_threads``; ``cuda_graphs``: replay the forward from CUDA graphs on a GPU."""
-    config = _python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True), _outputs(c.PUBLIC_OUTPUTS),
-                     _instances(count, kind), 2000)
+    config = _described(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                                _outputs(spec.public_outputs()), _instances(count, kind), 2000), spec)
     config.parameters["precision"].string_value = precision
     config.parameters["decode_threads"].string_value = "0"
     config.parameters["cuda_graphs"].string_value = "true"
@@ -224,39 +238,44 @@ IMAGE_GUARD_INSTANCES = 2
 delaying the next."""
 
 
-def model_definitions() -> list[ModelDefinition]:
-    """All models of the repository, public ensembles and the leaves they call."""
+def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
+    """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
+
+    ``metadata`` goes where it is read: every public model (clients), the raw leaf (Ultralytics'
+    own Triton client) and the NMS step (its thresholds). Leaves that only need the image size
+    read it from their own output dims."""
     images = {c.INPUT_IMAGES: c.INPUT_IMAGES}
+    raw = spec.raw_spec()
     defs = [
         # Track A: one Python model.
-        ModelDefinition(pytorch_config(), entry=RUNTIME + "pytorch_model",
+        ModelDefinition(pytorch_config(spec), entry=RUNTIME + "pytorch_model",
                         logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
         # Tracks B and C share the CPU preprocessing step.
         ModelDefinition(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                _outputs(_PREPROCESS_OUTPUTS), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),
+                                _outputs(_preprocess_outputs(spec)), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),
                         entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",)),
         ModelDefinition(
-            _warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH,
-                              _inputs([c.TensorSpec(c.ONNX_INPUT, c.LETTERBOXED_SPEC.dtype, c.LETTERBOXED_SPEC.dims)]),
-                              _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, c.RAW_SPEC.dtype, c.RAW_SPEC.dims)]),
-                              _instances(1, mc.ModelInstanceGroup.KIND_GPU), 1000)),
+            _described(_warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH, _inputs([_engine_image(spec)]),
+                                         _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, raw.dtype, raw.dims)]),
+                                         _instances(1, mc.ModelInstanceGroup.KIND_GPU), 1000)), spec),
             twin=TWINS + "onnx_twin_model",
             onnx_source=RAW_TRT,
             logic=("build/export.py",),
         ),
-        ModelDefinition(_python(NMS, ENSEMBLE_MAX_BATCH, _inputs([c.RAW_SPEC, c.TRANSFORM_SPEC]),
-                                _outputs(c.PUBLIC_OUTPUTS), _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500),
+        ModelDefinition(_described(_python(NMS, ENSEMBLE_MAX_BATCH, _inputs([raw, c.TRANSFORM_SPEC]),
+                                           _outputs(spec.public_outputs()),
+                                           _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500), spec),
                         entry=RUNTIME + "nms_model", logic=("runtime/nms.py",)),
         ModelDefinition(_ensemble(TRT_ENSEMBLE, ENSEMBLE_MAX_BATCH, [
             _step(PREPROCESS, images, _PREPROCESSED),
             _step(RAW_TRT, {c.ONNX_INPUT: c.LETTERBOXED_IMAGES}, {c.ONNX_RAW_OUTPUT: c.RAW_PREDICTIONS}),
             _step(NMS, {c.RAW_PREDICTIONS: c.RAW_PREDICTIONS, c.LETTERBOX_TRANSFORM: c.LETTERBOX_TRANSFORM}, _PUBLIC_OUT),
-        ])),
-        _end2end(END2END_TRT, ENSEMBLE_MAX_BATCH, 1000, 1),
+        ], spec)),
+        _end2end(END2END_TRT, ENSEMBLE_MAX_BATCH, 1000, 1, spec),
         ModelDefinition(_ensemble(END2END_ENSEMBLE, ENSEMBLE_MAX_BATCH, [
             _step(PREPROCESS, images, _PREPROCESSED),
             _step(END2END_TRT, _ENGINE_INPUTS, _PUBLIC_OUT),
-        ])),
+        ], spec)),
     ]
     # Track D: one CPU guard for every tier, sized to the largest tier's batch.
     largest = max(tier.max_batch_size for tier in c.DALI_TIERS)
@@ -266,22 +285,64 @@ def model_definitions() -> list[ModelDefinition]:
         entry=RUNTIME + "image_guard_model", logic=("runtime/preprocess.py",)))
     for tier in c.DALI_TIERS:
         dali = _leaf(dali_preprocess_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                     _outputs(_PREPROCESS_OUTPUTS), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
+                     _outputs(_preprocess_outputs(spec)), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
                      tier.max_queue_delay_us, backend="dali")
         defs += [
             ModelDefinition(_warmed(dali), twin=TWINS + "dali_twin_model", logic=("runtime/dali_letterbox.py",)),
-            _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances),
+            _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances, spec),
             ModelDefinition(_ensemble(dali_ensemble_name(tier), tier.max_batch_size, [
                 _step(IMAGE_GUARD, images, {c.CHECKED_IMAGES: c.CHECKED_IMAGES}),
                 _step(dali_preprocess_name(tier), {c.INPUT_IMAGES: c.CHECKED_IMAGES}, _PREPROCESSED),
                 _step(dali_end2end_name(tier), _ENGINE_INPUTS, _PUBLIC_OUT),
-            ])),
+            ], spec)),
         ]
     return defs
 
 
-def definitions_by_name() -> dict[str, ModelDefinition]:
-    return {d.name: d for d in model_definitions()}
+def definitions_by_name(spec: c.ModelSpec) -> dict[str, ModelDefinition]:
+    return {d.name: d for d in model_definitions(spec)}
+
+
+@functools.lru_cache(maxsize=1)
+def default_spec() -> c.ModelSpec:
+    """What exporting ``weights.DEFAULT_WEIGHTS`` (yolo11n.pt) produces (COCO's 80 classes, strides 8 to 32, 640,
+    default thresholds):
+    the committed ``model_repository/``. The names are the COCO dataset file's, which those weights carry."""
+    import ultralytics
+    import yaml
+
+    coco = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg" / "datasets" / "coco.yaml").read_text())
+    names = coco["names"]
+    return c.ModelSpec(names=tuple(names[i] for i in range(len(names))))
+
+
+def write_repository(root: Path, spec: c.ModelSpec, check: bool = False) -> list[Path]:
+    """Write every model's ``config.pbtxt``, version-folder entry files and warm-up inputs under ``root`` for
+    ``spec``; return the files that differed (with ``check``: only report them, write nothing)."""
+    stale = []
+    for definition in model_definitions(spec):
+        folder = root / definition.name
+        wanted = {folder / "config.pbtxt": to_pbtxt(definition.config).encode()}
+        wanted.update({folder / "1" / name: text.encode() for name, text in version_files(definition).items()})
+        wanted.update({folder / "warmup" / name: data for name, data in warmup_files(definition, spec).items()})
+        for path, data in wanted.items():
+            if path.exists() and path.read_bytes() == data:
+                continue
+            stale.append(path)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        version = folder / "1"
+        if not check:
+            version.mkdir(parents=True, exist_ok=True)
+            keep = version / ".gitkeep"
+            # git keeps no empty folders, and Triton needs the version folder even when empty.
+            has_files = any(p.parent == version for p in wanted)
+            if not has_files and not keep.exists():
+                keep.touch()
+            elif has_files and keep.exists():
+                keep.unlink()
+    return stale
 
 
 def python_entry(module: str) -> str:
@@ -293,7 +354,8 @@ DALI_ENTRY = f'''"""Track D preprocessing. {GENERATED_HEADER[2:-1]}
 
 Triton's DALI backend serialises this pipeline when it loads the model (on the GPU host:
 a mixed-decoder pipeline cannot be serialised without CUDA). The graph is
-python_models/runtime/dali_letterbox.py; the model config's max_batch_size overrides batch_size.
+python_models/runtime/dali_letterbox.py; the model config's max_batch_size overrides batch_size, and
+the size is the one the model config's output states (the export writes both).
 """
 
 from nvidia.dali import pipeline_def
@@ -305,7 +367,7 @@ from python_models.runtime.dali_letterbox import letterbox_graph
 @autoserialize
 @pipeline_def(batch_size={{batch}}, num_threads=4, device_id=0)
 def yolo11_letterbox():
-    return letterbox_graph(decoder_device="mixed")
+    return letterbox_graph(size={{size}}, decoder_device="mixed")
 '''
 
 
@@ -314,7 +376,9 @@ def version_files(definition: ModelDefinition) -> dict[str, str]:
     if definition.entry:
         return {"model.py": python_entry(definition.entry)}
     if definition.config.backend == "dali":
-        return {"dali.py": DALI_ENTRY.replace("{batch}", str(definition.config.max_batch_size))}
+        (letterboxed,) = [o for o in definition.config.output if o.name == c.LETTERBOXED_IMAGES]
+        return {"dali.py": DALI_ENTRY.replace("{batch}", str(definition.config.max_batch_size))
+                .replace("{size}", str(letterboxed.dims[-1]))}
     return {}
 
 
@@ -393,7 +457,7 @@ def _adapter(definition: ModelDefinition) -> str:
 
 def architecture_map() -> str:
     """The README's map: each public model, its steps in order, where each runs and which modules do the work."""
-    by_name = definitions_by_name()
+    by_name = definitions_by_name(default_spec())
     lines = [MAP_BEGIN, "", "| public model | step | runs on (production) | what the step does is in | entry (production / CPU twin) |",
              "|---|---|---|---|---|"]
     for public in PUBLIC_MODELS:
@@ -409,7 +473,7 @@ def architecture_map() -> str:
 
 def track_logic(public: str) -> list[str]:
     """The modules, in order and without repeats, that take a public model's request from bytes to boxes."""
-    by_name = definitions_by_name()
+    by_name = definitions_by_name(default_spec())
     config = by_name[public].config
     steps = leaf_models(config) if config.platform == "ensemble" else [public]
     return list(dict.fromkeys(path for step in steps for path in by_name[step].logic))

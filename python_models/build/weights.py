@@ -1,4 +1,5 @@
-"""Weights: resolve what the user names, or build the deterministic untrained YOLO11 that still detects."""
+"""Weights: resolve what the user names, or build the deterministic untrained YOLO11 that still detects; what the
+exported model is (``model_spec``), and which models can be served at all."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from python_models.contract import CONF_THRESHOLD, NUM_CLASSES
+from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, ModelSpec
 
 DEFAULT_WEIGHTS = "yolo11n.pt"
 UNTRAINED_CONFIG = "yolo11n.yaml"
@@ -25,7 +26,45 @@ from 0.25 to about 0.55 (bus.jpg), not all within 0.002 of the threshold, where 
 
 
 class WeightsError(RuntimeError):
-    """Weights could not be resolved or do not fit the serving contract."""
+    """Weights could not be resolved or cannot be served."""
+
+
+class UnservableModel(WeightsError):
+    """The weights load, but no track can serve that kind of model."""
+
+
+SUPPORTED = ("Ultralytics detection models with the anchor-free YOLOv8/YOLO11 head (yolov8*, yolo11* and models "
+             "fine-tuned from them), any class count, at an image size that is a multiple of the head's largest "
+             "stride")
+
+
+def check_servable(model) -> None:
+    """Refuse what the tracks cannot serve, saying what can: other tasks (segmentation, pose, OBB, classification),
+    NMS-free end-to-end heads (YOLOv10, YOLO26), whose outputs are already suppressed and laid out differently."""
+    from ultralytics.nn.modules.head import Detect
+
+    net = model.model
+    head = net.model[-1] if hasattr(net, "model") else None
+    if model.task != "detect" or head is None or not isinstance(head, Detect):
+        raise UnservableModel(f"a {model.task!r} model ({type(head).__name__} head) cannot be served; supported: {SUPPORTED}")
+    if type(head) is not Detect or getattr(head, "one2one_cv2", None) is not None:
+        raise UnservableModel(f"the {type(head).__name__} head is NMS-free end-to-end (YOLOv10/YOLO26 style), not the "
+                           f"YOLOv8/YOLO11 head every track here decodes and suppresses; supported: {SUPPORTED}")
+
+
+def model_spec(model, imgsz: int = DEFAULT_IMAGE_SIZE, conf: float = DEFAULT_CONF, iou: float | None = None,
+               max_det: int | None = None) -> ModelSpec:
+    """What serving ``model`` at ``imgsz`` with these thresholds means for every track (``WeightsError`` if it
+    cannot be served)."""
+    check_servable(model)
+    strides = tuple(int(s) for s in model.model.stride.tolist())
+    names = model.names
+    extra = {k: v for k, v in (("iou", iou), ("max_det", max_det)) if v is not None}
+    try:
+        return ModelSpec(names=tuple(str(names[i]) for i in range(len(names))), imgsz=imgsz, strides=strides,
+                         conf=conf, **extra)
+    except ValueError as exc:
+        raise UnservableModel(str(exc)) from None
 
 
 def calibration_images() -> list[np.ndarray]:
@@ -37,7 +76,8 @@ def calibration_images() -> list[np.ndarray]:
     return images + [cv2.flip(image, 1) for image in images]
 
 
-def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEED):
+def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEED, imgsz: int = DEFAULT_IMAGE_SIZE,
+                       conf: float = DEFAULT_CONF):
     """An untrained YOLO11 whose outputs depend on the image, built the same way every time.
 
     A freshly initialised network's activations vanish through its depth (BatchNorm
@@ -46,7 +86,8 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
     every image. Re-estimating BatchNorm statistics on the shipped sample images and
     setting the class bias so a fixed share of anchors clears the threshold gives an
     image-dependent detector: enough to prove every track returns what the reference
-    predictor returns, not a useful model.
+    predictor returns, not a useful model. It is calibrated at ``imgsz`` and ``conf``, the size and
+    threshold it will be served at. Class names come from the file's ``names`` when it has them.
 
     With BatchNorm's scale left at 1 that network is chaotic: a one-grey-level
     difference in a few pixels (DALI's decode and resize against OpenCV's) moved
@@ -60,12 +101,20 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
     from python_models.runtime.preprocess import letterbox
 
     torch.manual_seed(seed)
-    model = YOLO(config)
+    try:
+        model = YOLO(config)
+    except Exception as exc:  # a missing or malformed file raises many types
+        raise WeightsError(f"{config} could not be built as an Ultralytics network: {type(exc).__name__}: {exc}") from exc
+    model_spec(model, imgsz, conf)  # refuses an unservable model or size before the calibration runs
     net = model.model
     head = net.model[-1]
-    if head.nc != NUM_CLASSES:
-        raise WeightsError(f"{config} has {head.nc} classes; the serving contract has {NUM_CLASSES}")
-    batch = torch.from_numpy(np.stack([letterbox(image)[0] for image in calibration_images()]))
+    names = net.yaml.get("names")
+    if names is not None:  # Ultralytics numbers an untrained network's classes; the file may name them
+        names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+        if sorted(names) != list(range(head.nc)):
+            raise WeightsError(f"{config}: names must give one name to each of its {head.nc} classes, got {len(names)}")
+        net.names = {i: str(names[i]) for i in range(head.nc)}
+    batch = torch.from_numpy(np.stack([letterbox(image, imgsz)[0] for image in calibration_images()]))
     for module in net.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -91,7 +140,7 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
         for conv in class_convs:
             conv.weight.mul_(gain)
         level = torch.quantile(best_logits(), UNTRAINED_QUANTILE, dim=1).mean()
-        shift = math.log(CONF_THRESHOLD / (1 - CONF_THRESHOLD)) - level.item()
+        shift = math.log(conf / (1 - conf)) - level.item()
         for conv in class_convs:
             conv.bias.fill_(shift)
     return model
@@ -149,7 +198,8 @@ def _fetch(name: str, weights_dir: Path) -> Path:
     return target
 
 
-def resolve_weights(weights: str, weights_dir: Path | None = None, allow_untrained: bool = False) -> ResolvedWeights:
+def resolve_weights(weights: str, weights_dir: Path | None = None, allow_untrained: bool = False,
+                    imgsz: int = DEFAULT_IMAGE_SIZE, conf: float = DEFAULT_CONF) -> ResolvedWeights:
     """The weights a user names: a ``.pt`` path, a name Ultralytics publishes, or a ``.yaml`` network.
 
     A ``.yaml`` is an explicit request for the deterministic untrained network
@@ -157,10 +207,11 @@ def resolve_weights(weights: str, weights_dir: Path | None = None, allow_untrain
     (default: the current directory) and downloaded there when missing. Anything that
     cannot be resolved raises ``WeightsError`` with the reason (no such file, a typo'd
     name, offline, an unwritable folder, a file Ultralytics cannot load), unless
-    ``allow_untrained``, which serves the untrained network instead and says why.
+    ``allow_untrained``, which serves the untrained network instead and says why. A model
+    that cannot be served (``check_servable``) always raises.
     """
     if weights.endswith((".yaml", ".yml")):
-        return ResolvedWeights(untrained_detector(weights), True, weights)
+        return ResolvedWeights(untrained_detector(weights, imgsz=imgsz, conf=conf), True, weights)
     try:
         if _is_name(weights) and not Path(weights).is_file():
             path = _fetch(weights, Path(weights_dir) if weights_dir else Path.cwd())
@@ -172,11 +223,7 @@ def resolve_weights(weights: str, weights_dir: Path | None = None, allow_untrain
     except WeightsError as exc:
         if not allow_untrained:
             raise
-        return ResolvedWeights(untrained_detector(), True, UNTRAINED_CONFIG, fallback_reason=str(exc))
-    nc = len(model.names)
-    if nc != NUM_CLASSES:
-        raise WeightsError(
-            f"{weights} detects {nc} classes; python_models/contract.py serves {NUM_CLASSES}. "
-            "Set NUM_CLASSES there and run tools/gen_configs.py."
-        )
+        return ResolvedWeights(untrained_detector(imgsz=imgsz, conf=conf), True, UNTRAINED_CONFIG,
+                               fallback_reason=str(exc))
+    check_servable(model)
     return ResolvedWeights(model, False, str(path))

@@ -16,16 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from python_models.contract import (
-    CONF_THRESHOLD,
     INPUT_IMAGES,
-    MAX_DETECTIONS,
-    NUM_CLASSES,
     OUTPUT_BOXES,
     OUTPUT_CLASSES,
     OUTPUT_NUM_DETECTIONS,
     OUTPUT_SCORES,
     PUBLIC_MODELS,
-    PUBLIC_OUTPUTS,
+    PUBLIC_OUTPUT_NAMES,
+    ModelSpec,
 )
 
 
@@ -69,18 +67,33 @@ class Detections:
     boxes: np.ndarray  # (n, 4) x1, y1, x2, y2 in original-image pixels
     scores: np.ndarray  # (n,)
     classes: np.ndarray  # (n,)
+    names: tuple[str, ...] = ()
+    """The class name of each detection (empty when unpacked without the served model's names)."""
 
     def __len__(self) -> int:
         return len(self.scores)
 
 
-def unpack_detections(outputs: dict[str, np.ndarray]) -> list[Detections]:
-    """Per image, the first ``num_detections`` rows of each output."""
+def served_spec(client, model: str) -> ModelSpec:
+    """The served model's classes, names, image size and thresholds, from its config's ``metadata`` parameter
+    (a ``tritonclient`` gRPC or HTTP client)."""
+    config = client.get_model_config(model)
+    if not isinstance(config, dict):  # gRPC answers a protobuf message
+        from google.protobuf import json_format
+
+        config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
+    return ModelSpec.from_config(config)
+
+
+def unpack_detections(outputs: dict[str, np.ndarray], spec: ModelSpec | None = None) -> list[Detections]:
+    """Per image, the first ``num_detections`` rows of each output, with class names when ``spec`` is given."""
     num = outputs[OUTPUT_NUM_DETECTIONS].reshape(-1)
-    return [
-        Detections(outputs[OUTPUT_BOXES][i, :n], outputs[OUTPUT_SCORES][i, :n], outputs[OUTPUT_CLASSES][i, :n])
-        for i, n in enumerate(num)
-    ]
+    detections = []
+    for i, n in enumerate(num):
+        classes = outputs[OUTPUT_CLASSES][i, :n]
+        names = tuple(spec.names[k] for k in classes) if spec is not None else ()
+        detections.append(Detections(outputs[OUTPUT_BOXES][i, :n], outputs[OUTPUT_SCORES][i, :n], classes, names))
+    return detections
 
 
 def ready_public_models(client) -> list[str]:
@@ -94,9 +107,9 @@ def infer_grpc(client, model: str, encoded: Sequence[bytes], timeout: float | No
     rows = pack_images(encoded)
     inp = grpcclient.InferInput(INPUT_IMAGES, list(rows.shape), "UINT8")
     inp.set_data_from_numpy(rows)
-    outputs = [grpcclient.InferRequestedOutput(s.name) for s in PUBLIC_OUTPUTS]
+    outputs = [grpcclient.InferRequestedOutput(name) for name in PUBLIC_OUTPUT_NAMES]
     result = client.infer(model, [inp], outputs=outputs, client_timeout=timeout)
-    return {s.name: result.as_numpy(s.name) for s in PUBLIC_OUTPUTS}
+    return {name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}
 
 
 def infer_http(client, model: str, encoded: Sequence[bytes], timeout: float | None = None) -> dict[str, np.ndarray]:
@@ -105,32 +118,34 @@ def infer_http(client, model: str, encoded: Sequence[bytes], timeout: float | No
     rows = pack_images(encoded)
     inp = httpclient.InferInput(INPUT_IMAGES, list(rows.shape), "UINT8")
     inp.set_data_from_numpy(rows, binary_data=True)
-    outputs = [httpclient.InferRequestedOutput(s.name, binary_data=True) for s in PUBLIC_OUTPUTS]
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in PUBLIC_OUTPUT_NAMES]
     result = client.infer(model, [inp], outputs=outputs, timeout=timeout)
-    return {s.name: result.as_numpy(s.name) for s in PUBLIC_OUTPUTS}
+    return {name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}
 
 
-def contract_violations(outputs: dict[str, np.ndarray | None], sizes: Sequence[tuple[int, int]]) -> list[str]:
-    """What is wrong with a response to images of ``sizes`` (width, height), per the contract; empty if nothing.
+def contract_violations(outputs: dict[str, np.ndarray | None], sizes: Sequence[tuple[int, int]],
+                        spec: ModelSpec) -> list[str]:
+    """What is wrong with a response to images of ``sizes`` (width, height), per the contract and the served model
+    ``spec`` (its class count, thresholds and ``max_det``); empty if nothing.
 
     Load tools count a non-empty answer as a failure: a server that answers fast but
     wrongly must not look healthy.
     """
     problems = []
     rows = len(sizes)
-    for spec in PUBLIC_OUTPUTS:
-        value = outputs.get(spec.name)
+    for tensor in spec.public_outputs():
+        value = outputs.get(tensor.name)
         if value is None:
-            problems.append(f"{spec.name} missing")
-        elif value.dtype != spec.dtype or value.shape != (rows, *spec.dims):
-            problems.append(f"{spec.name}: {value.dtype}{list(value.shape)}, expected {spec.dtype}{[rows, *spec.dims]}")
+            problems.append(f"{tensor.name} missing")
+        elif value.dtype != tensor.dtype or value.shape != (rows, *tensor.dims):
+            problems.append(f"{tensor.name}: {value.dtype}{list(value.shape)}, expected {tensor.dtype}{[rows, *tensor.dims]}")
     if problems:
         return problems
     num = outputs[OUTPUT_NUM_DETECTIONS].reshape(-1)
     for row, (width, height) in enumerate(sizes):
         n = int(num[row])
-        if not 0 <= n <= MAX_DETECTIONS:
-            problems.append(f"row {row}: num_detections {n} outside 0..{MAX_DETECTIONS}")
+        if not 0 <= n <= spec.max_det:
+            problems.append(f"row {row}: num_detections {n} outside 0..{spec.max_det}")
             continue
         boxes, scores, classes = (outputs[k][row] for k in (OUTPUT_BOXES, OUTPUT_SCORES, OUTPUT_CLASSES))
         if not np.isfinite(boxes).all() or not np.isfinite(scores).all():
@@ -141,8 +156,8 @@ def contract_violations(outputs: dict[str, np.ndarray | None], sizes: Sequence[t
         if n and (kept.min() < 0 or kept[:, [0, 2]].max() > width or kept[:, [1, 3]].max() > height
                   or (kept[:, 2:] < kept[:, :2]).any()):
             problems.append(f"row {row}: boxes outside the {width}x{height} image or not x1<=x2, y1<=y2")
-        if n and (scores[:n].min() < CONF_THRESHOLD or scores[:n].max() > 1 or np.any(np.diff(scores[:n]) > 0)):
-            problems.append(f"row {row}: scores not in [{CONF_THRESHOLD}, 1] best first")
-        if n and (classes[:n].min() < 0 or classes[:n].max() >= NUM_CLASSES):
-            problems.append(f"row {row}: class outside 0..{NUM_CLASSES - 1}")
+        if n and (scores[:n].min() < spec.conf or scores[:n].max() > 1 or np.any(np.diff(scores[:n]) > 0)):
+            problems.append(f"row {row}: scores not in [{spec.conf}, 1] best first")
+        if n and (classes[:n].min() < 0 or classes[:n].max() >= spec.num_classes):
+            problems.append(f"row {row}: class outside 0..{spec.num_classes - 1}")
     return problems

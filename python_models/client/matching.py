@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from python_models.client import Detections
 from typing import NamedTuple
 
-from python_models.contract import CONF_THRESHOLD, MAX_DETECTIONS
+from python_models.client import Detections
+from python_models.contract import ModelSpec
 
 
 class Tolerance(NamedTuple):
@@ -20,15 +20,17 @@ class Tolerance(NamedTuple):
 
 TOLERANCES = {
     # precision -> reference kind -> tolerance
-    "fp32": {"predictor": Tolerance(0.98, 1e-3), "end2end": Tolerance(0.98, 2e-3), "dali": Tolerance(0.95, 1e-2, 0.05),
+    "fp32": {"predictor": Tolerance(0.98, 1e-3), "end2end": Tolerance(0.98, 2e-3), "dali": Tolerance(0.90, 3e-2, 0.05),
              "other": Tolerance(0.98, 1e-3)},
     "fp16": {"predictor": Tolerance(0.95, 5e-3), "end2end": Tolerance(0.90, 1e-2, 0.05),
-             "dali": Tolerance(0.90, 1e-2, 0.05), "other": Tolerance(0.90, 1e-2, 0.05)},
+             "dali": Tolerance(0.90, 3e-2, 0.05), "other": Tolerance(0.90, 1e-2, 0.05)},
 }
 """FP32: what CI proves in the CPU profile. Tracks A, B and C decode and letterbox with OpenCV exactly as
-the predictor does; Track D's DALI decode and resize differ from OpenCV's by up to one grey level, which moves
-the test network's scores (spread from 0.25 to 0.55) by up to 0.006 and, on bus.jpg, flips the best class of
-one anchor in 48. FP16: Track A against the predictor at FP16 on the same GPU (measured on an H100: every pair
+the predictor does; Track D's DALI decodes exactly as OpenCV does, but its resize differs by up to one grey
+level (in 9% of the pixels, mean 0.09). That moves the untrained test network's scores by up to 0.006 and, on
+bus.jpg, flips the best class of one anchor in 48; a trained network is more sensitive: on 80 held-out images
+the trained test detector's scores moved by up to 0.0151 and its boxes to IoU 0.929 (tests/test_own_detector.py),
+hence 0.03 and 0.90, about twice what was measured. FP16: Track A against the predictor at FP16 on the same GPU (measured on an H100: every pair
 within 5e-3); the TensorRT tracks against Track A at FP16 compute in other kernels, so their tolerance is
 wider and has not yet been measured on a GPU host."""
 
@@ -54,11 +56,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _floor(side: Detections, score_tol: float) -> float:
+def _floor(side: Detections, score_tol: float, spec: ModelSpec) -> float:
     """Scores under this may exist on one side only: within ``score_tol`` of the confidence threshold, or of the
     last score kept when the list is full (a rounding difference decides whether they make it)."""
-    floor = CONF_THRESHOLD + score_tol
-    if len(side) == MAX_DETECTIONS:
+    floor = spec.conf + score_tol
+    if len(side) == spec.max_det:
         floor = max(floor, float(side.scores.min()) + score_tol)
     return floor
 
@@ -81,8 +83,9 @@ def pairs(src: Detections, dst: Detections, min_iou: float, score_tol: float) ->
     return paired
 
 
-def differences(got: Detections, ref: Detections, min_iou: float, score_tol: float, unpaired: float = 0.0) -> list[str]:
-    """Why ``got`` is not the same detections as ``ref``; empty when it is.
+def differences(got: Detections, ref: Detections, spec: ModelSpec, min_iou: float, score_tol: float,
+                unpaired: float = 0.0) -> list[str]:
+    """Why ``got`` is not the same detections as ``ref`` (both from the model ``spec``); empty when it is.
 
     Detections are paired one to one, so a duplicated or extra detection is a difference, unless it sits where a
     rounding difference decides (``_floor``) or is within the ``unpaired`` share (``Tolerance.unpaired``).
@@ -92,8 +95,8 @@ def differences(got: Detections, ref: Detections, min_iou: float, score_tol: flo
         problems.append("boxes are not x1 <= x2, y1 <= y2")
     paired = pairs(ref, got, min_iou, score_tol)
     used = set(paired.values())
-    missing = [i for i in range(len(ref)) if i not in paired and ref.scores[i] >= _floor(ref, score_tol)]
-    extra = [j for j in range(len(got)) if j not in used and got.scores[j] >= _floor(got, score_tol)]
+    missing = [i for i in range(len(ref)) if i not in paired and ref.scores[i] >= _floor(ref, score_tol, spec)]
+    extra = [j for j in range(len(got)) if j not in used and got.scores[j] >= _floor(got, score_tol, spec)]
     allowed = int(unpaired * max(len(got), len(ref)))
     for rows, side, src in ((missing, "reference detection", ref), (extra, "served detection", got)):
         if len(rows) > allowed:
@@ -105,14 +108,12 @@ def differences(got: Detections, ref: Detections, min_iou: float, score_tol: flo
     return problems
 
 
-def predictor_detections(model, image_path, half: bool = False, device: str | int = "cpu") -> Detections:
-    """The Ultralytics predictor on one image, at the contract's size and thresholds (``rect=False``: square input,
-    as every track serves)."""
-    from python_models.contract import IMAGE_SIZE, IOU_THRESHOLD
-
-    result = model.predict(str(image_path), imgsz=IMAGE_SIZE, conf=CONF_THRESHOLD, iou=IOU_THRESHOLD,
-                           max_det=MAX_DETECTIONS, rect=False, device=device, verbose=False,
-                           **({"quantize": 16} if half else {}))[0]
+def predictor_detections(model, image, spec: ModelSpec, half: bool = False, device: str | int = "cpu") -> Detections:
+    """The Ultralytics predictor on one image (a path, or a BGR array), at the served model's size and thresholds
+    (``rect=False``: square input, as every track serves)."""
+    source = image if isinstance(image, np.ndarray) else str(image)
+    result = model.predict(source, imgsz=spec.imgsz, conf=spec.conf, iou=spec.iou, max_det=spec.max_det, rect=False,
+                           device=device, verbose=False, **({"quantize": 16} if half else {}))[0]
     boxes = result.boxes
     return Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int32))
 

@@ -4,7 +4,8 @@ On a GPU host this is what says, within minutes, whether tracks B, C and D reall
 there; in CI it runs against the CPU profile. Every check yields ``Finding`` rows naming
 the model and the image; the server passes only when every row passes:
 
-- ``ready``, ``contract_io``: every public model is ready and has the contract's inputs and outputs;
+- ``ready``, ``contract_io``: every public model is ready, has the contract's inputs and outputs and states the
+  served model (class names, image size, thresholds) in its ``metadata``, the same for all;
 - ``contract``: every answer keeps the contract (shapes, types, boxes inside the image, ...);
 - ``same_as_track_a``: every track's detections equal Track A's on the same server and image;
 - ``same_as_predictor``: Track A's equal the Ultralytics predictor's on the weights file the server serves;
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from python_models import contract as c
-from python_models.client import Detections, contract_violations, image_size, infer_grpc, unpack_detections
+from python_models.client import Detections, contract_violations, image_size, infer_grpc, served_spec
+from python_models.client import unpack_detections
 from python_models.client.bad_inputs import bad_inputs
 from python_models.client.matching import differences, predictor_detections, tolerance
 
@@ -91,6 +93,8 @@ class ServerCheck:
         self.perf_rows: list[dict] = []
         self.sizes = {name: image_size(data) for name, data in settings.images.items()}
         self.answers: dict[str, dict[str, Detections]] = {}
+        self.specs: dict[str, c.ModelSpec] = {}
+        """The served model as each public model's config states it (``metadata``)."""
         self._local = threading.local()
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -151,15 +155,27 @@ class ServerCheck:
         if not self.add("ready", model, "", ready, "" if ready else
                         "not ready: the launcher's start-up report (docker compose logs triton) says why"):
             return False
+        first = next(iter(self.specs.values()), None)
+        described = True
+        try:
+            spec = self.specs[model] = served_spec(self.client(), model)
+        except (ValueError, SyntaxError, KeyError) as exc:
+            described = self.add("contract_io", model, "", False, f"no readable metadata parameter: {exc}")
+            if first is None:
+                return False
+            spec = self.specs[model] = first  # still check its tensors against what the others serve
+        else:
+            if first is not None and spec != first:
+                described = self.add("contract_io", model, "", False, f"serves {spec}, another public model {first}")
         meta = self.client().get_model_metadata(model, as_json=True)
         got_in = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]]
         got_out = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]]
         names = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
         want_in = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_INPUTS]
-        want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_OUTPUTS]
+        want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in spec.public_outputs()]
         ok = got_in == want_in and sorted(got_out) == sorted(want_out)
-        return self.add("contract_io", model, "", ok, "" if ok else f"inputs {got_in}, outputs {got_out}; "
-                        f"the contract says {want_in}, {want_out}")
+        return described & self.add("contract_io", model, "", ok, "" if ok else f"inputs {got_in}, outputs "
+                                    f"{got_out}; the contract says {want_in}, {want_out}")
 
     def infer(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         return infer_grpc(self.client(), model, images, timeout=300)
@@ -173,9 +189,9 @@ class ServerCheck:
             except Exception as exc:  # noqa: BLE001 - any failure is a finding
                 self.add("contract", model, name, False, f"request failed: {exc}")
                 continue
-            problems = contract_violations(outputs, [self.sizes[name]])
+            problems = contract_violations(outputs, [self.sizes[name]], self.specs[model])
             if self.add("contract", model, name, not problems, "; ".join(problems)):
-                answers[name] = unpack_detections(outputs)[0]
+                answers[name] = unpack_detections(outputs, self.specs[model])[0]
         self.answers[model] = answers
         max_batch = self.client().get_model_config(model, as_json=True)["config"].get("max_batch_size", 1)
         names = [n for n in self.s.images if n in answers]
@@ -189,7 +205,7 @@ class ServerCheck:
                 self.add("batched_request", model, ",".join(chunk), False, f"request failed: {exc}")
                 continue
             for name, got in zip(chunk, together):
-                problems = differences(got, answers[name], *tolerance(model, precision))
+                problems = differences(got, answers[name], self.specs[model], *tolerance(model, precision))
                 self.add("batched_request", model, name, not problems,
                          "; ".join(problems) and f"row of a {len(chunk)}-image request vs its own request: "
                          + "; ".join(problems))
@@ -209,7 +225,7 @@ class ServerCheck:
                     continue
                 if not len(ref):
                     self.add("inconclusive", model, name, True, "Track A found nothing on this image")
-                problems = differences(got, ref, *tolerance(model, precision))
+                problems = differences(got, ref, self.specs[model], *tolerance(model, precision))
                 self.add("same_as_track_a", model, name, not problems, "; ".join(problems))
         if not any(len(d) for d in reference.values()):
             self.add("inconclusive", PYTORCH, "*", False,
@@ -237,10 +253,11 @@ class ServerCheck:
                     continue
                 path = Path(folder) / Path(name).name
                 path.write_bytes(data)
-                ref = predictor_detections(model, path, half=half, device=0 if half else "cpu")
+                spec = self.specs[PYTORCH]
+                ref = predictor_detections(model, path, spec, half=half, device=0 if half else "cpu")
                 if not len(ref):
                     self.add("inconclusive", PYTORCH, name, True, "the predictor found nothing on this image")
-                problems = differences(served[name], ref, *allowed)
+                problems = differences(served[name], ref, spec, *allowed)
                 self.add("same_as_predictor", PYTORCH, name, not problems, "; ".join(problems) + note)
 
     def _bad(self, model: str, data: bytes):
@@ -284,7 +301,7 @@ class ServerCheck:
                 if isinstance(result, Exception):
                     self.add("batch_mates", model, good_name, False, f"good request {index} failed next to bad ones: {result}")
                 elif own is not None:
-                    problems = differences(result, own, *tolerance(model, precision))
+                    problems = differences(result, own, self.specs[model], *tolerance(model, precision))
                     self.add("batch_mates", model, good_name, not problems, "; ".join(problems))
             else:
                 ok = isinstance(result, Exception) and getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"

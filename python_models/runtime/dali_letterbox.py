@@ -1,4 +1,5 @@
-"""Track D's preprocessing as one DALI graph: decode, letterbox to 640 with grey 114, [0, 1] CHW, plus the transform.
+"""Track D's preprocessing as one DALI graph: decode, letterbox to the served size with grey 114, [0, 1] CHW, plus
+the transform.
 
 The same graph runs in two places, differing only in where JPEGs are decoded:
 - on the GPU host, the Triton DALI backend serialises it (``dali.py`` in each tier's
@@ -17,7 +18,7 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
-from python_models.contract import IMAGE_SIZE, INPUT_IMAGES, PAD_VALUE
+from python_models.contract import INPUT_IMAGES, PAD_VALUE
 
 DECODER_DEVICES = ("mixed", "cpu")
 
@@ -30,25 +31,25 @@ def _round_half_even(x):
     return nearest - tie * odd
 
 
-def letterbox_graph(decoder_device: str = "mixed"):
-    """Outputs, in the order of the model config: letterboxed images [3, 640, 640] float32, transform [6] float32."""
+def letterbox_graph(size: int, decoder_device: str = "mixed"):
+    """Outputs, in the order of the model config: letterboxed images [3, size, size] float32, transform [6] float32."""
     if decoder_device not in DECODER_DEVICES:
         raise ValueError(f"decoder_device must be one of {DECODER_DEVICES}, not {decoder_device!r}")
     encoded = fn.external_source(name=INPUT_IMAGES, dtype=types.UINT8, ndim=1)
     shape = fn.peek_image_shape(encoded, dtype=types.FLOAT64)  # H, W, C with EXIF orientation applied, as decoded
     height, width = shape[0], shape[1]
-    ratio = dmath.min(IMAGE_SIZE / height, IMAGE_SIZE / width)
+    ratio = dmath.min(size / height, size / width)
     new_w = dmath.max(_round_half_even(width * ratio), 1.0)
     new_h = dmath.max(_round_half_even(height * ratio), 1.0)
-    left = dmath.floor((IMAGE_SIZE - new_w) / 2 - 0.1 + 0.5)  # never a tie: x.4 or x.9
-    top = dmath.floor((IMAGE_SIZE - new_h) / 2 - 0.1 + 0.5)
+    left = dmath.floor((size - new_w) / 2 - 0.1 + 0.5)  # never a tie: x.4 or x.9
+    top = dmath.floor((size - new_h) / 2 - 0.1 + 0.5)
 
     images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
     # Linear without antialiasing is what cv2.INTER_LINEAR, and so Ultralytics, does.
     resized = fn.resize(images, resize_x=fn.cast(new_w, dtype=types.FLOAT), resize_y=fn.cast(new_h, dtype=types.FLOAT),
                         interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.UINT8)
     padded = fn.slice(resized, start=fn.cast(fn.stack(-top, -left), dtype=types.INT32),
-                      shape=[IMAGE_SIZE, IMAGE_SIZE], axis_names="HW",
+                      shape=[size, size], axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=PAD_VALUE)
     letterboxed = fn.crop_mirror_normalize(padded, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0])
     transform = fn.cast(fn.stack(new_w / width, new_h / height, left, top, width, height), dtype=types.FLOAT)
@@ -56,4 +57,5 @@ def letterbox_graph(decoder_device: str = "mixed"):
 
 
 letterbox_pipeline = pipeline_def(letterbox_graph)
-"""``letterbox_pipeline(batch_size=..., num_threads=..., device_id=..., decoder_device=...)`` builds a Pipeline."""
+"""``letterbox_pipeline(size=..., batch_size=..., num_threads=..., device_id=..., decoder_device=...)`` builds a
+Pipeline."""

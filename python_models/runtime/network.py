@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from python_models.contract import IMAGE_SIZE, PAD_VALUE
+from python_models.contract import PAD_VALUE
 
 
 def load_network(path: str | Path, device: torch.device, half: bool = False) -> torch.nn.Module:
@@ -28,12 +28,12 @@ def load_network(path: str | Path, device: torch.device, half: bool = False) -> 
     return net
 
 
-def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int) -> None:
+def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
     """Run every batch size up to ``max_batch`` once, so cuDNN's per-shape autotuning happens now."""
     if device.type != "cuda":
         return
     for batch in range(1, max_batch + 1):
-        forward_padded(net, torch.full((batch, IMAGE_SIZE, IMAGE_SIZE, 3), PAD_VALUE, dtype=torch.uint8), device, half)
+        forward_padded(net, torch.full((batch, size, size, 3), PAD_VALUE, dtype=torch.uint8), device, half)
     torch.cuda.synchronize(device)
 
 
@@ -59,13 +59,13 @@ class GraphedForward:
     The output tensor is the graph's own: read it before the next call.
     """
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int) -> None:
+    def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
         self.sizes = graph_batch_sizes(max_batch)
         self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
         pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
         stream = torch.cuda.Stream(device)
-        for size in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
-            static_in = torch.full((size, IMAGE_SIZE, IMAGE_SIZE, 3), PAD_VALUE, dtype=torch.uint8, device=device)
+        for rows in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
+            static_in = torch.full((rows, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm (cuDNN autotuning) off the capture, as capture requires
                 for _ in range(2):
@@ -74,7 +74,7 @@ class GraphedForward:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
                 static_out = forward_padded(net, static_in, device, half)
-            self.graphs[size] = (static_in, graph, static_out)
+            self.graphs[rows] = (static_in, graph, static_out)
         torch.cuda.synchronize(device)
 
     def __call__(self, padded_bgr: torch.Tensor) -> torch.Tensor:

@@ -20,32 +20,25 @@ import torch
 import torchvision
 from ultralytics.utils.ops import xywh2xyxy
 
-from python_models.contract import (
-    CONF_THRESHOLD,
-    IOU_THRESHOLD,
-    MAX_DETECTIONS,
-    OUTPUT_BOXES,
-    OUTPUT_CLASSES,
-    OUTPUT_NUM_DETECTIONS,
-    OUTPUT_SCORES,
-)
+from python_models.contract import OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES, ModelSpec
 from python_models.runtime.preprocess import LetterboxTransform, unletterbox_boxes
 
 CLASS_OFFSET = 7680
 """Ultralytics' ``max_wh``: boxes of different classes are shifted this far apart so one NMS never merges them."""
 
 
-def nms(raw: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+def nms(raw: np.ndarray | torch.Tensor, spec: ModelSpec) -> list[np.ndarray]:
     """Per image, an (n, 6) float32 array of x1, y1, x2, y2, score, class in letterboxed pixels.
 
     ``raw`` is the head output ``[B, 4 + classes, anchors]``: centre-x, centre-y, w, h, class scores.
-    At most ``MAX_DETECTIONS`` rows per image, best score first.
+    Scores above ``spec.conf``, boxes suppressed at ``spec.iou``, at most ``spec.max_det`` rows per image,
+    best score first.
     """
     prediction = torch.as_tensor(raw).float()
     batch = prediction.shape[0]
     # amax over the head's own layout is several times cheaper on a CPU than max with indices; the class
     # index is then taken over the few candidates only, as Ultralytics does.
-    image, anchor = (prediction[:, 4:].amax(1) > CONF_THRESHOLD).nonzero(as_tuple=True)  # image-major, anchors in order
+    image, anchor = (prediction[:, 4:].amax(1) > spec.conf).nonzero(as_tuple=True)  # image-major, anchors in order
     candidates = prediction[image, :, anchor]  # [n, 4 + classes]
     boxes = xywh2xyxy(candidates[:, :4])
     conf, cls = candidates[:, 4:].max(1)
@@ -59,8 +52,8 @@ def nms(raw: np.ndarray | torch.Tensor) -> list[np.ndarray]:
     kept, counts, start = [], [], 0
     for candidates in torch.bincount(image, minlength=batch).tolist():
         if candidates:
-            keep = torchvision.ops.nms(shifted[start:start + candidates], conf[start:start + candidates], IOU_THRESHOLD)
-            kept.append(keep[:MAX_DETECTIONS] + start)
+            keep = torchvision.ops.nms(shifted[start:start + candidates], conf[start:start + candidates], spec.iou)
+            kept.append(keep[:spec.max_det] + start)
         counts.append(len(kept[-1]) if candidates else 0)
         start += candidates
     if not kept:
@@ -70,16 +63,17 @@ def nms(raw: np.ndarray | torch.Tensor) -> list[np.ndarray]:
 
 
 def pack_detections(
-    detections: Sequence[np.ndarray], transforms: Sequence[LetterboxTransform]
+    detections: Sequence[np.ndarray], transforms: Sequence[LetterboxTransform], max_det: int
 ) -> dict[str, np.ndarray]:
-    """Fixed-size public outputs for a batch: boxes in original-image pixels, rows past the count zero."""
+    """Fixed-size public outputs for a batch (``max_det`` rows): boxes in original-image pixels, rows past the
+    count zero."""
     batch = len(detections)
     num = np.zeros((batch, 1), dtype=np.int32)
-    boxes = np.zeros((batch, MAX_DETECTIONS, 4), dtype=np.float32)
-    scores = np.zeros((batch, MAX_DETECTIONS), dtype=np.float32)
-    classes = np.zeros((batch, MAX_DETECTIONS), dtype=np.int32)
+    boxes = np.zeros((batch, max_det, 4), dtype=np.float32)
+    scores = np.zeros((batch, max_det), dtype=np.float32)
+    classes = np.zeros((batch, max_det), dtype=np.int32)
     for row, (dets, transform) in enumerate(zip(detections, transforms)):
-        n = min(len(dets), MAX_DETECTIONS)
+        n = min(len(dets), max_det)
         num[row, 0] = n
         if n:
             boxes[row, :n] = unletterbox_boxes(dets[:n, :4], transform)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin
 
-from python_models.contract import IMAGE_SIZE, MAX_IMAGE_PIXELS, PAD_VALUE
+from python_models.contract import MAX_IMAGE_PIXELS, PAD_VALUE
 
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_SOS = b"\xff\xda"
@@ -182,7 +182,7 @@ class LetterboxTransform:
         return cls(*(float(v) for v in values))
 
 
-def letterbox_geometry(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     """Resized (height, width) and (top, left) padding for an image, by Ultralytics' rounding rules."""
     ratio = min(size / height, size / width)
     new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
@@ -191,7 +191,7 @@ def letterbox_geometry(height: int, width: int, size: int = IMAGE_SIZE) -> tuple
     return new_h, new_w, top, left
 
 
-def letterbox_padded(image_bgr: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.ndarray, LetterboxTransform]:
+def letterbox_padded(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxTransform]:
     """Resize keeping aspect ratio and pad with grey to ``size`` x ``size``: BGR HWC uint8, a quarter of the float bytes.
 
     Track A on the GPU ships this and normalises there; ``letterbox`` finishes it on the CPU.
@@ -208,7 +208,7 @@ def letterbox_padded(image_bgr: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.
     return padded, transform
 
 
-def letterbox(image_bgr: np.ndarray, size: int = IMAGE_SIZE, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
+def letterbox(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
     """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1].
 
     ``out`` (3 x size x size float32) lets a caller fill a row of a batch without another copy.

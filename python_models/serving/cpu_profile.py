@@ -1,5 +1,6 @@
 """The CPU profile's repository: each TensorRT or DALI leaf replaced by its Python twin (``serving.twins``), Track A
-on one CPU instance, every other config (ensembles included) linked unchanged, and the exported artifacts linked in."""
+on one CPU instance, every other config (ensembles included) as production has it, all generated for the exported
+model's ``ModelSpec``, and the exported artifacts linked in."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from python_models.build import repository as repo
 from python_models.build.export import onnx_for
+from python_models.contract import ModelSpec as ModelSpec
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -36,14 +38,14 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
     return None
 
 
-def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_models: Path | None = None,
+def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_models: Path | None = None,
                          models: list[str] | None = None) -> CpuRepository:
-    """Lay out ``target`` for the CPU profile from the production ``source`` configs and exported ``artifacts``.
+    """Lay out ``target`` for the CPU profile from the production configs of ``spec`` and the exported ``artifacts``.
 
     ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
     ``models``: the public models to serve (default: all).
     """
-    definitions = repo.definitions_by_name()
+    definitions = repo.definitions_by_name(spec)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -67,21 +69,17 @@ def build_cpu_repository(source: Path, artifacts: Path, target: Path, extra_mode
         model_dir = target / name
         version = model_dir / "1"
         version.mkdir(parents=True)
-        cpu_config = repo.cpu_profile_config(definition)
-        if cpu_config is not None:
-            (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(cpu_config))
+        config = repo.cpu_profile_config(definition) or definition.config
+        (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(config))
+        if definition.twin or definition.entry:
             (version / "model.py").write_text(repo.python_entry(definition.twin or definition.entry))
-            if (source / name / "warmup").is_dir():
-                _link(source / name / "warmup", model_dir / "warmup")
-        else:
-            _link(source / name / "config.pbtxt", model_dir / "config.pbtxt")
-            for item in (source / name / "1").iterdir():
-                if item.name not in (".gitkeep", "dali.py"):
-                    _link(item, version / item.name)
+        for file, data in repo.warmup_files(definition, spec).items():
+            (model_dir / "warmup").mkdir(exist_ok=True)
+            (model_dir / "warmup" / file).write_bytes(data)
         artifact_dir = artifacts / name / "1"
         if artifact_dir.is_dir():
             for item in artifact_dir.iterdir():
-                if item.suffix in (".pt", ".onnx"):
+                if item.suffix in (".pt", ".onnx") and not item.name.startswith("."):  # a dot: a staged partial
                     _link(item, version / item.name)
         if definition.onnx_source:
             # Each tier's twin runs the one End2End graph its own engine would be built from.

@@ -47,7 +47,7 @@ def model_states(http_url: str, key: str) -> list[ModelState]:
 def load_report(states: list[ModelState], expected: list[str]) -> tuple[list[str], list[str]]:
     """(lines to print, public models not serving) once the start-up loading is over."""
     by_name = {s.name: s for s in states}
-    definitions = repo.definitions_by_name()
+    definitions = repo.definitions_by_name(repo.default_spec())  # which leaves a model has: the same for every spec
     lines, failed = [], []
     for name in expected:
         state = by_name.get(name)

@@ -88,14 +88,17 @@ def admin_key() -> str:
     return os.environ.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(32)
 
 
-LETTERBOXED_BYTES = 4 * 3 * c.IMAGE_SIZE * c.IMAGE_SIZE + 4 * len(c.TRANSFORM_FIELDS)
-"""One letterboxed image and its transform, as they pass from a preprocessing step to an engine."""
+def letterboxed_bytes(spec: c.ModelSpec) -> int:
+    """One letterboxed image and its transform, as they pass from a preprocessing step to an engine."""
+    return 4 * 3 * spec.imgsz * spec.imgsz + 4 * len(c.TRANSFORM_FIELDS)
+
+
 BATCHES_IN_FLIGHT = 2
 """Per instance: the batch the engine is consuming and the one the preprocessing step is producing."""
 TRITON_DEFAULT_PINNED_BYTES = 256 * 1024 * 1024
 
 
-def memory_pools(definitions: list[repo.ModelDefinition] | None = None) -> tuple[int, int]:
+def memory_pools(spec: c.ModelSpec) -> tuple[int, int]:
     """(CUDA pool bytes per GPU, pinned host pool bytes) for the GPU profile.
 
     Triton's CUDA pool defaults to 64 MB, about 13 letterboxed images: a DALI leaf's batch
@@ -104,12 +107,12 @@ def memory_pools(definitions: list[repo.ModelDefinition] | None = None) -> tuple
     instance. The pinned pool stages what the CPU preprocessing step hands an engine (a
     full batch per engine instance) on top of Triton's default for everything else.
     """
-    definitions = definitions or repo.model_definitions()
+    definitions = repo.model_definitions(spec)
     by_name = {d.name: d for d in definitions}
     cuda = pinned = 0
     for definition in definitions:
         config = definition.config
-        batch_bytes = config.max_batch_size * LETTERBOXED_BYTES * sum(g.count for g in config.instance_group)
+        batch_bytes = config.max_batch_size * letterboxed_bytes(spec) * sum(g.count for g in config.instance_group)
         if config.backend == "dali":
             cuda += BATCHES_IN_FLIGHT * batch_bytes
         elif config.platform == "tensorrt_plan" and _fed_from_host(config.name, by_name):
@@ -128,8 +131,10 @@ def _fed_from_host(engine: str, by_name: dict[str, repo.ModelDefinition]) -> boo
 
 
 def server_command(install: TritonInstall, repository: Path, ports: Ports, host: str = "127.0.0.1",
-                   key: str | None = None, profile: str = "cpu", load: list[str] | None = None) -> list[str]:
-    """``load``: the models to load at start (default: every model in the repository)."""
+                   key: str | None = None, profile: str = "cpu", load: list[str] | None = None,
+                   spec: c.ModelSpec | None = None) -> list[str]:
+    """``load``: the models to load at start (default: every model in the repository). ``spec``: the exported
+    model's, which sizes the GPU profile's memory pools (required there)."""
     restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={key or admin_key()}"
     command = [
         str(install.binary),
@@ -153,7 +158,9 @@ def server_command(install: TritonInstall, repository: Path, ports: Ports, host:
         "--backend-config=python,shm-growth-byte-size=67108864",
     ]
     if profile == "gpu":
-        cuda, pinned = memory_pools()
+        if spec is None:
+            raise ValueError("the GPU profile's memory pools are sized from the exported model's spec")
+        cuda, pinned = memory_pools(spec)
         command += [f"--cuda-memory-pool-byte-size={gpu}:{cuda}" for gpu in range(gpu_count())]
         command.append(f"--pinned-memory-pool-byte-size={pinned}")
     return command

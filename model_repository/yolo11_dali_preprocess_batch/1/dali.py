@@ -2,7 +2,8 @@
 
 Triton's DALI backend serialises this pipeline when it loads the model (on the GPU host:
 a mixed-decoder pipeline cannot be serialised without CUDA). The graph is
-python_models/runtime/dali_letterbox.py; the model config's max_batch_size overrides batch_size.
+python_models/runtime/dali_letterbox.py; the model config's max_batch_size overrides batch_size, and
+the size is the one the model config's output states (the export writes both).
 """
 
 from nvidia.dali import pipeline_def
@@ -14,4 +15,4 @@ from python_models.runtime.dali_letterbox import letterbox_graph
 @autoserialize
 @pipeline_def(batch_size=128, num_threads=4, device_id=0)
 def yolo11_letterbox():
-    return letterbox_graph(decoder_device="mixed")
+    return letterbox_graph(size=640, decoder_device="mixed")

@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_models.contract import IMAGE_SIZE, INPUT_IMAGES
+from python_models.contract import INPUT_IMAGES, ModelSpec
 from python_models.runtime.preprocess import InvalidImageError, decode
 from python_models.runtime.preprocess import LetterboxTransform, letterbox
 
@@ -26,6 +26,17 @@ def version_dir(args: dict) -> Path:
 
 def model_config(args: dict) -> dict:
     return json.loads(args["model_config"])
+
+
+def model_spec(args: dict) -> ModelSpec:
+    """The exported detector's facts and thresholds, from this model's ``metadata`` parameter."""
+    return ModelSpec.from_config(model_config(args))
+
+
+def output_dims(args: dict, name: str) -> list[int]:
+    """Per-row dims of one of this model's outputs, as its config states them."""
+    (dims,) = [o["dims"] for o in model_config(args)["output"] if o["name"] == name]
+    return [int(d) for d in dims]
 
 
 def input_array(request, name: str) -> np.ndarray:
@@ -56,12 +67,13 @@ class BatchBuffer:
     tensors into shared memory before it calls ``execute`` again.
     """
 
-    def __init__(self) -> None:
-        self._array = np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._array = np.empty((0, 3, size, size), dtype=np.float32)
 
     def rows(self, count: int) -> np.ndarray:
         if count > len(self._array):
-            self._array = np.empty((count, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+            self._array = np.empty((count, 3, self.size, self.size), dtype=np.float32)
         return self._array[:count]
 
 
@@ -99,7 +111,7 @@ def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executo
 
 
 def letterbox_requests(
-    requests: Sequence, buffer: BatchBuffer | None = None
+    requests: Sequence, buffer: BatchBuffer
 ) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
     """Decode and letterbox every image row of every request into one batch.
 
@@ -107,8 +119,8 @@ def letterbox_requests(
     slice of the batch that holds its rows or the error that rejects it alone.
     """
     images, outcome = read_rows(requests, decode)
-    batch = (buffer or BatchBuffer()).rows(len(images))
-    transforms = [letterbox(image, out=batch[row])[1] for row, image in enumerate(images)]
+    batch = buffer.rows(len(images))
+    transforms = [letterbox(image, buffer.size, out=batch[row])[1] for row, image in enumerate(images)]
     return batch, transforms, outcome
 
 

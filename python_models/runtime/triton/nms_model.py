@@ -8,12 +8,13 @@ import torch
 from python_models.contract import LETTERBOX_TRANSFORM, RAW_PREDICTIONS
 from python_models.runtime.preprocess import LetterboxTransform
 from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.triton.adapter import guarded, input_array, respond
+from python_models.runtime.triton.adapter import guarded, input_array, model_spec, respond
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         torch.set_num_threads(1)  # one core per instance; the count of instances sets parallelism
+        self.spec = model_spec(args)
 
     def execute(self, requests):
         return guarded(requests, self._run)
@@ -21,8 +22,9 @@ class TritonPythonModel:
     def _run(self, requests):
         raws = [input_array(r, RAW_PREDICTIONS) for r in requests]
         params = np.concatenate([input_array(r, LETTERBOX_TRANSFORM) for r in requests])
-        detections = nms(np.concatenate(raws))
-        packed = pack_detections(detections, [LetterboxTransform.from_array(p) for p in params])
+        detections = nms(np.concatenate(raws), self.spec)
+        packed = pack_detections(detections, [LetterboxTransform.from_array(p) for p in params],
+                                 self.spec.max_det)
         bounds = np.cumsum([0] + [len(r) for r in raws])
         outcome = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
-from python_models.runtime.triton.adapter import BatchBuffer, guarded, letterbox_requests, respond
+from python_models.runtime.triton.adapter import BatchBuffer, guarded, letterbox_requests, output_dims, respond
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import cv2
 
-        self.buffer = BatchBuffer()
+        # The letterboxed size is the one this model's output is configured with.
+        self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[-1])
         cv2.setNumThreads(1)  # parallelism comes from model instances, one core each
 
     def execute(self, requests):

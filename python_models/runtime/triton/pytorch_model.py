@@ -18,12 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from python_models.contract import IMAGE_SIZE
 from python_models.runtime.preprocess import decode, decode_threads
 from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
 from python_models.runtime.preprocess import letterbox_padded
 from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.triton.adapter import guarded, model_config, read_rows, respond, version_dir
+from python_models.runtime.triton.adapter import guarded, model_config, model_spec, read_rows, respond, version_dir
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -32,8 +31,6 @@ def _parameter(config: dict, name: str, default: str) -> str:
     return config.get("parameters", {}).get(name, {}).get("string_value", default)
 
 
-def _decode_and_pad(row: np.ndarray):
-    return letterbox_padded(decode(row))
 
 
 class TritonPythonModel:
@@ -41,6 +38,7 @@ class TritonPythonModel:
         import torch
 
         config = model_config(args)
+        self.spec = model_spec(args)
         on_gpu = args["model_instance_kind"] == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
         precision = _parameter(config, "precision", "fp16")
@@ -59,20 +57,23 @@ class TritonPythonModel:
         graphs = _parameter(config, "cuda_graphs", "true")
         if graphs not in ("true", "false"):
             raise ValueError(f"parameter cuda_graphs must be true or false, not {graphs!r}")
-        self.graphed = GraphedForward(self.net, self.device, self.half, max_batch) if on_gpu and graphs == "true" else None
+        self.graphed = GraphedForward(self.net, self.device, self.half, max_batch, self.spec.imgsz) if on_gpu and graphs == "true" else None
         if self.graphed is None:
-            warm_up(self.net, self.device, self.half, max_batch)
+            warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz)
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
         # one buffer per instance is safe because an instance runs one execute at a time.
-        self.staging = (torch.empty((max_batch, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8).pin_memory()
+        self.staging = (torch.empty((max_batch, self.spec.imgsz, self.spec.imgsz, 3), dtype=torch.uint8).pin_memory()
                         if on_gpu else None)
+
+    def _decode_and_pad(self, row: np.ndarray):
+        return letterbox_padded(decode(row), self.spec.imgsz)
 
     def execute(self, requests):
         return guarded(requests, self._run)
 
     def _run(self, requests):
         start = time.perf_counter()
-        items, outcome = read_rows(requests, _decode_and_pad, self.pool)
+        items, outcome = read_rows(requests, self._decode_and_pad, self.pool)
         decoded = time.perf_counter()
         detections = []
         if items:
@@ -85,10 +86,10 @@ class TritonPythonModel:
             if self.timing is not None and self.device.type == "cuda":
                 self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
             forwarded = time.perf_counter()
-            detections = nms(raw)
+            detections = nms(raw, self.spec)
         else:
             forwarded = decoded
-        packed = pack_detections(detections, [transform for _, transform in items])
+        packed = pack_detections(detections, [transform for _, transform in items], self.spec.max_det)
         if self.timing is not None:
             self._account(len(items), decoded - start, forwarded - decoded, time.perf_counter() - forwarded)
         return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})

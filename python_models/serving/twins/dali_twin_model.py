@@ -15,7 +15,8 @@ import os
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.runtime.dali_letterbox import letterbox_pipeline
-from python_models.runtime.triton.adapter import guarded, input_array, log_fault, model_config, tensors_response, unknown_error
+from python_models.runtime.triton.adapter import guarded, input_array, log_fault, model_config, output_dims, tensors_response
+from python_models.runtime.triton.adapter import unknown_error
 
 
 def _reason(exc: Exception) -> str:
@@ -28,10 +29,11 @@ def _reason(exc: Exception) -> str:
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
+        self.size = output_dims(args, LETTERBOXED_IMAGES)[-1]  # as the production dali.py is generated with
         self.pipe = self._build()
 
     def _build(self):
-        pipe = letterbox_pipeline(batch_size=self.max_batch, num_threads=os.cpu_count() or 1, device_id=None,
+        pipe = letterbox_pipeline(size=self.size, batch_size=self.max_batch, num_threads=os.cpu_count() or 1, device_id=None,
                                   decoder_device="cpu", prefetch_queue_depth=1)
         pipe.build()
         return pipe
