@@ -67,3 +67,54 @@ def coco_map(truth: Sequence[GroundTruth], detections: Sequence[Detections], num
         evaluator.accumulate()
         evaluator.summarize()
     return MeanAP(float(evaluator.stats[0]), float(evaluator.stats[1]))
+
+
+COCO_STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+"""pycocotools' 12-number summary, in its order."""
+
+
+def coco_results(lines: Sequence[dict], annotations: dict | None, names: Sequence[str]) -> list[dict]:
+    """COCO results JSON from ``tools/detect.py`` output lines.
+
+    With ``annotations`` (a COCO instances file, loaded), ``image_id`` comes from its images' file names and
+    ``category_id`` from its categories, matched to the served class names (COCO's 80 names map onto its 91 ids);
+    when the names do not all match, class index = category id. Without, images are numbered in output order.
+    """
+    from pathlib import Path
+
+    if annotations is not None:
+        by_name = {Path(img["file_name"]).name: img["id"] for img in annotations["images"]}
+        categories = {c["name"]: c["id"] for c in annotations.get("categories", [])}
+        category = ([categories[n] for n in names] if all(n in categories for n in names) else list(range(len(names))))
+    else:
+        by_name, category = {}, list(range(len(names)))
+    results = []
+    for index, line in enumerate(lines, start=1):
+        image_id = by_name.get(Path(line["image"]).name) if annotations is not None else index
+        if image_id is None:
+            continue  # not an annotated image
+        for det in line.get("detections", []):
+            x1, y1, x2, y2 = det["box"]
+            results.append({"image_id": image_id, "category_id": category[det["class_id"]],
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": det["score"]})
+    return results
+
+
+def coco_evaluate(annotations_path: str, results: list[dict], image_ids: Sequence[int] | None = None
+                  ) -> dict[str, float]:
+    """The 12-number COCO summary of ``results`` against an annotation file (restricted to ``image_ids``)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground = COCO(annotations_path)
+        if not results:
+            return dict.fromkeys(COCO_STATS, 0.0)
+        evaluator = COCOeval(ground, ground.loadRes(results), "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return dict(zip(COCO_STATS, (float(v) for v in evaluator.stats)))

@@ -1,0 +1,207 @@
+"""tools/detect.py against the real server: every image exactly once, refusals recorded, full queues and a dead
+server retried, interrupt and resume, COCO mAP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, SESSION, start_server, stop_server, tolerance
+from ultralytics.utils import ASSETS
+
+from python_models import contract as c
+from python_models.client import infer_grpc, unpack_detections
+from python_models.client.bulk import detections_of_line, read_jsonl
+from python_models.client.matching import differences
+
+DETECT = str(ROOT / "tools" / "detect.py")
+GOOD = 160
+CORRUPT = {"text.jpg": b"this is not an image", "empty.png": b"", "truncated.jpg": None}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Crops and resizes of the sample photos, JPEG and PNG, in nested folders, and a few corrupt files."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    photos = [cv2.imread(str(ASSETS / name)) for name in ("bus.jpg", "zidane.jpg")]
+    for index in range(GOOD):
+        photo = photos[index % 2]
+        h, w = photo.shape[:2]
+        y0, x0 = int(rng.integers(0, h // 3)), int(rng.integers(0, w // 3))
+        crop = photo[y0:y0 + int(rng.integers(h // 2, h - y0)), x0:x0 + int(rng.integers(w // 2, w - x0))]
+        scale = float(rng.uniform(0.3, 1.0))
+        image = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))))
+        target = root / f"set{index % 3}" / f"img{index:04d}.{'png' if index % 5 == 0 else 'jpg'}"
+        target.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(target), image)
+    (root / "bad").mkdir()
+    for name, data in CORRUPT.items():
+        (root / "bad" / name).write_bytes(data if data is not None else (ASSETS / "bus.jpg").read_bytes()[:5000])
+    (root / "notes.txt").write_text("not an image suffix: not an input")
+    return root
+
+
+def inputs(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix in (".jpg", ".png"))
+
+
+def detect(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, DETECT, *args, "--quiet"], capture_output=True, text=True, timeout=timeout)
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    (line,) = [l for l in result.stdout.splitlines() if l.startswith('{"summary"')]
+    return json.loads(line)["summary"]
+
+
+def by_image(out: Path) -> dict[str, dict]:
+    lines = read_jsonl(out)
+    keys = [line["image"] for line in lines]
+    assert len(keys) == len(set(keys)), "an image was written twice"
+    return {line["image"]: line for line in lines}
+
+
+@pytest.fixture(scope="module")
+def full_run(server, folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("detect") / "full.jsonl"
+    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out", str(out),
+                    "--concurrency", "8", "--images-per-request", "4")
+    assert result.returncode == 1, result.stdout + result.stderr  # 1: the corrupt files were refused
+    return out
+
+
+def test_every_file_once_corrupt_ones_with_the_reason_and_detections_as_a_direct_request(server, folder, full_run):
+    lines = by_image(full_run)
+    assert sorted(lines) == inputs(folder), "every input exactly once, nothing else"
+    errors = {Path(k).name: v["error"] for k, v in lines.items() if "error" in v}
+    assert set(errors) == set(CORRUPT), errors
+    assert "empty image" in errors["empty.png"] and "truncated" in errors["truncated.jpg"]
+    assert "not a JPEG or PNG" in errors["text.jpg"] or "unsupported" in errors["text.jpg"].lower(), errors
+    client = server.grpc()
+    spec = SESSION["spec"]
+    checked = 0
+    for key in inputs(folder)[::16]:
+        if "error" in lines[key]:
+            continue
+        (direct,) = unpack_detections(infer_grpc(client, c.TRT_ENSEMBLE, [Path(key).read_bytes()]), spec)
+        got = detections_of_line(lines[key])
+        assert not differences(got, direct, spec, *tolerance(c.TRT_ENSEMBLE)), key
+        assert got.names == direct.names and (lines[key]["width"], lines[key]["height"]) == cv2.imread(key).shape[1::-1]
+        checked += len(direct)
+    assert checked > 20, "the comparison needs detections"
+
+
+def test_interrupt_then_resume_equals_one_uninterrupted_run(server, folder, full_run, tmp_path):
+    """Killed hard (SIGKILL: no cleanup at all) mid-run, then run again: only the rest is done, and the union is the
+    uninterrupted run's answer."""
+    out = tmp_path / "resumed.jsonl"
+    command = [sys.executable, DETECT, str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out",
+               str(out), "--concurrency", "8", "--images-per-request", "4", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 40):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    first = out.read_bytes().count(b"\n")
+    assert 40 <= first < len(inputs(folder)), first
+    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out", str(out),
+                    "--concurrency", "8", "--images-per-request", "4")
+    summary = summary_of(result)
+    assert summary["skipped"] == first and summary["images"] == len(inputs(folder)) - first, summary
+    resumed, full = by_image(out), by_image(full_run)
+    assert sorted(resumed) == sorted(full)
+    spec = SESSION["spec"]
+    for key, line in full.items():
+        assert ("error" in line) == ("error" in resumed[key]), key
+        if "error" not in line:
+            assert not differences(detections_of_line(resumed[key]), detections_of_line(line), spec,
+                                   *tolerance(c.TRT_ENSEMBLE)), key
+
+
+def test_full_queues_are_retried_and_nothing_is_lost(server, folder, tmp_path):
+    """yolo11_small_queue queues at most 2 requests of 1 image; 16 in flight get UNAVAILABLE again and again."""
+    out = tmp_path / "small_queue.jsonl"
+    result = detect(str(folder), "--model", "yolo11_small_queue", "--url", server.grpc_url, "--out", str(out),
+                    "--concurrency", "16")
+    summary = summary_of(result)
+    assert summary["retries"] > 0, "the queue must have been full at times, or this proves nothing"
+    lines = by_image(out)
+    assert sorted(lines) == inputs(folder)
+    assert {Path(k).name for k, v in lines.items() if "error" in v} == set(CORRUPT), "only the corrupt files fail"
+
+
+def test_two_servers_one_killed_mid_run_every_image_answered_once(server, folder, tmp_path_factory):
+    second = start_server(tmp_path_factory.mktemp("second"), "yolo11n.yaml", "--models", c.PYTORCH)
+    out = tmp_path_factory.mktemp("two") / "two.jsonl"
+    try:
+        command = [sys.executable, DETECT, str(folder), "--model", c.PYTORCH, "--url", server.grpc_url,
+                   "--url", second.grpc_url, "--out", str(out), "--concurrency", "8", "--quiet"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 30):
+            time.sleep(0.05)
+        os.killpg(second.process.pid, signal.SIGKILL)  # the launcher, tritonserver and its stubs, at once
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        stop_server(second) if second.process.poll() is None else None
+    summary = json.loads([line for line in stdout.splitlines() if line.startswith('{"summary"')][0])["summary"]
+    lines = by_image(out)
+    assert sorted(lines) == inputs(folder), stderr[-2000:]
+    assert {Path(k).name for k, v in lines.items() if "error" in v} == set(CORRUPT), stderr[-2000:]
+    assert summary["retries"] > 0, "requests in flight on the killed server were sent again"
+
+
+def _annotations_from(lines: dict[str, dict], names) -> dict:
+    images, annotations = [], []
+    for image_id, (key, line) in enumerate(sorted(lines.items()), start=1):
+        if "error" in line:
+            continue
+        images.append({"id": image_id, "file_name": Path(key).name, "width": line["width"], "height": line["height"]})
+        for det in line["detections"]:
+            x1, y1, x2, y2 = det["box"]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": det["class_id"],
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": f"label{i}"} for i in range(len(names))]}
+
+
+def test_coco_map_through_the_server(server, folder, tmp_path, reference_model):
+    """Annotations made from the Ultralytics predictor's own detections: Track A scores about 1.0 against them,
+    and a model that detects nothing scores 0."""
+    from conftest import reference_detections
+
+    spec = SESSION["spec"]
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    lines = {}
+    for key in inputs(folder)[:40]:
+        if Path(key).parent.name == "bad":
+            continue
+        target = sample / Path(key).name
+        target.write_bytes(Path(key).read_bytes())
+        ref = reference_detections(reference_model, str(target), spec)
+        height, width = cv2.imread(str(target)).shape[:2]
+        lines[str(target)] = {"image": str(target), "width": width, "height": height, "detections": [
+            {"class_id": int(k), "box": [float(v) for v in b]} for b, k in zip(ref.boxes, ref.classes)]}
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(json.dumps(_annotations_from(lines, spec.names)))
+    scores = {}
+    for model in (c.PYTORCH, "yolo11_instant"):
+        result = detect(str(sample), "--model", model, "--url", server.grpc_url, "--out", str(tmp_path / f"{model}.jsonl"),
+                        "--coco-annotations", str(annotations), "--coco-out", str(tmp_path / f"{model}.json"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        (line,) = [l for l in result.stdout.splitlines() if l.startswith('{"coco"')]
+        scores[model] = json.loads(line)["coco"]
+        assert json.loads((tmp_path / f"{model}.json").read_text()) or model == "yolo11_instant"
+    assert scores[c.PYTORCH]["AP"] > 0.95 and scores[c.PYTORCH]["AP50"] > 0.98, scores
+    assert scores["yolo11_instant"]["AP"] == 0, scores

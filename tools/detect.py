@@ -1,0 +1,128 @@
+"""Detect objects in a folder of images, a list, a glob or a video, through one or several servers; nothing lost.
+
+    .venv/bin/python tools/detect.py SOURCE --model yolo11_trt --out results.jsonl [--url HOST:PORT ...]
+        [--concurrency 16] [--images-per-request 1] [--coco-out detections.json] [--coco-annotations instances.json]
+
+SOURCE: a folder (recursive), a glob ("photos/**/*.jpg"), a text file of paths, one image, or a video (frames
+encoded to JPEG here, named video.mp4#frame=000123). Every input becomes exactly one JSON line in --out: its
+size and detections (class id, class name, score, box in original pixels), or the reason it has none. A run
+stopped by Ctrl-C or a kill resumes where it stopped: images already in --out are skipped. Full queues
+(UNAVAILABLE) and dead servers are retried with backoff, on the least busy server that is up.
+Exit status: 0 when every image was answered with detections, 1 when some were refused or gave up, 130 when
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from python_models.client.bulk import BulkDetector, RetryPolicy, done_keys, read_jsonl, source_items  # noqa: E402
+from python_models.client.bulk import write_jsonl  # noqa: E402
+
+
+def resolve_urls(urls: list[str]) -> list[str]:
+    """``host:port`` as given; a DNS name that resolves to several addresses becomes one server per address."""
+    import socket
+
+    out = []
+    for url in urls:
+        host, _, port = url.rpartition(":")
+        try:
+            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)})
+        except (OSError, ValueError):
+            addresses = []
+        if len(addresses) > 1:
+            out += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+        else:
+            out.append(url)
+    return list(dict.fromkeys(out))
+
+
+def interrupt(*_) -> None:
+    """SIGTERM stops like Ctrl-C: what is in flight lands and is written, the rest is left for the next run."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source")
+    parser.add_argument("--model", required=True, help="a public model, e.g. yolo11_trt_end2end")
+    parser.add_argument("--out", type=Path, required=True, help="JSONL, one line per image; also the resume point")
+    parser.add_argument("--url", action="append", help="a server's gRPC address (repeat for several); default "
+                        "127.0.0.1:8001")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight over all servers")
+    parser.add_argument("--images-per-request", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds before a request is sent again")
+    parser.add_argument("--coco-out", type=Path, help="also write the detections as COCO results JSON")
+    parser.add_argument("--coco-annotations", type=Path, help="a COCO instances file: image ids from its file "
+                        "names, and the COCO mAP summary of the served model on its images")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    detector = BulkDetector(resolve_urls(args.url or ["127.0.0.1:8001"]), args.model, args.concurrency,
+                            args.images_per_request, RetryPolicy(), timeout_s=args.timeout)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    skip = done_keys(args.out)
+    write, close = write_jsonl(args.out)
+    signal.signal(signal.SIGTERM, interrupt)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]:.0f} images/s, {task.fields[errors]} errors, "
+                                   "{task.fields[retries]} retries"), TimeElapsedColumn(), console=console,
+                        disable=args.quiet)
+    with progress:
+        task = progress.add_task(f"{args.model}", total=None, rate=0.0, errors=0, retries=0)
+        summary = detector.run(source_items(args.source), write, skip=skip,
+                               progress=lambda s: progress.update(task, completed=s.images, rate=s.images_per_s,
+                                                                  errors=s.errors, retries=s.retries))
+    close()
+
+    table = Table(title=f"{args.model} on {', '.join(s.url for s in detector.servers)}")
+    for column in ("images", "with detections", "errors", "retries", "skipped (resumed)", "seconds", "images/s"):
+        table.add_column(column, justify="right")
+    table.add_row(str(summary.images), str(summary.detected), str(summary.errors), str(summary.retries),
+                  str(summary.skipped), f"{summary.seconds:.1f}", f"{summary.images_per_s:.1f}")
+    console.print(table)
+    for reason, count in sorted(summary.errors_by_reason.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {count} x {reason}")
+    print(json.dumps({"summary": {"images": summary.images, "detected": summary.detected, "errors": summary.errors,
+                                  "retries": summary.retries, "skipped": summary.skipped,
+                                  "seconds": round(summary.seconds, 3), "images_per_s": round(summary.images_per_s, 1),
+                                  "interrupted": summary.interrupted}}), flush=True)
+
+    if args.coco_out or args.coco_annotations:
+        from python_models.client.evaluation import coco_evaluate, coco_results
+
+        annotations = json.loads(args.coco_annotations.read_text()) if args.coco_annotations else None
+        lines = read_jsonl(args.out)
+        results = coco_results(lines, annotations, detector.spec.names)
+        if args.coco_out:
+            args.coco_out.write_text(json.dumps(results))
+        if annotations is not None:
+            names = {Path(img["file_name"]).name: img["id"] for img in annotations["images"]}
+            seen = [names[Path(line["image"]).name] for line in lines if Path(line["image"]).name in names]
+            stats = coco_evaluate(str(args.coco_annotations), results, seen)
+            console.print(f"COCO mAP of {args.model} on {len(seen)} annotated images: "
+                          + ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+            print(json.dumps({"coco": stats}))
+    if summary.interrupted:
+        console.print(f"interrupted: {summary.images} written; run the same command again to do the rest")
+        return 130
+    return 1 if summary.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
