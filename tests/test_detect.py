@@ -23,7 +23,7 @@ from python_models.client.bulk import detections_of_line, read_jsonl
 from python_models.client.matching import differences
 
 DETECT = str(ROOT / "tools" / "detect.py")
-GOOD = 160
+GOOD = 200
 CORRUPT = {"text.jpg": b"this is not an image", "empty.png": b"", "truncated.jpg": None}
 
 
@@ -205,3 +205,27 @@ def test_coco_map_through_the_server(server, folder, tmp_path, reference_model):
         assert json.loads((tmp_path / f"{model}.json").read_text()) or model == "yolo11_instant"
     assert scores[c.PYTORCH]["AP"] > 0.95 and scores[c.PYTORCH]["AP50"] > 0.98, scores
     assert scores["yolo11_instant"]["AP"] == 0, scores
+
+
+def test_a_video_is_detected_frame_by_frame(server, tmp_path):
+    """Frames encoded to JPEG on the client, named by index; each answered as a direct request of that JPEG."""
+    photo = cv2.imread(str(ASSETS / "zidane.jpg"))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, photo.shape[1::-1])
+    for index in range(12):
+        writer.write(np.roll(photo, index * 16, axis=1))
+    writer.release()
+    out = tmp_path / "video.jsonl"
+    result = detect(str(video), "--model", c.PYTORCH, "--url", server.grpc_url, "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = by_image(out)
+    assert sorted(lines) == [f"{video}#frame={index:06d}" for index in range(12)]
+    assert {(line["width"], line["height"]) for line in lines.values()} == {(1280, 720)}, lines
+    assert sum(bool(line["detections"]) for line in lines.values()) >= 8, "most frames have detections"
+    capture = cv2.VideoCapture(str(video))
+    ok, frame = capture.read()
+    capture.release()
+    data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    (direct,) = unpack_detections(infer_grpc(server.grpc(), c.PYTORCH, [data]), SESSION["spec"])
+    assert not differences(detections_of_line(lines[f"{video}#frame=000000"]), direct, SESSION["spec"],
+                           *tolerance(c.PYTORCH))
