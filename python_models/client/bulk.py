@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from python_models.client import IMAGE_SUFFIXES, Detections, served_spec, unpack_detections
-from python_models.contract import ModelSpec
+from python_models.client import IMAGE_SUFFIXES, Detections, pack_images, served_spec, unpack_detections
+from python_models.contract import INPUT_IMAGES, PUBLIC_OUTPUT_NAMES, ModelSpec
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VIDEO_JPEG_QUALITY = 95
@@ -233,9 +233,6 @@ class BulkDetector:
         return min(up, key=lambda s: s.in_flight) if up else None
 
     def _send(self, request: Request, server: Server) -> None:
-        from python_models.client import pack_images
-        from python_models.contract import INPUT_IMAGES, PUBLIC_OUTPUT_NAMES
-
         rows = pack_images([data for _, data in request.items])
         tensor = self.grpc.InferInput(INPUT_IMAGES, list(rows.shape), "UINT8")
         tensor.set_data_from_numpy(rows)
@@ -254,8 +251,6 @@ class BulkDetector:
     # -- the run ------------------------------------------------------------------------------------------
     def run(self, items: Iterable[SourceItem], write: Callable[[dict], None], skip: set[str] = frozenset(),
             progress: Callable[[Summary], None] | None = None) -> Summary:
-        from python_models.contract import PUBLIC_OUTPUT_NAMES
-
         summary = Summary()
         start = time.monotonic()
         pending = (item for item in items if item.key not in skip)
@@ -329,10 +324,7 @@ class BulkDetector:
                 if error is None:
                     request.server.failures = 0
                     self.window = min(float(self.concurrency), self.window + 1 / max(self.window, 1.0))
-                    outputs = {name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}
-                    found = unpack_detections(outputs, self.spec)
-                    finish(request, [result_line(key, det, image_size(data))
-                                     for (key, data), det in zip(request.items, found)])
+                    finish(request, self._answered(request, result))
                 else:
                     self._failed(request, error, retries, ticket, finish, summary)
                 if progress:
@@ -350,15 +342,17 @@ class BulkDetector:
                     continue
                 in_flight -= 1
                 if error is None:
-                    outputs = {name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}
-                    found = unpack_detections(outputs, self.spec)
-                    finish(request, [result_line(key, det, image_size(data))
-                                     for (key, data), det in zip(request.items, found)])
+                    finish(request, self._answered(request, result))
         finally:
             reader.shutdown(wait=False, cancel_futures=True)
         summary.skipped = len(skip)
         summary.seconds = time.monotonic() - start
         return summary
+
+    def _answered(self, request: Request, result) -> list[dict]:
+        """The output lines of an answered request, one per image."""
+        found = unpack_detections({name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}, self.spec)
+        return [result_line(key, det, image_size(data)) for (key, data), det in zip(request.items, found)]
 
     def _failed(self, request: Request, error, retries, ticket, finish, summary: Summary) -> None:
         status = error.status() if hasattr(error, "status") and callable(error.status) else ""
