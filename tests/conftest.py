@@ -56,10 +56,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, http: int, grpc: int, metrics: int, artifacts: Path, log: Path):
-        self.http_url = f"127.0.0.1:{http}"
-        self.grpc_url = f"127.0.0.1:{grpc}"
-        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+    def __init__(self, http: int, grpc: int, metrics: int, artifacts: Path, log: Path, host: str = "127.0.0.1"):
+        self.http_url = f"{host}:{http}"
+        self.grpc_url = f"{host}:{grpc}"
+        self.metrics_url = f"http://{host}:{metrics}/metrics"
         self.artifacts = artifacts
         self.log = log
 
@@ -88,17 +88,21 @@ SESSION: dict = {}
 """``spec``: what the session server serves (set once it is ready)."""
 
 
-def start_server(work: Path, weights: str, *options: str, extra_models: Path | None = None) -> Server:
-    """``tools/serve.py`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...)."""
-    ports = [free_port() for _ in range(3)]
+def start_server(work: Path, weights: str, *options: str, extra_models: Path | None = None, host: str = "127.0.0.1",
+                 grpc_port: int | None = None, env: dict[str, str] | None = None) -> Server:
+    """``tools/serve.py`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...).
+    ``host``: another loopback address (127.0.0.2) can take the same ``grpc_port`` as a server on 127.0.0.1, as
+    the pods behind one DNS name do; ``env``: added to the server's environment."""
+    ports = [free_port(), grpc_port or free_port(), free_port()]
     log = work / "server.log"
-    srv = Server(*ports, artifacts=work / "artifacts", log=log)
-    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, *options,
+    srv = Server(*ports, artifacts=work / "artifacts", log=log, host=host)
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, *options, "--host", host,
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
            "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
            *(["--extra-models", str(extra_models)] if extra_models else [])]
     with open(log, "wb") as sink:
-        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **(env or {})})
     if not wait_ready(f"http://{srv.http_url}/v2/health/ready", process, SERVER_START_TIMEOUT_S):
         if process.poll() is not None:
             pytest.fail(f"tools/serve.py exited with {process.returncode}:\n{srv.log_tail()}")

@@ -11,7 +11,7 @@ import pytest
 from ultralytics.utils import ASSETS
 
 from python_models.contract import MAX_IMAGE_PIXELS
-from python_models.runtime.preprocess import InvalidImageError, decode, decode_threads, probe
+from python_models.runtime.preprocess import InvalidImageError, available_cores, decode, decode_threads, probe
 
 BUS = (ASSETS / "bus.jpg").read_bytes()
 
@@ -88,6 +88,21 @@ def test_decode_threads_share_the_host_cores_out_over_every_instance():
     assert decode_threads(0, cores=2, instance_groups=[{"kind": "KIND_CPU", "count": 1}], gpu_count=0) == 4
     assert decode_threads(0, cores=2, instance_groups=[{"kind": "KIND_CPU", "count": 8}], gpu_count=0) == 1
     assert decode_threads(0, cores=4, instance_groups=[], gpu_count=0) == 8
+
+
+def test_decode_threads_count_the_cores_the_server_was_given_not_the_host_s():
+    """A server started under ``taskset`` (or in a container's cpuset) shares out only the cores it may use."""
+    import os
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to give the child one")
+    code = "from python_models.runtime.preprocess import available_cores; print(available_cores())"
+    one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert one.stdout.strip() == "1"
+    assert available_cores() == len(os.sched_getaffinity(0))
 
 
 def test_decode_threads_set_by_hand_win_and_negative_ones_are_refused():

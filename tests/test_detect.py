@@ -140,25 +140,72 @@ def test_full_queues_are_retried_and_nothing_is_lost(server, folder, tmp_path):
     assert {Path(k).name for k, v in lines.items() if "error" in v} == set(CORRUPT), "only the corrupt files fail"
 
 
-def test_two_servers_one_killed_mid_run_every_image_answered_once(server, folder, tmp_path_factory):
-    second = start_server(tmp_path_factory.mktemp("second"), "yolo11n.yaml", "--models", c.PYTORCH)
+SLOW_MS = 40
+"""How long the second server's yolo11_instant takes per execution: the first answers at once."""
+
+
+@pytest.fixture(scope="module")
+def second(server, tmp_path_factory):
+    """A second server on 127.0.0.2 with the session server's gRPC port, as two pods behind one DNS name; its
+    yolo11_instant is slow. The last test of this module kills it."""
+    port = int(server.grpc_url.rsplit(":", 1)[1])
+    srv = start_server(tmp_path_factory.mktemp("second"), "yolo11n.yaml", "--models", c.PYTORCH, host="127.0.0.2",
+                       grpc_port=port, extra_models=ROOT / "tests" / "models",
+                       env={"YOLO11_INSTANT_DELAY_MS": str(SLOW_MS)})
+    yield srv
+    if srv.process.poll() is None:
+        stop_server(srv)
+
+
+def test_a_name_resolving_to_two_servers_spreads_the_load_least_busy_first(server, second, tmp_path):
+    """detect.py given one name that resolves to both addresses (a resolver stub stands in for DNS, as a headless
+    Service answers) sends to both, and most to the one that answers faster: least busy, not round robin."""
+    port = server.grpc_url.rsplit(":", 1)[1]
+    stub = tmp_path / "resolver"
+    stub.mkdir()
+    (stub / "sitecustomize.py").write_text(
+        "import socket\n"
+        "_real = socket.getaddrinfo\n"
+        "def getaddrinfo(host, port, *args, **kwargs):\n"
+        "    if host == 'detect-pods.test':\n"
+        "        return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (a, int(port))) for a in ('127.0.0.2', '127.0.0.1')]\n"
+        "    return _real(host, port, *args, **kwargs)\n"
+        "socket.getaddrinfo = getaddrinfo\n")
+    photos = tmp_path / "small"
+    photos.mkdir()
+    crop = cv2.imencode(".jpg", cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (64, 80)))[1].tobytes()
+    for index in range(600):
+        (photos / f"{index:04d}.jpg").write_bytes(crop)
+    out = tmp_path / "spread.jsonl"
+    result = subprocess.run([sys.executable, DETECT, str(photos), "--model", "yolo11_instant", "--url",
+                             f"detect-pods.test:{port}", "--out", str(out), "--concurrency", "8", "--quiet"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(by_image(out)) == sorted(str(p) for p in photos.iterdir())
+    by_server = summary_of(result)["by_server"]
+    assert set(by_server) == {f"127.0.0.1:{port}", f"127.0.0.2:{port}"}, by_server
+    fast, slow = by_server[f"127.0.0.1:{port}"], by_server[f"127.0.0.2:{port}"]
+    # Round robin would split 300/300; the slow server holds each request SLOW_MS, so it is picked less.
+    assert slow > 0 and fast > 2 * slow, by_server
+
+
+def test_two_servers_one_killed_mid_run_every_image_answered_once(server, second, folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("two") / "two.jsonl"
-    try:
-        command = [sys.executable, DETECT, str(folder), "--model", c.PYTORCH, "--url", server.grpc_url,
-                   "--url", second.grpc_url, "--out", str(out), "--concurrency", "8", "--quiet"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 30):
-            time.sleep(0.05)
-        os.killpg(second.process.pid, signal.SIGKILL)  # the launcher, tritonserver and its stubs, at once
-        stdout, stderr = process.communicate(timeout=600)
-    finally:
-        stop_server(second) if second.process.poll() is None else None
+    command = [sys.executable, DETECT, str(folder), "--model", c.PYTORCH, "--url", server.grpc_url,
+               "--url", second.grpc_url, "--out", str(out), "--concurrency", "8", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 30):
+        time.sleep(0.05)
+    os.killpg(second.process.pid, signal.SIGKILL)  # the launcher, tritonserver and its stubs, at once
+    stdout, stderr = process.communicate(timeout=600)
     summary = json.loads([line for line in stdout.splitlines() if line.startswith('{"summary"')][0])["summary"]
     lines = by_image(out)
     assert sorted(lines) == inputs(folder), stderr[-2000:]
     assert {Path(k).name for k, v in lines.items() if "error" in v} == set(CORRUPT), stderr[-2000:]
     assert summary["retries"] > 0, "requests in flight on the killed server were sent again"
+    assert summary["by_server"].get(second.grpc_url, 0) > 0, summary["by_server"]
 
 
 def _annotations_from(lines: dict[str, dict], names) -> dict:

@@ -26,25 +26,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client.bulk import BulkDetector, RetryPolicy, done_keys, read_jsonl, source_items  # noqa: E402
-from python_models.client.bulk import write_jsonl  # noqa: E402
-
-
-def resolve_urls(urls: list[str]) -> list[str]:
-    """``host:port`` as given; a DNS name that resolves to several addresses becomes one server per address."""
-    import socket
-
-    out = []
-    for url in urls:
-        host, _, port = url.rpartition(":")
-        try:
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)})
-        except (OSError, ValueError):
-            addresses = []
-        if len(addresses) > 1:
-            out += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
-        else:
-            out.append(url)
-    return list(dict.fromkeys(out))
+from python_models.client.bulk import resolve_urls, write_jsonl  # noqa: E402
 
 
 def interrupt(*_) -> None:
@@ -98,10 +80,13 @@ def main() -> int:
     console.print(table)
     for reason, count in sorted(summary.errors_by_reason.items(), key=lambda kv: -kv[1]):
         console.print(f"  {count} x {reason}")
+    if len(detector.servers) > 1:
+        console.print("answered by: " + ", ".join(f"{url} {n}" for url, n in summary.by_server.items()))
     print(json.dumps({"summary": {"images": summary.images, "detected": summary.detected, "errors": summary.errors,
                                   "retries": summary.retries, "skipped": summary.skipped,
                                   "seconds": round(summary.seconds, 3), "images_per_s": round(summary.images_per_s, 1),
-                                  "interrupted": summary.interrupted}}), flush=True)
+                                  "interrupted": summary.interrupted, "by_server": summary.by_server}}),
+          flush=True)
 
     if args.coco_out or args.coco_annotations:
         from python_models.client.evaluation import coco_evaluate, coco_results

@@ -2,6 +2,7 @@
 
     python3 tools/gpu_benchmark.py --weights yolo11s.pt [--precision fp16] [--instances 2]
         [--concurrency 1,16,64,128,256] [--stub-python-bin /path/to/numpy1-env/bin] [--out results/NAME]
+    python3 tools/gpu_benchmark.py --gpus 1,2 [--cores-per-gpu 16] --concurrency 64,128,160 ...   # scaling
 
 For a GPU host without TensorRT or the Triton TensorRT/DALI backends (the embedded
 tritonserver of the nvidia-pytriton wheel serves Python models there). It:
@@ -15,6 +16,15 @@ tritonserver of the nvidia-pytriton wheel serves Python models there). It:
    128, and checks its letterbox against the CPU one, where nvidia-dali is installed;
 5. writes report.json, report.md, throughput.png and latency_p95.png with the device,
    driver, torch and Triton versions.
+
+With ``--gpus 1,2,4,8`` it does steps 1 to 3 once per GPU count (Track A's instance group
+restricted to the first N GPUs, ``--instances`` on each; ``--concurrency`` is then per GPU),
+records each GPU's utilisation and the host's CPU use while each level runs, drives the
+busiest level again with ``tools/detect.py`` and checks every one of its answers against the
+single-request answer, and writes ``scaling.json`` / ``scaling.md``: images/s, p50/p99 and the
+scaling efficiency (images/s on N GPUs / (N x images/s on 1)), one folder per count.
+``--cores-per-gpu K`` runs the server on K cores per GPU (``taskset``) and the clients on the
+others, so that every GPU count gets the same CPU per GPU.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,8 +57,8 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
-           cuda_graphs: bool = True) -> tuple[Path, bool]:
-    """A repository holding only Track A, on the GPU."""
+           cuda_graphs: bool = True, gpus: int | None = None) -> tuple[Path, bool]:
+    """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``."""
     from python_models.build.weights import model_spec, resolve_weights
 
     repository = out / "repository"
@@ -58,9 +70,29 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
+    if gpus is not None:
+        for group in config.instance_group:
+            group.gpus[:] = list(range(gpus))
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
-    (version / "model.py").write_text(repo.python_entry("pytorch_model"))
+    (version / "model.py").write_text(repo.python_entry(repo.RUNTIME + "pytorch_model"))
     return repository, untrained
+
+
+STUB_IMPORTS = "import numpy, cv2, torch, ultralytics, python_models.runtime.preprocess, python_models.runtime.network"
+
+
+def check_stub_environment(stub_python_bin: Path | None) -> None:
+    """Fail before the server starts, with the reason, unless the Python backend stub's environment (the first
+    ``python3`` on its PATH) imports Track A with numpy 1.x (numpy 2 breaks the wheel's Python backend silently)."""
+    python = (stub_python_bin / "python3") if stub_python_bin else Path(sys.executable)
+    code = f"{STUB_IMPORTS}; assert numpy.__version__ < '2', 'numpy ' + numpy.__version__ + ' (needs < 2)'"
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd="/",
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if result.returncode != 0:
+        raise SystemExit(f"the Python backend's environment ({python}) cannot run Track A: "
+                         f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}. "
+                         "It needs numpy < 2, OpenCV 4, torch, ultralytics and this checkout importable "
+                         "(e.g. a .pth file naming its root)")
 
 
 def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
@@ -157,20 +189,246 @@ def versions(grpc_url: str) -> dict:
             "triton": metadata.version, "cpu_cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole host, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class Utilisation:
+    """While a level runs: the host's CPU busy share, and each GPU's utilisation and memory (nvidia-smi, once a
+    second). Tells which side bounds a level: GPUs below ~90% with the CPU near 100% is a host-bound level."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s, self.samples, self.stop = every_s, [], threading.Event()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True).stdout
+            except OSError:  # no nvidia-smi: CPU figures only
+                return
+            rows = [line.split(",") for line in out.strip().splitlines() if line.count(",") == 2]
+            self.samples.append({int(i): (float(u), float(m)) for i, u, m in rows})
+
+    def __enter__(self) -> "Utilisation":
+        self.cpu_start = _cpu_times()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        self.thread.join()
+        busy, total = (b - a for a, b in zip(self.cpu_start, _cpu_times()))
+        gpus = sorted({g for sample in self.samples for g in sample})
+        self.result = {
+            "host_cpu_busy_percent": round(100 * busy / max(total, 1), 1),
+            "gpu_util_percent": {g: round(sum(s[g][0] for s in self.samples if g in s)
+                                          / max(1, sum(g in s for s in self.samples)), 1) for g in gpus},
+            "gpu_memory_used_mib": {g: max(s[g][1] for s in self.samples if g in s) for g in gpus},
+        }
+
+
+def _taskset(cores: list[int] | None, command: list[str]) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, cores)), *command] if cores else command
+
+
+def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_cores: list[int] | None,
+               references: dict, tolerance, spec) -> dict:
+    """``tools/detect.py`` over ``images`` files (hard links to the parity images) at ``concurrency``, and every
+    answer checked against the single-request answer for its image: under load, on every GPU, nothing differs."""
+    from ultralytics.utils import ASSETS
+
+    from python_models.client.bulk import detections_of_line, read_jsonl
+    from python_models.client.matching import differences
+
+    folder = out / "detect_images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(images):
+        name = PARITY_IMAGES[index % len(PARITY_IMAGES)]
+        target = folder / f"{index:06d}_{name}"
+        if not target.exists():
+            os.link(Path(ASSETS) / name, target)
+    jsonl = out / "detect.jsonl"
+    jsonl.unlink(missing_ok=True)
+    command = _taskset(client_cores, [sys.executable, str(ROOT / "tools" / "detect.py"), str(folder), "--model",
+                                      repo.PYTORCH, "--url", grpc_url, "--out", str(jsonl), "--concurrency",
+                                      str(concurrency), "--quiet"])
+    result = subprocess.run(command, capture_output=True, text=True)
+    summaries = [json.loads(line)["summary"] for line in result.stdout.splitlines() if line.startswith('{"summary"')]
+    if not summaries:
+        return {"error": f"detect.py exited {result.returncode}: {result.stderr[-1500:]}"}
+    lines = read_jsonl(jsonl)
+    wrong = []
+    for line in lines:
+        base = line["image"].rsplit("_", 1)[-1]
+        problems = (["error: " + line["error"]] if "error" in line else
+                    differences(detections_of_line(line), references[base], spec, tolerance.min_iou, tolerance.score))
+        if problems and len(wrong) < 5:
+            wrong.append(f"{line['image']}: {'; '.join(problems)[:300]}")
+        elif problems:
+            wrong.append("")
+    shutil.rmtree(folder, ignore_errors=True)
+    jsonl.unlink(missing_ok=True)
+    return {**summaries[0], "concurrency": concurrency, "lines": len(lines), "distinct": len({l["image"] for l in lines}),
+            "answers_differing_from_single_request": len(wrong), "examples": [w for w in wrong if w]}
+
+
+def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int | None = None,
+                  server_cores: list[int] | None = None, client_cores: list[int] | None = None,
+                  detect_images: int = 0) -> dict:
+    """Serve Track A (on the first ``gpus`` GPUs, or every one), check parity, sweep perf_analyzer over
+    ``concurrencies`` and, with ``detect_images``, drive the busiest level again with tools/detect.py."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_stub_environment(args.stub_python_bin)
+    repository, untrained = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
+                                   not args.no_cuda_graphs, gpus)
+    install = find_triton()
+    ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
+    grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
+    log = open(out / "server.log", "wb")
+    started = time.monotonic()
+    server = subprocess.Popen(server_command(install, repository, ports), env=server_env(install, args.stub_python_bin),
+                              stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None)
+    runs, not_measured, utilisation, detect = [], {}, {}, {}
+    try:
+        if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=600):
+            raise SystemExit(f"tritonserver did not become ready: see {out / 'server.log'}")
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **versions(grpc_url),
+                "weights": args.weights + (" (untrained)" if untrained else ""), "precision": args.precision,
+                "instances": args.instances, "gpus_serving": gpus or "all", "decode_threads": args.decode_threads,
+                "server_cores": len(server_cores) if server_cores else os.cpu_count(),
+                "client_cores": len(client_cores) if client_cores else "shared with the server",
+                "load_s": round(time.monotonic() - started, 1),
+                "cuda_graphs": not args.no_cuda_graphs, "command": shlex.join(["python3", *sys.argv])}
+        console.print(meta)
+        checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision)
+        console.print({"parity": checked})
+        from ultralytics.utils import ASSETS
+
+        input_data = pa.write_input_data([Path(ASSETS) / n for n in PARITY_IMAGES], out / "perf_input.json")
+        binary = pa.find_binary()
+        for concurrency in concurrencies:
+            csv_path = out / "perf" / f"c{concurrency}.csv"
+            cmd = _taskset(client_cores, pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path,
+                                                    args.measurement_ms, max_trials=8, stability_percent=30))
+            try:
+                with Utilisation() as used:
+                    runs.append(measure(cmd, csv_path, repo.PYTORCH, metrics_url, [repo.PYTORCH]))
+            except PerfAnalyzerFailed as exc:
+                # Past the queue bound the server refuses requests by design, and perf_analyzer stops at the first.
+                not_measured[concurrency] = str(exc).splitlines()[-1][:300]
+                console.print(f"perf_analyzer failed at {concurrency}: {not_measured[concurrency]}")
+                continue
+            utilisation[concurrency] = used.result
+            perf = runs[-1].perf
+            m = runs[-1].server[repo.PYTORCH]
+            console.print(f"c={concurrency}: {perf.throughput:.0f} img/s, p50 {perf.p50_ms:.0f} ms, p99 {perf.p99_ms:.0f} ms, "
+                          f"batch {m.avg_batch:.1f}, queue {m.queue_ms:.1f} / input {m.compute_input_ms:.1f} / "
+                          f"infer {m.compute_infer_ms:.1f} / output {m.compute_output_ms:.1f} ms, {used.result}")
+        if detect_images and runs:
+            from python_models.client import infer_grpc, served_spec, unpack_detections
+            from python_models.client.matching import tolerance
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(grpc_url)
+            spec = served_spec(client, repo.PYTORCH)
+            references = {n: unpack_detections(infer_grpc(client, repo.PYTORCH, [(Path(ASSETS) / n).read_bytes()]))[0]
+                          for n in PARITY_IMAGES}
+            best = max(runs, key=lambda r: r.perf.throughput)
+            with Utilisation() as used:
+                detect = detect_run(out, grpc_url, best.perf.concurrency, detect_images, client_cores, references,
+                                    tolerance(repo.PYTORCH, args.precision, against="predictor"), spec)
+            detect.update(perf_analyzer_images_per_s=round(best.perf.throughput, 1), utilisation=used.result)
+            if "images_per_s" in detect:
+                detect["ratio_to_perf_analyzer"] = round(detect["images_per_s"] / best.perf.throughput, 3)
+            console.print({"detect.py": detect})
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    paths = write_report(out, runs, meta, extra={"parity": checked, "not_measured": not_measured,
+                                                 "utilisation": utilisation, "detect": detect})
+    with open(paths["report.md"], "a") as md:
+        md.write("\n## Where the time goes (Triton, per request, ms), and what was busy\n\n"
+                 "| concurrency | queue | compute input | compute infer | compute output | host CPU busy % | GPU util % |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        for run in runs:
+            m, used = run.server[repo.PYTORCH], utilisation.get(run.perf.concurrency, {})
+            gpu = ", ".join(f"{g}: {u:.0f}" for g, u in used.get("gpu_util_percent", {}).items())
+            md.write(f"| {run.perf.concurrency} | {m.queue_ms:.1f} | {m.compute_input_ms:.1f} | {m.compute_infer_ms:.1f} "
+                     f"| {m.compute_output_ms:.1f} | {used.get('host_cpu_busy_percent', '')} | {gpu} |\n")
+        for concurrency, reason in not_measured.items():
+            md.write(f"\nNot measured at concurrency {concurrency}: perf_analyzer said `{reason}`\n")
+        md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
+        if detect:
+            md.write(f"\n## tools/detect.py at the busiest level\n\n```\n{json.dumps(detect, indent=2)}\n```\n")
+    return {"meta": meta, "runs": runs, "parity": checked, "not_measured": not_measured, "utilisation": utilisation,
+            "detect": detect, "paths": paths}
+
+
+def scaling_table(results: dict[int, dict]) -> tuple[list[dict], str]:
+    """Per GPU count: the level with the most images/s, and images/s on N / (N x images/s on the fewest)."""
+    base_n = min(results)
+    base = max(r.perf.throughput for r in results[base_n]["runs"]) / base_n if results[base_n]["runs"] else 0
+    rows = []
+    for n, result in sorted(results.items()):
+        if not result["runs"]:
+            rows.append({"gpus": n, "error": "no level measured"})
+            continue
+        best = max(result["runs"], key=lambda r: r.perf.throughput)
+        used = result["utilisation"].get(best.perf.concurrency, {})
+        detect = result["detect"]
+        rows.append({"gpus": n, "concurrency": best.perf.concurrency, "images_per_s": round(best.perf.throughput, 1),
+                     "p50_ms": round(best.perf.p50_ms, 1), "p99_ms": round(best.perf.p99_ms, 1),
+                     "avg_batch": round(best.server[repo.PYTORCH].avg_batch, 1),
+                     "efficiency": round(best.perf.throughput / (n * base), 3) if base else None,
+                     "host_cpu_busy_percent": used.get("host_cpu_busy_percent"),
+                     "gpu_util_percent": used.get("gpu_util_percent"),
+                     "server_cores": result["meta"]["server_cores"], "load_s": result["meta"]["load_s"],
+                     "parity": result["parity"]["passed"],
+                     "detect_py_images_per_s": detect.get("images_per_s"),
+                     "detect_py_differing_answers": detect.get("answers_differing_from_single_request")})
+    lines = ["| GPUs | server cores | best concurrency | images/s | p50 ms | p99 ms | avg batch | efficiency | host CPU busy % "
+             "| GPU util % | tools/detect.py images/s (answers differing) | load s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['gpus']} | {row['error']} |" + " |" * 10)
+            continue
+        gpu = ", ".join(f"{g}: {u:.0f}" for g, u in (row["gpu_util_percent"] or {}).items())
+        lines.append(f"| {row['gpus']} | {row['server_cores']} | {row['concurrency']} | {row['images_per_s']:,.0f} | "
+                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['avg_batch']} | {row['efficiency']} | "
+                     f"{row['host_cpu_busy_percent']} | {gpu} | {row['detect_py_images_per_s']} "
+                     f"({row['detect_py_differing_answers']}) | {row['load_s']} |")
+    return rows, "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="yolo11s.pt", help="a .pt, or a .yaml for an untrained network of that size")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on the GPU")
+    parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on each GPU")
     parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
-    parser.add_argument("--concurrency", default="1,16,64,128,256")
+    parser.add_argument("--concurrency", default="1,16,64,128,256", help="levels; with --gpus, per GPU")
     parser.add_argument("--measurement-ms", type=int, default=5000)
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
     parser.add_argument("--grpc-port", type=int, default=18001)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / time.strftime("gpu-%Y%m%d-%H%M%S"))
     parser.add_argument("--skip-dali", action="store_true")
     parser.add_argument("--dali-only", action="store_true", help="only step 4 (no server): writes dali.json")
+    parser.add_argument("--gpus", help="GPU counts to serve on, one after another, e.g. 1,2,4,8: the scaling report")
+    parser.add_argument("--cores-per-gpu", type=int, default=0, help="with --gpus: the server runs on this many cores "
+                        "per GPU and the clients on the rest (0: everything shares every core)")
+    parser.add_argument("--detect-images", type=int, default=0, help="drive the busiest level again with "
+                        "tools/detect.py over this many images, every answer checked")
     args = parser.parse_args()
     if args.dali_only:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -182,63 +440,45 @@ def main() -> int:
     from rich.console import Console
 
     console = Console()
-    args.out.mkdir(parents=True, exist_ok=True)
-    repository, untrained = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads,
-                                    not args.no_cuda_graphs)
-    install = find_triton()
-    ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
-    grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
-    log = open(args.out / "server.log", "wb")
-    server = subprocess.Popen(server_command(install, repository, ports), env=server_env(install, args.stub_python_bin),
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=600):
-            raise SystemExit(f"tritonserver did not become ready: see {args.out / 'server.log'}")
-        meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **versions(grpc_url),
-                "weights": args.weights + (" (untrained)" if untrained else ""), "precision": args.precision,
-                "instances": args.instances, "decode_threads": args.decode_threads,
-                "cuda_graphs": not args.no_cuda_graphs, "command": shlex.join(["python3", *sys.argv])}
-        console.print(meta)
-        checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision)
-        console.print({"parity": checked})
-        from ultralytics.utils import ASSETS
-
-        input_data = pa.write_input_data([Path(ASSETS) / n for n in PARITY_IMAGES], args.out / "perf_input.json")
-        binary = pa.find_binary()
-        runs, not_measured = [], {}
-        for concurrency in [int(x) for x in args.concurrency.split(",")]:
-            csv_path = args.out / "perf" / f"c{concurrency}.csv"
-            cmd = pa.command(binary, repo.PYTORCH, grpc_url, input_data, concurrency, csv_path, args.measurement_ms,
-                             max_trials=8, stability_percent=30)
-            try:
-                runs.append(measure(cmd, csv_path, repo.PYTORCH, metrics_url, [repo.PYTORCH]))
-            except PerfAnalyzerFailed as exc:
-                # Past the queue bound the server refuses requests by design, and perf_analyzer stops at the first.
-                not_measured[concurrency] = str(exc).splitlines()[-1][:300]
-                console.print(f"perf_analyzer failed at {concurrency}: {not_measured[concurrency]}")
-                continue
-            perf = runs[-1].perf
-            m = runs[-1].server[repo.PYTORCH]
-            console.print(f"c={concurrency}: {perf.throughput:.0f} img/s, p50 {perf.p50_ms:.0f} ms, p99 {perf.p99_ms:.0f} ms, "
-                          f"batch {m.avg_batch:.1f}, queue {m.queue_ms:.1f} / input {m.compute_input_ms:.1f} / "
-                          f"infer {m.compute_infer_ms:.1f} / output {m.compute_output_ms:.1f} ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    levels = [int(x) for x in args.concurrency.split(",")]
+    if args.gpus:
+        return scaling(args, console, levels)
+    result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
     dali = {} if args.skip_dali else dali_benchmark()
     console.print({"dali": dali})
-    paths = write_report(args.out, runs, meta, extra={"parity": checked, "dali": dali, "not_measured": not_measured})
-    with open(paths["report.md"], "a") as md:
-        md.write("\n## Where the time goes (Triton, per request, ms)\n\n| concurrency | queue | compute input | compute infer | compute output |\n|---|---|---|---|---|\n")
-        for run in runs:
-            m = run.server[repo.PYTORCH]
-            md.write(f"| {run.perf.concurrency} | {m.queue_ms:.1f} | {m.compute_input_ms:.1f} | {m.compute_infer_ms:.1f} | {m.compute_output_ms:.1f} |\n")
-        for concurrency, reason in not_measured.items():
-            md.write(f"\nNot measured at concurrency {concurrency}: perf_analyzer said `{reason}`\n")
-        md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
+    report_json = result["paths"]["report.json"]
+    report_json.write_text(json.dumps({**json.loads(report_json.read_text()), "dali": dali}, indent=2) + "\n")
+    with open(result["paths"]["report.md"], "a") as md:
         md.write(f"\n## DALI pipeline, mixed decoder, in-process\n\n```\n{json.dumps(dali, indent=2)}\n```\n")
-    console.print(paths["report.md"].read_text())
-    return 0 if checked["passed"] else 1
+    console.print(result["paths"]["report.md"].read_text())
+    return 0 if result["parity"]["passed"] else 1
+
+
+def scaling(args, console, per_gpu_levels: list[int]) -> int:
+    counts = sorted({int(x) for x in args.gpus.split(",")})
+    from python_models.serving.triton import gpu_count
+
+    have, cores = gpu_count(), sorted(os.sched_getaffinity(0))
+    if counts[-1] > have:
+        raise SystemExit(f"--gpus {args.gpus}: this host has {have} GPU(s)")
+    if args.cores_per_gpu and args.cores_per_gpu * counts[-1] >= len(cores):
+        raise SystemExit(f"--cores-per-gpu {args.cores_per_gpu} x {counts[-1]} GPUs leaves none of the "
+                         f"{len(cores)} cores for the clients")
+    results = {}
+    for n in counts:
+        server_cores = cores[: args.cores_per_gpu * n] if args.cores_per_gpu else None
+        client_cores = cores[args.cores_per_gpu * n:] if args.cores_per_gpu else None
+        console.rule(f"Track A on {n} GPU(s)" + (f", server on {len(server_cores)} cores" if server_cores else ""))
+        results[n] = serve_track_a(args, args.out / f"gpus{n}", console, [c * n for c in per_gpu_levels], n,
+                                   server_cores, client_cores, args.detect_images)
+    rows, table = scaling_table(results)
+    meta = {k: v for k, v in results[counts[0]]["meta"].items() if k not in ("gpus_serving", "server_cores", "load_s")}
+    (args.out / "scaling.json").write_text(json.dumps({"meta": meta, "cores_per_gpu": args.cores_per_gpu,
+                                                       "rows": rows}, indent=2) + "\n")
+    (args.out / "scaling.md").write_text(f"# Track A on 1 to {counts[-1]} GPUs\n\n{meta['gpu']}; {meta['cpu_cores']} "
+                                         f"cores; command: `{meta['command']}`\n\n{table}")
+    console.print(table)
+    return 0 if all(r["parity"]["passed"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

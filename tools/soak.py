@@ -1,11 +1,15 @@
 """Soak a running server with mixed good and bad traffic over every loaded public model.
 
     .venv/bin/python tools/soak.py --duration 600 [--grpc-url 127.0.0.1:8001] [--workers 4] [--out soak.json]
+        [--warmup-s 300] [--max-growth-percent 5]
 
 Every good answer is checked against the contract and against the first answer the same
 model gave for the same image (batching must not change answers); every bad input must
 be refused with INVALID_ARGUMENT. Prints requests, errors by kind, wrong answers and the
-server's resident memory over time; exits 1 if any answer was wrong.
+server's resident memory over time, and, every ``--breakdown-every`` seconds, its memory
+per process group (tritonserver, each model's stubs: RSS, PSS, private and shared pages),
+which says what grows. Exits 1 if any answer was wrong, 2 if the server's RSS grew by more
+than ``--max-growth-percent`` between the end of the warm-up and the end (when given).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from python_models.client import (  # noqa: E402
     unpack_detections,
 )
 from python_models.client.matching import differences  # noqa: E402
-from python_models.serving.status import process_tree_rss  # noqa: E402
+from python_models.serving.status import memory_by_process, process_tree_rss  # noqa: E402
 
 BAD_SHARE = 0.3
 # Answers to the same image from the same model may differ only by batching's float noise.
@@ -140,6 +144,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--server-pid", type=int, help="tritonserver's pid, for RSS (default: found by its gRPC port)")
     parser.add_argument("--rss-every", type=float, default=5.0, help="seconds between RSS samples")
+    parser.add_argument("--breakdown-every", type=float, default=60.0, help="seconds between memory breakdowns")
+    parser.add_argument("--warmup-s", type=float, default=300.0, help="growth is measured from this time on")
+    parser.add_argument("--max-growth-percent", type=float, help="fail (exit 2) above this RSS growth after warm-up")
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args()
 
@@ -154,6 +161,8 @@ def main() -> int:
     soak = Soak(args.grpc_url, models, images)
     pid = args.server_pid or find_server_pid(int(args.grpc_url.rsplit(":", 1)[1]))
     rss: list[tuple[float, float]] = []
+    breakdowns: list[tuple[float, dict]] = []
+    next_breakdown = 0.0
     start = time.monotonic()
     stop_at = start + args.duration
     threads = [threading.Thread(target=soak.worker, args=(i, stop_at), daemon=True) for i in range(args.workers)]
@@ -162,7 +171,11 @@ def main() -> int:
     with console.status("soaking") as status:
         while any(t.is_alive() for t in threads):
             if pid:
-                rss.append((round(time.monotonic() - start, 1), round(process_tree_rss(pid) / 2**20, 1)))
+                now = time.monotonic() - start
+                rss.append((round(now, 1), round(process_tree_rss(pid) / 2**20, 1)))
+                if now >= next_breakdown:
+                    breakdowns.append((round(now, 1), memory_by_process(pid)))
+                    next_breakdown = now + args.breakdown_every
             done = sum(soak.outcomes.values())
             status.update(f"soaking: {time.monotonic() - start:.0f}/{args.duration:.0f} s, {done} requests, "
                           f"{len(soak.wrong)} wrong")
@@ -171,6 +184,7 @@ def main() -> int:
         t.join()
     if pid:
         rss.append((round(time.monotonic() - start, 1), round(process_tree_rss(pid) / 2**20, 1)))
+        breakdowns.append((rss[-1][0], memory_by_process(pid)))
 
     by_kind: Counter[str] = Counter()
     for (_, outcome), n in soak.outcomes.items():
@@ -184,6 +198,8 @@ def main() -> int:
         "wrong_answers": by_kind.get("wrong", 0),
         "wrong_examples": soak.wrong[:10],
         "rss_mib": rss,
+        "memory_breakdown_mib": breakdowns,
+        "growth_after_warmup": growth(rss, breakdowns, args.warmup_s),
     }
     table = Table(title=f"soak: {report['requests']} requests in {report['duration_s']} s over {len(models)} models")
     table.add_column("model")
@@ -196,12 +212,44 @@ def main() -> int:
     if rss:
         console.print(f"server RSS (MiB): start {rss[0][1]}, max {max(v for _, v in rss)}, end {rss[-1][1]} "
                       f"({len(rss)} samples)")
+    grown = report["growth_after_warmup"]
+    if grown:
+        console.print(f"after the first {args.warmup_s:.0f} s: RSS {grown['rss_from_mib']} -> {grown['rss_to_mib']} MiB "
+                      f"({grown['rss_percent']:+.1f}%), PSS {grown['pss_from_mib']} -> {grown['pss_to_mib']} MiB "
+                      f"({grown['pss_percent']:+.1f}%); largest growth (PSS MiB): "
+                      + ", ".join(f"{g} {d:+.0f}" for g, d in grown["pss_by_group_mib"][:5]))
     console.print(f"wrong answers: {report['wrong_answers']}")
     for example in report["wrong_examples"]:
         console.print(f"  {example}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if report["wrong_answers"] else 0
+    if report["wrong_answers"]:
+        return 1
+    if args.max_growth_percent is not None and grown and grown["rss_percent"] > args.max_growth_percent:
+        console.print(f"RSS grew {grown['rss_percent']:.1f}% after the warm-up: more than {args.max_growth_percent}%")
+        return 2
+    return 0
+
+
+def growth(rss: list[tuple[float, float]], breakdowns: list[tuple[float, dict]], warmup_s: float) -> dict | None:
+    """RSS and PSS growth from the first sample at or after ``warmup_s`` to the last, and PSS growth per process
+    group, largest first; None when the run was shorter than the warm-up."""
+    after = [(t, v) for t, v in rss if t >= warmup_s]
+    late = [(t, b) for t, b in breakdowns if t >= warmup_s]
+    if len(after) < 2 or len(late) < 2:
+        return None
+    (_, first), (_, last) = late[0], late[-1]
+
+    def pss(b: dict) -> float:
+        return sum(g["pss"] for g in b.values())
+
+    by_group = sorted(((g, round(last[g]["pss"] - first.get(g, {}).get("pss", 0.0), 1)) for g in last),
+                      key=lambda kv: -abs(kv[1]))
+    return {"from_s": after[0][0], "to_s": after[-1][0], "rss_from_mib": after[0][1], "rss_to_mib": after[-1][1],
+            "rss_percent": round(100 * (after[-1][1] - after[0][1]) / after[0][1], 2),
+            "pss_from_mib": round(pss(first), 1), "pss_to_mib": round(pss(last), 1),
+            "pss_percent": round(100 * (pss(last) - pss(first)) / max(pss(first), 1e-9), 2),
+            "pss_by_group_mib": by_group}
 
 
 if __name__ == "__main__":

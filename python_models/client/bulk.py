@@ -158,6 +158,8 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     errors_by_reason: dict = field(default_factory=dict)
+    by_server: dict = field(default_factory=dict)
+    """Images answered by each server (its URL): how the load was spread."""
 
     @property
     def images_per_s(self) -> float:
@@ -184,6 +186,25 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full jitter (AWS's "exponential backoff and jitter"): spreads the retries of many requests."""
         return random.uniform(0, min(self.cap_s, self.first_s * 2 ** attempt))
+
+
+def resolve_urls(urls: Sequence[str]) -> list[str]:
+    """``host:port`` as given; a DNS name that resolves to several addresses (a Kubernetes headless Service, a
+    round-robin record) becomes one server per address, so that the load is spread over all of them."""
+    import socket
+
+    out = []
+    for url in urls:
+        host, _, port = url.rpartition(":")
+        try:
+            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)})
+        except (OSError, ValueError):
+            addresses = []
+        if len(addresses) > 1:
+            out += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+        else:
+            out.append(url)
+    return list(dict.fromkeys(out))
 
 
 def _server_gone(message: str) -> bool:
@@ -228,6 +249,8 @@ class BulkDetector:
 
     # -- sending ------------------------------------------------------------------------------------------
     def _pick(self) -> Server | None:
+        """The least busy server that is up: fewest requests in flight. A slower server holds its requests
+        longer, so it is sent fewer (join the shortest queue); one that died holds none and is marked down."""
         now = time.monotonic()
         up = [s for s in self.servers if s.down_until <= now]
         return min(up, key=lambda s: s.in_flight) if up else None
@@ -323,6 +346,7 @@ class BulkDetector:
                 request.server.in_flight -= 1
                 if error is None:
                     request.server.failures = 0
+                    summary.by_server[request.server.url] = summary.by_server.get(request.server.url, 0) + len(request.items)
                     self.window = min(float(self.concurrency), self.window + 1 / max(self.window, 1.0))
                     finish(request, self._answered(request, result))
                 else:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import astuple, dataclass
@@ -141,6 +142,15 @@ def decode(data: bytes | np.ndarray) -> np.ndarray:
 
 
 MAX_DECODE_THREADS = 16
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the host's count,
+    so that decode threads are shared out over the cores actually given to the server."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def decode_threads(asked: int, cores: int, instance_groups: list[dict], gpu_count: int) -> int:

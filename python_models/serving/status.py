@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from python_models.build import repository as repo
 from python_models.serving.triton import ADMIN_KEY_HEADER
@@ -76,3 +77,34 @@ def process_tree_rss(pid: int) -> int:
         except psutil.Error:
             pass
     return total
+
+
+STUB = "triton_python_backend_stub"
+
+
+def memory_by_process(pid: int) -> dict[str, dict[str, float]]:
+    """MiB of ``tritonserver`` (``pid``, or a launcher above it) and of each model's Python stubs, grouped by model:
+    ``rss`` (what ``process_tree_rss`` sums: shared pages, such as the Python backend's shared memory that the
+    server and a stub both map, are counted in each), ``pss`` (shared pages divided among the processes mapping
+    them: the sum is the tree's real footprint), ``uss`` (pages no other process maps) and ``shared``
+    (rss - uss). Which group grows, and whether in private or shared pages, names the cause of growth."""
+    import psutil
+
+    root = psutil.Process(pid)
+    groups: dict[str, dict[str, float]] = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+            command = process.cmdline()
+        except psutil.Error:
+            continue
+        if command and command[0].endswith(STUB) and len(command) > 1:
+            # The stub's first argument is the model's version folder's model.py: <repository>/<model>/<version>/model.py.
+            group = f"stub {Path(command[1]).parent.parent.name}"
+        else:
+            group = process.name()
+        totals = groups.setdefault(group, {"processes": 0, "rss": 0.0, "pss": 0.0, "uss": 0.0, "shared": 0.0})
+        totals["processes"] += 1
+        for key, value in (("rss", info.rss), ("pss", info.pss), ("uss", info.uss), ("shared", info.rss - info.uss)):
+            totals[key] += value / 2**20
+    return {name: {k: round(v, 1) for k, v in totals.items()} for name, totals in sorted(groups.items())}

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from python_models.runtime.preprocess import decode, decode_threads
+from python_models.runtime.preprocess import available_cores, decode, decode_threads
 from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
 from python_models.runtime.preprocess import letterbox_padded
 from python_models.runtime.nms import nms, pack_detections
@@ -41,11 +41,15 @@ class TritonPythonModel:
         self.spec = model_spec(args)
         on_gpu = args["model_instance_kind"] == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
+        if on_gpu:
+            # CUDA graph pools, capture streams and pinned staging follow the current device, which is cuda:0
+            # unless set: an instance Triton placed on another GPU would capture its graphs on the wrong one.
+            torch.cuda.set_device(self.device)
         precision = _parameter(config, "precision", "fp16")
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        threads = decode_threads(int(_parameter(config, "decode_threads", "0") or 0), os.cpu_count() or 1,
+        threads = decode_threads(int(_parameter(config, "decode_threads", "0") or 0), available_cores(),
                                  config.get("instance_group", []), torch.cuda.device_count() if on_gpu else 0)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize

@@ -1,4 +1,10 @@
-"""Answers every good row with no detections, at once; rows that are not images are refused (INVALID_ARGUMENT)."""
+"""Answers every good row with no detections, at once; rows that are not images are refused (INVALID_ARGUMENT).
+
+``YOLO11_INSTANT_DELAY_MS`` in the server's environment makes every execution take that long: a slower server.
+"""
+
+import os
+import time
 
 import numpy as np
 
@@ -6,8 +12,13 @@ from python_models.runtime.preprocess import probe
 from python_models.runtime.triton.adapter import guarded, read_rows, respond
 
 
+DELAY_S = float(os.environ.get("YOLO11_INSTANT_DELAY_MS", "0")) / 1000
+
+
 class TritonPythonModel:
     def execute(self, requests):
+        if DELAY_S:
+            time.sleep(DELAY_S)
         return guarded(requests, self._run)
 
     def _run(self, requests):

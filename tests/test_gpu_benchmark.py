@@ -1,0 +1,107 @@
+"""tools/gpu_benchmark.py: the pieces of the GPU scaling benchmark that can run without a GPU.
+
+The benchmark itself runs on a GPU host (results/); here: the repository it serves (Track A on the first N
+GPUs, an entry file that imports), the scaling arithmetic, the check of the stub's environment, and the CPU
+side of the utilisation sampler.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from python_models.build import repository as repo
+from python_models.client.metrics import ModelMetrics
+from python_models.client.perf_analyzer import PerfResult
+from python_models.client.report import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "tests" / "assets" / "shapes_yolo11.pt"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark_tool", ROOT / "tools" / "gpu_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(repository: Path) -> mc.ModelConfig:
+    return text_format.Parse((repository / repo.PYTORCH / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def test_track_a_is_served_on_the_first_n_gpus_and_unchanged_without_a_count(bench, tmp_path):
+    repository, untrained = bench.layout(tmp_path / "two", str(WEIGHTS), "fp16", instances=4, gpus=2)
+    assert not untrained
+    (group,) = _config(repository).instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 4 and list(group.gpus) == [0, 1]
+
+    repository, _ = bench.layout(tmp_path / "all", str(WEIGHTS), "fp16", instances=4)
+    (group,) = _config(repository).instance_group
+    assert group.count == 4 and not group.gpus, "the single-GPU configuration names no GPUs: every visible one"
+
+    entry = (repository / repo.PYTORCH / "1" / "model.py").read_text()
+    module = entry.split()[1]
+    assert entry.startswith("from ") and importlib.util.find_spec(module) is not None, entry
+
+
+def _run(concurrency: int, throughput: float) -> Run:
+    perf = PerfResult(concurrency=concurrency, throughput=throughput, p50_ms=10, p90_ms=20, p95_ms=25, p99_ms=30,
+                      server_queue_ms=1, server_compute_ms=5)
+    metrics = ModelMetrics(requests=1, failures=0, inferences=16, executions=1, avg_batch=16.0, queue_ms=1,
+                           compute_ms=5)
+    return Run(repo.PYTORCH, perf, {repo.PYTORCH: metrics})
+
+
+def _result(runs: list[Run], cores: int) -> dict:
+    return {"runs": runs, "utilisation": {}, "detect": {}, "parity": {"passed": True},
+            "meta": {"server_cores": cores, "load_s": 30.0}}
+
+
+def test_scaling_efficiency_is_the_best_level_on_n_over_n_times_the_best_on_one(bench):
+    rows, table = bench.scaling_table({
+        1: _result([_run(64, 1000.0), _run(128, 1500.0)], 16),
+        2: _result([_run(128, 2000.0), _run(256, 2700.0)], 32),
+    })
+    assert [r["images_per_s"] for r in rows] == [1500.0, 2700.0]
+    assert [r["efficiency"] for r in rows] == [1.0, 0.9]
+    assert [r["concurrency"] for r in rows] == [128, 256]
+    assert "| 2 | 32 | 256 | 2,700 |" in table
+
+
+def test_a_stub_environment_that_cannot_run_track_a_stops_the_benchmark_with_the_reason(bench, tmp_path):
+    bench.check_stub_environment(Path(sys.executable).parent)  # the project's own environment can
+
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    python3 = broken / "python3"
+    python3.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'cv2'\" >&2\nexit 1\n")
+    python3.chmod(python3.stat().st_mode | stat.S_IEXEC)
+    with pytest.raises(SystemExit, match="No module named 'cv2'"):
+        bench.check_stub_environment(broken)
+
+
+def test_utilisation_reads_the_host_cpu_where_there_is_no_gpu(bench):
+    with bench.Utilisation(every_s=0.05) as used:
+        sum(i * i for i in range(2_000_000))
+    assert 0 < used.result["host_cpu_busy_percent"] <= 100
+    if not os.path.exists("/usr/bin/nvidia-smi"):
+        assert used.result["gpu_util_percent"] == {}
+
+
+def test_more_gpus_than_the_host_has_is_refused(bench, monkeypatch):
+    import python_models.serving.triton as triton
+
+    monkeypatch.setattr(triton, "gpu_count", lambda: 1)
+    args = Namespace(gpus="1,2", cores_per_gpu=0)
+    with pytest.raises(SystemExit, match="has 1 GPU"):
+        bench.scaling(args, console=None, per_gpu_levels=[64])
