@@ -102,20 +102,28 @@ def test_every_file_once_corrupt_ones_with_the_reason_and_detections_as_a_direct
 
 def test_interrupt_then_resume_equals_one_uninterrupted_run(server, folder, full_run, tmp_path):
     """Killed hard (SIGKILL: no cleanup at all) mid-run, then run again: only the rest is done, and the union is the
-    uninterrupted run's answer."""
+    uninterrupted run's answer. Both runs use two worker processes (the uninterrupted one, one); the workers of
+    the killed run die with it."""
+    import psutil
+
     out = tmp_path / "resumed.jsonl"
     command = [sys.executable, DETECT, str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out",
-               str(out), "--concurrency", "8", "--images-per-request", "4", "--quiet"]
+               str(out), "--concurrency", "8", "--images-per-request", "4", "--processes", "2", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 40):
         time.sleep(0.05)
+    workers = [w for w in psutil.Process(process.pid).children(recursive=True)
+               if "spawn_main" in " ".join(w.cmdline())]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
+    assert len(workers) == 2, workers
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived their parent: {alive}"
     first = out.read_bytes().count(b"\n")
     assert 40 <= first < len(inputs(folder)), first
     result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out", str(out),
-                    "--concurrency", "8", "--images-per-request", "4")
+                    "--concurrency", "8", "--images-per-request", "4", "--processes", "2")
     summary = summary_of(result)
     assert summary["skipped"] == first and summary["images"] == len(inputs(folder)) - first, summary
     resumed, full = by_image(out), by_image(full_run)
@@ -126,6 +134,12 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(server, folder, full
         if "error" not in line:
             assert not differences(detections_of_line(resumed[key]), detections_of_line(line), spec,
                                    *tolerance(c.TRT_ENSEMBLE)), key
+
+
+def test_worker_processes_one_per_four_cores():
+    from python_models.client.bulk_processes import default_processes
+
+    assert [default_processes(n) for n in (1, 2, 4, 16, 32, 128)] == [1, 1, 1, 4, 8, 8]
 
 
 def test_full_queues_are_retried_and_nothing_is_lost(server, folder, tmp_path):

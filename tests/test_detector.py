@@ -55,6 +55,29 @@ def test_cuda_graph_sizes_cover_every_batch_the_batcher_can_form():
         assert all(any(s >= n for s in sizes) for n in range(1, max_batch + 1)) and max(sizes) == max_batch
 
 
+def test_what_a_forward_caches_on_the_modules_is_found_so_each_cuda_graph_can_keep_its_own():
+    """Ultralytics' Detect head replaces its anchors and strides whenever the batch size changes. A CUDA graph
+    captured at another batch size reads the tensors that existed during its capture: unless the graph holds
+    them, their memory goes back to the pool and is overwritten (garbage boxes at every batch size but the last
+    captured, seen on an H200). ``module_tensors`` must find exactly what a forward replaces; the GPU itself is
+    checked by tools/gpu_benchmark.py (one request of 8 images against single requests)."""
+    from pathlib import Path
+
+    from python_models.runtime.network import forward_padded, load_network, module_tensors
+
+    net = load_network(Path(__file__).parent / "assets" / "shapes_yolo11.pt", torch.device("cpu"))
+    grey = torch.full((2, 640, 640, 3), 114, dtype=torch.uint8)
+    forward_padded(net, grey, torch.device("cpu"))
+    at_two = {id(t): t for t in module_tensors(net)}
+    forward_padded(net, grey[:1], torch.device("cpu"))
+    at_one = {id(t): t for t in module_tensors(net)}
+    replaced = [t for key, t in at_two.items() if key not in at_one]
+    assert replaced, "a forward at another batch size replaces some cached tensors (the premise)"
+    head = net.model[-1]
+    assert any(t is head.anchors for t in at_one.values()) and any(t is head.strides for t in at_one.values())
+    assert {t.shape[-1] for t in replaced} == {head.anchors.shape[-1]}, "anchors and strides, one per anchor"
+
+
 def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, monkeypatch):
     import pytest
 

@@ -96,7 +96,8 @@ def check_stub_environment(stub_python_bin: Path | None) -> None:
 
 
 def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
-    """Server vs the Ultralytics predictor, same weights, same precision, same GPU."""
+    """Server vs the Ultralytics predictor, same weights, same precision, same GPU; and one request of 8 images
+    (a batch of 8: another CUDA graph) against the single-request answers for the same images."""
     import tritonclient.grpc as grpcclient
     from ultralytics import YOLO
     from ultralytics.utils import ASSETS
@@ -106,18 +107,23 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
-    min_iou, score_tol, _ = tolerance(repo.PYTORCH, precision, against="predictor")
+    allowed = tolerance(repo.PYTORCH, precision, against="predictor")
     spec = served_spec(client, repo.PYTORCH)
-    results = {}
+    results, single = {}, {}
     for name in PARITY_IMAGES:
         data = (Path(ASSETS) / name).read_bytes()
         ref = predictor_detections(model, Path(ASSETS) / name, spec, half=precision == "fp16", device=0)
         (got,) = unpack_detections(infer_grpc(client, repo.PYTORCH, [data]))
-        problems = differences(got, ref, spec, min_iou, score_tol) if len(ref) else ["the reference found nothing"]
+        single[name] = got
+        problems = differences(got, ref, spec, *allowed) if len(ref) else ["the reference found nothing"]
         results[name] = {"served": len(got), "reference": len(ref), "problems": problems,
-                         "max_score_diff": max_score_difference(got, ref, min_iou)}
-    return {"tolerance": {"min_iou": min_iou, "score": score_tol}, "images": results,
-            "passed": all(not r["problems"] for r in results.values())}
+                         "max_score_diff": max_score_difference(got, ref, allowed.min_iou)}
+    names = [PARITY_IMAGES[i % len(PARITY_IMAGES)] for i in range(8)]
+    batched = unpack_detections(infer_grpc(client, repo.PYTORCH, [(Path(ASSETS) / n).read_bytes() for n in names]))
+    batch_problems = [f"row {i} ({n}): {p}" for i, (n, got) in enumerate(zip(names, batched))
+                      for p in differences(got, single[n], spec, *allowed)]
+    return {"tolerance": allowed._asdict(), "images": results, "batch_of_8_vs_single": batch_problems[:6],
+            "passed": all(not r["problems"] for r in results.values()) and not batch_problems}
 
 
 DALI_LOOPS = {
@@ -266,7 +272,7 @@ def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_c
     for line in lines:
         base = line["image"].rsplit("_", 1)[-1]
         problems = (["error: " + line["error"]] if "error" in line else
-                    differences(detections_of_line(line), references[base], spec, tolerance.min_iou, tolerance.score))
+                    differences(detections_of_line(line), references[base], spec, *tolerance))
         if problems and len(wrong) < 5:
             wrong.append(f"{line['image']}: {'; '.join(problems)[:300]}")
         elif problems:

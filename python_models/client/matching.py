@@ -22,7 +22,7 @@ TOLERANCES = {
     # precision -> reference kind -> tolerance
     "fp32": {"predictor": Tolerance(0.98, 1e-3), "end2end": Tolerance(0.98, 2e-3), "dali": Tolerance(0.90, 3e-2, 0.05),
              "other": Tolerance(0.98, 1e-3)},
-    "fp16": {"predictor": Tolerance(0.95, 5e-3), "end2end": Tolerance(0.90, 1e-2, 0.05),
+    "fp16": {"predictor": Tolerance(0.95, 5e-3, 0.02), "end2end": Tolerance(0.90, 1e-2, 0.05),
              "dali": Tolerance(0.90, 3e-2, 0.05), "other": Tolerance(0.90, 1e-2, 0.05)},
 }
 """FP32: what CI proves in the CPU profile. Tracks A, B and C decode and letterbox with OpenCV exactly as
@@ -31,7 +31,9 @@ level (in 9% of the pixels, mean 0.09). That moves the untrained test network's 
 bus.jpg, flips the best class of one anchor in 48; a trained network is more sensitive: on 80 held-out images
 the trained test detector's scores moved by up to 0.0151 and its boxes to IoU 0.929 (tests/test_own_detector.py),
 hence 0.03 and 0.90, about twice what was measured. FP16: Track A against the predictor at FP16 on the same GPU (measured on an H100: every pair
-within 5e-3); the TensorRT tracks against Track A at FP16 compute in other kernels, so their tolerance is
+within 5e-3; on an H200, 1 detection of 100 on bus.jpg paired with none: two neighbouring anchors of one class
+at 0.3474 and 0.3477, one stride apart, whose order FP16 in other kernels (CUDA graph, channels-last) flips, so
+NMS keeps the other one; hence 2% unpaired); the TensorRT tracks against Track A at FP16 compute in other kernels, so their tolerance is
 wider and has not yet been measured on a GPU host."""
 
 

@@ -47,6 +47,12 @@ def graph_batch_sizes(max_batch: int) -> list[int]:
     return sorted(sizes)
 
 
+def module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Tensors held as plain attributes of ``net``'s modules (not parameters or buffers): what a forward may have
+    cached, such as the ``Detect`` head's anchors and strides for the last input shape."""
+    return [value for module in net.modules() for value in vars(module).values() if isinstance(value, torch.Tensor)]
+
+
 class GraphedForward:
     """``forward_padded`` replayed from CUDA graphs, one per batch size of ``graph_batch_sizes``.
 
@@ -62,6 +68,7 @@ class GraphedForward:
     def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
         self.sizes = graph_batch_sizes(max_batch)
         self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.captured_state: dict[int, list[torch.Tensor]] = {}
         pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
         stream = torch.cuda.Stream(device)
         for rows in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
@@ -75,6 +82,7 @@ class GraphedForward:
             with torch.cuda.graph(graph, pool=pool):
                 static_out = forward_padded(net, static_in, device, half)
             self.graphs[rows] = (static_in, graph, static_out)
+            self.captured_state[rows] = module_tensors(net)
         torch.cuda.synchronize(device)
 
     def __call__(self, padded_bgr: torch.Tensor) -> torch.Tensor:
