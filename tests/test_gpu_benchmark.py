@@ -44,10 +44,15 @@ def test_track_a_is_served_on_the_first_n_gpus_and_unchanged_without_a_count(ben
     assert not untrained
     (group,) = _config(repository).instance_group
     assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 4 and list(group.gpus) == [0, 1]
+    two_gpu_queue = _config(repository).dynamic_batching.default_queue_policy.max_queue_size
 
     repository, _ = bench.layout(tmp_path / "all", str(WEIGHTS), "fp16", instances=4)
     (group,) = _config(repository).instance_group
     assert group.count == 4 and not group.gpus, "the single-GPU configuration names no GPUs: every visible one"
+    one_gpu_queue = _config(repository).dynamic_batching.default_queue_policy.max_queue_size
+    assert one_gpu_queue == repo.pytorch_config(repo.default_spec(), mc.ModelInstanceGroup.KIND_GPU, 4, "fp16") \
+        .dynamic_batching.default_queue_policy.max_queue_size, "unchanged from what the export writes"
+    assert two_gpu_queue == 2 * one_gpu_queue, "twice the instances queue twice the requests"
 
     entry = (repository / repo.PYTORCH / "1" / "model.py").read_text()
     module = entry.split()[1]

@@ -73,6 +73,9 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     if gpus is not None:
         for group in config.instance_group:
             group.gpus[:] = list(range(gpus))
+        # The queue bound is per model, sized for one GPU's instances: N GPUs' instances take N times the
+        # requests in flight before the bound refuses them (at 1 GPU, 160 in flight already exceeded it).
+        config.dynamic_batching.default_queue_policy.max_queue_size *= gpus
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry(repo.RUNTIME + "pytorch_model"))
     return repository, untrained
@@ -243,7 +246,7 @@ def _taskset(cores: list[int] | None, command: list[str]) -> list[str]:
 
 
 def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_cores: list[int] | None,
-               references: dict, tolerance, spec) -> dict:
+               references: dict, tolerance, spec, processes: int = 0) -> dict:
     """``tools/detect.py`` over ``images`` files (hard links to the parity images) at ``concurrency``, and every
     answer checked against the single-request answer for its image: under load, on every GPU, nothing differs."""
     from ultralytics.utils import ASSETS
@@ -262,7 +265,7 @@ def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_c
     jsonl.unlink(missing_ok=True)
     command = _taskset(client_cores, [sys.executable, str(ROOT / "tools" / "detect.py"), str(folder), "--model",
                                       repo.PYTORCH, "--url", grpc_url, "--out", str(jsonl), "--concurrency",
-                                      str(concurrency), "--quiet"])
+                                      str(concurrency), "--processes", str(processes), "--quiet"])
     result = subprocess.run(command, capture_output=True, text=True)
     summaries = [json.loads(line)["summary"] for line in result.stdout.splitlines() if line.startswith('{"summary"')]
     if not summaries:
@@ -348,7 +351,8 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
             best = max(runs, key=lambda r: r.perf.throughput)
             with Utilisation() as used:
                 detect = detect_run(out, grpc_url, best.perf.concurrency, detect_images, client_cores, references,
-                                    tolerance(repo.PYTORCH, args.precision, against="predictor"), spec)
+                                    tolerance(repo.PYTORCH, args.precision, against="predictor"), spec,
+                                    args.detect_processes)
             detect.update(perf_analyzer_images_per_s=round(best.perf.throughput, 1), utilisation=used.result)
             if "images_per_s" in detect:
                 detect["ratio_to_perf_analyzer"] = round(detect["images_per_s"] / best.perf.throughput, 3)
@@ -435,6 +439,7 @@ def main() -> int:
                         "per GPU and the clients on the rest (0: everything shares every core)")
     parser.add_argument("--detect-images", type=int, default=0, help="drive the busiest level again with "
                         "tools/detect.py over this many images, every answer checked")
+    parser.add_argument("--detect-processes", type=int, default=0, help="tools/detect.py --processes (0: its default)")
     args = parser.parse_args()
     if args.dali_only:
         args.out.mkdir(parents=True, exist_ok=True)
