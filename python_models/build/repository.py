@@ -221,6 +221,13 @@ PYTORCH_GPU_INSTANCES = 4
 instances of 8 decode threads, against 585 images/s with 2 (results/h100_fp16_4inst_threads8, README)."""
 
 
+def _threaded(config: mc.ModelConfig, name: str) -> mc.ModelConfig:
+    """A CPU step's threads per instance: "0" shares twice the server's cores out over the host's instances
+    (``preprocess.decode_threads``); a number sets it."""
+    config.parameters[name].string_value = "0"
+    return config
+
+
 def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
                    precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
     """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode_threads`` 0: see
@@ -228,7 +235,7 @@ def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU
     config = _described(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(spec.public_outputs()), _instances(count, kind), 2000), spec)
     config.parameters["precision"].string_value = precision
-    config.parameters["decode_threads"].string_value = "0"
+    _threaded(config, "decode_threads")
     config.parameters["cuda_graphs"].string_value = "true"
     return config
 
@@ -251,8 +258,9 @@ def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
         ModelDefinition(pytorch_config(spec), entry=RUNTIME + "pytorch_model",
                         logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
         # Tracks B and C share the CPU preprocessing step.
-        ModelDefinition(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                _outputs(_preprocess_outputs(spec)), _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500),
+        ModelDefinition(_threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                                          _outputs(_preprocess_outputs(spec)),
+                                          _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500), "decode_threads"),
                         entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",)),
         ModelDefinition(
             _described(_warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH, _inputs([_engine_image(spec)]),
@@ -262,9 +270,10 @@ def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
             onnx_source=RAW_TRT,
             logic=("build/export.py",),
         ),
-        ModelDefinition(_described(_python(NMS, ENSEMBLE_MAX_BATCH, _inputs([raw, c.TRANSFORM_SPEC]),
-                                           _outputs(spec.public_outputs()),
-                                           _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500), spec),
+        ModelDefinition(_threaded(_described(_python(NMS, ENSEMBLE_MAX_BATCH, _inputs([raw, c.TRANSFORM_SPEC]),
+                                                     _outputs(spec.public_outputs()),
+                                                     _instances(2, mc.ModelInstanceGroup.KIND_CPU), 500), spec),
+                                  "threads"),
                         entry=RUNTIME + "nms_model", logic=("runtime/nms.py",)),
         ModelDefinition(_ensemble(TRT_ENSEMBLE, ENSEMBLE_MAX_BATCH, [
             _step(PREPROCESS, images, _PREPROCESSED),

@@ -28,6 +28,34 @@ def model_config(args: dict) -> dict:
     return json.loads(args["model_config"])
 
 
+def parameter(config: dict, name: str, default: str) -> str:
+    """A string parameter of the model config, or ``default``."""
+    return config.get("parameters", {}).get(name, {}).get("string_value", default)
+
+
+def threads_per_instance(args: dict, name: str = "decode_threads", on_gpu: bool = False) -> int:
+    """The threads this instance decodes (or post-processes) on: the config parameter ``name`` when above 0, else
+    twice the cores this server may use shared out over every instance on the host (``decode_threads``)."""
+    from python_models.runtime.preprocess import available_cores, decode_threads
+
+    config = model_config(args)
+    gpus = 0
+    if on_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return decode_threads(int(parameter(config, name, "0") or 0), available_cores(), config.get("instance_group", []),
+                          gpus)
+
+
+def thread_pool(args: dict, name: str = "decode_threads", on_gpu: bool = False) -> Executor | None:
+    """A pool of ``threads_per_instance`` threads; None for one (the work then runs in the calling thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = threads_per_instance(args, name, on_gpu)
+    return ThreadPoolExecutor(threads, thread_name_prefix=name) if threads > 1 else None
+
+
 def model_spec(args: dict) -> ModelSpec:
     """The exported detector's facts and thresholds, from this model's ``metadata`` parameter."""
     return ModelSpec.from_config(model_config(args))
@@ -111,16 +139,22 @@ def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executo
 
 
 def letterbox_requests(
-    requests: Sequence, buffer: BatchBuffer
+    requests: Sequence, buffer: BatchBuffer, pool: Executor | None = None
 ) -> tuple[np.ndarray, list[LetterboxTransform], list[slice | Exception]]:
-    """Decode and letterbox every image row of every request into one batch.
+    """Decode and letterbox every image row of every request into one batch (on ``pool``'s threads when given:
+    OpenCV and numpy's copies release the GIL, and each row is written by one thread only).
 
     Returns the batch, one transform per good row and, per request, either the
     slice of the batch that holds its rows or the error that rejects it alone.
     """
-    images, outcome = read_rows(requests, decode)
+    images, outcome = read_rows(requests, decode, pool)
     batch = buffer.rows(len(images))
-    transforms = [letterbox(image, buffer.size, out=batch[row])[1] for row, image in enumerate(images)]
+
+    def place(row: int) -> LetterboxTransform:
+        return letterbox(images[row], buffer.size, out=batch[row])[1]
+
+    rows = range(len(images))
+    transforms = list(pool.map(place, rows)) if pool is not None and len(images) > 1 else [place(r) for r in rows]
     return batch, transforms, outcome
 
 

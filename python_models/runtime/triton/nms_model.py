@@ -1,4 +1,8 @@
-"""Track B: NMS over the TensorRT raw output, boxes mapped back to original-image pixels."""
+"""Track B: NMS over the TensorRT raw output, boxes mapped back to original-image pixels.
+
+Config parameter ``threads``: PyTorch's intra-op threads per instance for the batch-wide candidate filter (0:
+twice the server's cores shared out over every instance on the host, as Track A's decode threads are).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import torch
 from python_models.contract import LETTERBOX_TRANSFORM, RAW_PREDICTIONS
 from python_models.runtime.preprocess import LetterboxTransform
 from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.triton.adapter import guarded, input_array, model_spec, respond
+from python_models.runtime.triton.adapter import guarded, input_array, model_spec, respond, threads_per_instance
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        torch.set_num_threads(1)  # one core per instance; the count of instances sets parallelism
+        # The filter over [batch, 84, 8400] scores is the step's largest part and parallel inside PyTorch.
+        torch.set_num_threads(threads_per_instance(args, "threads"))
         self.spec = model_spec(args)
 
     def execute(self, requests):

@@ -13,24 +13,18 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
-from python_models.runtime.preprocess import available_cores, decode, decode_threads
+from python_models.runtime.preprocess import decode
 from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
 from python_models.runtime.preprocess import letterbox_padded
 from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.triton.adapter import guarded, model_config, model_spec, read_rows, respond, version_dir
+from python_models.runtime.triton.adapter import (guarded, model_config, model_spec, parameter, read_rows, respond,
+                                                   thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
-
-
-def _parameter(config: dict, name: str, default: str) -> str:
-    return config.get("parameters", {}).get(name, {}).get("string_value", default)
-
-
 
 
 class TritonPythonModel:
@@ -45,20 +39,18 @@ class TritonPythonModel:
             # CUDA graph pools, capture streams and pinned staging follow the current device, which is cuda:0
             # unless set: an instance Triton placed on another GPU would capture its graphs on the wrong one.
             torch.cuda.set_device(self.device)
-        precision = _parameter(config, "precision", "fp16")
+        precision = parameter(config, "precision", "fp16")
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        threads = decode_threads(int(_parameter(config, "decode_threads", "0") or 0), available_cores(),
-                                 config.get("instance_group", []), torch.cuda.device_count() if on_gpu else 0)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
+        self.pool = thread_pool(args, "decode_threads", on_gpu)
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
         self.name = args["model_instance_name"]
         self.timing: dict | None = {} if os.environ.get("YOLO11_TRITON_TIMING") == "1" else None
         self.net = load_network(version_dir(args) / "model.pt", self.device, self.half)
         max_batch = max(1, int(config.get("max_batch_size", 1)))
-        graphs = _parameter(config, "cuda_graphs", "true")
+        graphs = parameter(config, "cuda_graphs", "true")
         if graphs not in ("true", "false"):
             raise ValueError(f"parameter cuda_graphs must be true or false, not {graphs!r}")
         self.graphed = GraphedForward(self.net, self.device, self.half, max_batch, self.spec.imgsz) if on_gpu and graphs == "true" else None

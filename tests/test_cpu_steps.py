@@ -1,0 +1,85 @@
+"""The CPU steps of tracks B and C (and Track A's decoding) on a thread pool: the same batch as one thread, rows in
+request order, a bad request failing alone; the pool sized from the config parameter or the host's cores.
+
+The adapter imports Triton's ``triton_python_backend_utils``, which exists only inside a Python-backend stub: a
+stand-in provides the one call these functions make (reading an input tensor).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from ultralytics.utils import ASSETS
+
+from python_models.client import pack_images
+from python_models.contract import INPUT_IMAGES
+from python_models.runtime.preprocess import InvalidImageError, available_cores, decode_threads
+
+
+@pytest.fixture
+def adapter(monkeypatch):
+    stand_in = types.ModuleType("triton_python_backend_utils")
+
+    class Tensor:
+        def __init__(self, array):
+            self.array = array
+
+        def as_numpy(self):
+            return self.array
+
+    stand_in.get_input_tensor_by_name = lambda request, name: Tensor(request[name])
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in)
+    monkeypatch.delitem(sys.modules, "python_models.runtime.triton.adapter", raising=False)
+    module = importlib.import_module("python_models.runtime.triton.adapter")
+    yield module
+    sys.modules.pop("python_models.runtime.triton.adapter", None)
+
+
+def _requests() -> list[dict]:
+    bus, zidane = (ASSETS / "bus.jpg").read_bytes(), (ASSETS / "zidane.jpg").read_bytes()
+    png = cv2.imencode(".png", cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (300, 400)))[1].tobytes()
+    rows = [[bus, zidane], [zidane, b"not an image at all"], [png], [bus[: len(bus) // 3]], [zidane, png, bus]]
+    return [{INPUT_IMAGES: pack_images(r)} for r in rows]
+
+
+def test_a_pool_letterboxes_the_same_batch_as_one_thread_and_a_bad_request_fails_alone(adapter):
+    requests = _requests()
+    alone = adapter.letterbox_requests(requests, adapter.BatchBuffer(640))
+    alone = (alone[0].copy(), alone[1], alone[2])  # the buffer is reused by the next call
+    with ThreadPoolExecutor(4) as pool:
+        pooled = adapter.letterbox_requests(requests, adapter.BatchBuffer(640), pool)
+    np.testing.assert_array_equal(pooled[0], alone[0])
+    assert [t.to_array().tolist() for t in pooled[1]] == [t.to_array().tolist() for t in alone[1]]
+    outcome = pooled[2]
+    assert [type(o) for o in outcome] == [slice, InvalidImageError, slice, InvalidImageError, slice]
+    assert "images[1]" in str(outcome[1]) and str(outcome[3]).startswith("images:")
+    assert [(o.start, o.stop) for o in outcome if isinstance(o, slice)] == [(0, 2), (2, 3), (3, 6)]
+    # Rows in request order: the PNG (400 high, 300 wide) is row 2 and the zidane (1280x720) row 3.
+    assert pooled[1][2].to_array()[4:].tolist() == [300, 400] and pooled[1][3].to_array()[4:].tolist() == [1280, 720]
+
+
+def _args(parameters: dict, groups: list[dict]) -> dict:
+    return {"model_config": json.dumps({"parameters": {k: {"string_value": v} for k, v in parameters.items()},
+                                        "instance_group": groups})}
+
+
+def test_the_pool_is_sized_from_the_parameter_or_from_the_cores_and_instances(adapter):
+    groups = [{"kind": "KIND_CPU", "count": 4}]
+    pool = adapter.thread_pool(_args({"decode_threads": "3"}, groups))
+    assert pool._max_workers == 3
+    pool.shutdown()
+    assert adapter.thread_pool(_args({"decode_threads": "1"}, groups)) is None, "one thread: no pool"
+    automatic = decode_threads(0, available_cores(), groups, 0)
+    pool = adapter.thread_pool(_args({"decode_threads": "0"}, groups))
+    assert (pool._max_workers if pool else 1) == automatic
+    if pool:
+        pool.shutdown()
+    assert adapter.threads_per_instance(_args({"threads": "5"}, groups), "threads") == 5  # the NMS step's
+    assert adapter.threads_per_instance(_args({}, groups), "threads") == automatic
