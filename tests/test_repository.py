@@ -35,21 +35,43 @@ def test_every_public_model_has_the_contract_io():
         assert c.ModelSpec.from_metadata(config.parameters[c.METADATA].string_value) == repo.default_spec()
 
 
-def test_ensemble_steps_fit_their_leaves():
-    defs = repo.definitions_by_name(repo.default_spec())
-    for name in repo.PUBLIC_MODELS:
+def _ensemble_problems(defs: dict, names) -> list[str]:
+    problems = []
+    for name in names:
         ensemble = defs[name].config
         if ensemble.platform != "ensemble":
             continue
         produced = {c.INPUT_IMAGES}
         for step in ensemble.ensemble_scheduling.step:
             leaf = defs[step.model_name].config
-            assert leaf.max_batch_size >= ensemble.max_batch_size, (name, step.model_name)
-            assert set(step.input_map) == {i.name for i in leaf.input}, step.model_name
-            assert set(step.output_map) <= {o.name for o in leaf.output}, step.model_name
-            assert set(step.input_map.values()) <= produced, f"{name}: {step.model_name} reads a tensor no step wrote"
+            if leaf.max_batch_size < ensemble.max_batch_size:
+                problems.append(f"{name}: {step.model_name} batches less than the ensemble")
+            if set(step.input_map) != {i.name for i in leaf.input}:
+                problems.append(f"{name}: {step.model_name} inputs {set(step.input_map)}")
+            if not set(step.output_map) <= {o.name for o in leaf.output}:
+                problems.append(f"{name}: {step.model_name} has no output {set(step.output_map)}")
+            if not set(step.input_map.values()) <= produced:
+                problems.append(f"{name}: {step.model_name} reads a tensor no step wrote")
             produced |= set(step.output_map.values())
-        assert {o.name for o in ensemble.output} <= produced
+        if not {o.name for o in ensemble.output} <= produced:
+            problems.append(f"{name}: outputs no step wrote")
+    return problems
+
+
+def test_ensemble_steps_fit_their_leaves():
+    defs = repo.definitions_by_name(repo.default_spec())
+    assert _ensemble_problems(defs, repo.PUBLIC_MODELS) == []
+
+
+def test_the_preprocessing_benchmark_ensemble_fits_its_leaves_and_preprocesses_as_exported():
+    """tools/bench_preprocess.py's ensemble: the exported preprocessing step, unchanged, then a step that only
+    consumes its output."""
+    spec = repo.default_spec()
+    defs = {d.name: d for d in repo.preprocess_only_definitions(spec)}
+    assert _ensemble_problems(defs, [repo.PREPROCESS_ONLY]) == []
+    assert defs[repo.PREPROCESS].config == repo.definitions_by_name(spec)[repo.PREPROCESS].config
+    broken = {**defs, repo.CONSUME: repo.ModelDefinition(repo.definitions_by_name(spec)[repo.NMS].config)}
+    assert _ensemble_problems(broken, [repo.PREPROCESS_ONLY]), "a step whose inputs do not fit is found"
 
 
 def test_dali_tiers_have_their_own_leaves_with_tier_settings():

@@ -308,6 +308,24 @@ def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
     return defs
 
 
+CONSUME = "yolo11_consume"
+PREPROCESS_ONLY = "yolo11_preprocess_only"
+
+
+def preprocess_only_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
+    """Tracks B and C's CPU preprocessing step, as exported, ending in a step that only consumes its output: the
+    images/s that bound those tracks on the host's CPU, measured through Triton without gRPC carrying the
+    letterboxed tensors back (``tools/bench_preprocess.py``). Not part of the served repository."""
+    consume = ModelDefinition(_python(CONSUME, ENSEMBLE_MAX_BATCH, _inputs(_preprocess_outputs(spec)),
+                                      _outputs(spec.public_outputs()), _instances(1, mc.ModelInstanceGroup.KIND_CPU), 0),
+                              entry=RUNTIME + "consume_model")
+    ensemble = ModelDefinition(_ensemble(PREPROCESS_ONLY, ENSEMBLE_MAX_BATCH, [
+        _step(PREPROCESS, {c.INPUT_IMAGES: c.INPUT_IMAGES}, _PREPROCESSED),
+        _step(CONSUME, _PREPROCESSED, _PUBLIC_OUT),
+    ], spec))
+    return [definitions_by_name(spec)[PREPROCESS], consume, ensemble]
+
+
 def definitions_by_name(spec: c.ModelSpec) -> dict[str, ModelDefinition]:
     return {d.name: d for d in model_definitions(spec)}
 

@@ -1,0 +1,31 @@
+"""The end of a benchmark ensemble: takes each request's letterboxed rows and answers no detections, so that the
+step before it (the CPU preprocessing of tracks B and C) is what a load tool measures, without gRPC carrying the
+letterboxed tensors back (``tools/bench_preprocess.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from python_models.contract import (LETTERBOX_TRANSFORM, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS,
+                                    OUTPUT_SCORES)
+from python_models.runtime.triton.adapter import guarded, input_array, output_dims, tensors_response
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        self.max_det = output_dims(args, OUTPUT_BOXES)[0]
+
+    def execute(self, requests):
+        return guarded(requests, self._run)
+
+    def _run(self, requests):
+        responses = []
+        for request in requests:
+            rows = len(input_array(request, LETTERBOX_TRANSFORM))
+            responses.append(tensors_response({
+                OUTPUT_NUM_DETECTIONS: np.zeros((rows, 1), np.int32),
+                OUTPUT_BOXES: np.zeros((rows, self.max_det, 4), np.float32),
+                OUTPUT_SCORES: np.zeros((rows, self.max_det), np.float32),
+                OUTPUT_CLASSES: np.zeros((rows, self.max_det), np.int32),
+            }))
+        return responses
