@@ -350,13 +350,11 @@ class BulkDetector:
                         progress(summary)
                     continue
                 in_flight -= 1
-                request.server.in_flight -= 1
                 if error is None:
-                    request.server.failures = 0
-                    summary.by_server[request.server.url] = summary.by_server.get(request.server.url, 0) + len(request.items)
                     self.window = min(float(self.concurrency), self.window + 1 / max(self.window, 1.0))
-                    finish(request, self._answered(request, result))
+                    finish(request, self._answered(request, result, summary))
                 else:
+                    request.server.in_flight -= 1
                     self._failed(request, error, retries, ticket, finish, summary)
                 if progress:
                     summary.seconds = time.monotonic() - start
@@ -373,15 +371,19 @@ class BulkDetector:
                     continue
                 in_flight -= 1
                 if error is None:
-                    finish(request, self._answered(request, result))
+                    finish(request, self._answered(request, result, summary))
         finally:
             reader.shutdown(wait=False, cancel_futures=True)
         summary.skipped = len(skip)
         summary.seconds = time.monotonic() - start
         return summary
 
-    def _answered(self, request: Request, result) -> list[dict]:
-        """The output lines of an answered request, one per image."""
+    def _answered(self, request: Request, result, summary: Summary) -> list[dict]:
+        """The output lines of an answered request, one per image; its server counted as working and answering."""
+        server = request.server
+        server.in_flight -= 1
+        server.failures = 0
+        summary.by_server[server.url] = summary.by_server.get(server.url, 0) + len(request.items)
         found = unpack_detections({name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}, self.spec)
         return [result_line(key, det, image_size(data)) for (key, data), det in zip(request.items, found)]
 

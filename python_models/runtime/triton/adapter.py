@@ -18,6 +18,7 @@ from python_models.runtime.preprocess import InvalidImageError, decode
 from python_models.runtime.preprocess import LetterboxTransform, letterbox
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def version_dir(args: dict) -> Path:
@@ -105,6 +106,11 @@ class BatchBuffer:
         return self._array[:count]
 
 
+def map_rows(work: Callable[[U], T], rows: Sequence[U], pool: Executor | None = None) -> list[T]:
+    """``work`` over ``rows``, in order: on ``pool``'s threads when given and there is more than one row."""
+    return list(pool.map(work, rows)) if pool is not None and len(rows) > 1 else [work(row) for row in rows]
+
+
 def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executor | None = None
               ) -> tuple[list[T], list[slice | Exception]]:
     """Apply ``read`` to every image row of every request, in order (on ``pool``'s threads when given).
@@ -122,7 +128,7 @@ def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executo
         except InvalidImageError as exc:
             return exc
 
-    values = list(pool.map(attempt, flat)) if pool is not None and len(flat) > 1 else [attempt(r) for r in flat]
+    values = map_rows(attempt, flat, pool)
     results: list[T] = []
     outcome: list[slice | Exception] = []
     start = 0
@@ -153,8 +159,7 @@ def letterbox_requests(
     def place(row: int) -> LetterboxTransform:
         return letterbox(images[row], buffer.size, out=batch[row])[1]
 
-    rows = range(len(images))
-    transforms = list(pool.map(place, rows)) if pool is not None and len(images) > 1 else [place(r) for r in rows]
+    transforms = map_rows(place, range(len(images)), pool)
     return batch, transforms, outcome
 
 
