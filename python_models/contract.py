@@ -35,6 +35,8 @@ END2END_ENSEMBLE = "yolo11_trt_end2end"
 PREPROCESS = "yolo11_preprocess"
 IMAGE_GUARD = "yolo11_image_guard"
 RAW_TRT = "yolo11_raw_trt"
+ULTRALYTICS_RAW_TRT = "yolo11_ultralytics_raw_trt"
+"""The raw network as Ultralytics exports it (float32 NCHW in [0, 1]): what Ultralytics' own Triton client sends."""
 NMS = "yolo11_nms"
 END2END_TRT = "yolo11_end2end_trt"
 
@@ -131,7 +133,16 @@ class ModelSpec:
         )
 
     def letterboxed_spec(self) -> TensorSpec:
-        return TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.float32), (3, self.imgsz, self.imgsz))
+        """What preprocessing hands an engine: the letterboxed image as uint8 RGB, height x width x channels.
+
+        A quarter of the bytes of the network's float32 input: the exported graphs cast, scale by 1/255 and
+        transpose on entry (``python_models.build.end2end.uint8_input_graph``), in the float32 steps
+        ``preprocess.network_input`` takes on the CPU."""
+        return TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.uint8), (self.imgsz, self.imgsz, 3))
+
+    def network_input_spec(self) -> TensorSpec:
+        """The network's own input as Ultralytics exports and feeds it: float32 RGB CHW in [0, 1]."""
+        return TensorSpec(ONNX_INPUT, np.dtype(np.float32), (3, self.imgsz, self.imgsz))
 
     def raw_spec(self) -> TensorSpec:
         return TensorSpec(RAW_PREDICTIONS, np.dtype(np.float32), (4 + self.num_classes, self.num_anchors))

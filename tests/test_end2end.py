@@ -15,7 +15,7 @@ from python_models.build.end2end import OP_TYPE, nms_attributes, nms_node
 from python_models.build.engine_build import engine_specs
 from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
 from python_models.client.matching import differences
-from python_models.runtime.preprocess import letterbox
+from python_models.runtime.preprocess import letterbox_rgb
 from python_models.runtime.nms import nms, pack_detections
 from python_models.serving.twins.onnx_session import open_session
 
@@ -61,7 +61,8 @@ def test_the_plugin_node_has_the_efficientnms_contract(end2end, spec):
 def test_graph_io_is_the_contract(end2end, spec):
     inputs = {i.name: i for i in end2end.graph.input}
     assert list(inputs) == [c.ONNX_INPUT, c.LETTERBOX_TRANSFORM]
-    assert _shape(inputs[c.ONNX_INPUT])[1:] == [3, spec.imgsz, spec.imgsz]
+    assert _shape(inputs[c.ONNX_INPUT])[1:] == [spec.imgsz, spec.imgsz, 3], "uint8 RGB HWC, as preprocessing hands it"
+    assert inputs[c.ONNX_INPUT].type.tensor_type.elem_type == TensorProto.UINT8
     assert _shape(inputs[c.LETTERBOX_TRANSFORM])[1:] == [len(c.TRANSFORM_FIELDS)]
     types = {TensorProto.INT32: np.dtype(np.int32), TensorProto.FLOAT: np.dtype(np.float32)}
     outputs = [(o.name, types[o.type.tensor_type.elem_type], _shape(o)[1:]) for o in end2end.graph.output]
@@ -70,7 +71,7 @@ def test_graph_io_is_the_contract(end2end, spec):
 
 
 def _letterboxed(sample_dir, names, size: int = c.DEFAULT_IMAGE_SIZE):
-    pairs = [letterbox(decode((sample_dir / name).read_bytes()), size) for name in names]
+    pairs = [letterbox_rgb(decode((sample_dir / name).read_bytes()), size) for name in names]
     return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
 
@@ -167,16 +168,16 @@ def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detect
     """The graph FP16 engines are built from (strongly typed): network FP16, selection and un-letterbox FP32."""
     fp16_path = end2end_onnx(server.artifacts).with_name(FP16_ONNX)
     fp16 = onnx.load(str(fp16_path))
-    network = [i for i in fp16.graph.initializer if not i.name.startswith("end2end/")]
+    network = [i for i in fp16.graph.initializer if not i.name.startswith(("end2end/", "input/"))]
     assert network and all(i.data_type != TensorProto.FLOAT or "Resize" in i.name or "Constant" in i.name
                            for i in network), "the network's weights are FP16"
     assert sum(i.data_type == TensorProto.FLOAT16 for i in network) > 100
     types = _types(fp16)
     for node in fp16.graph.node:
-        if node.name.startswith("end2end/") and node.op_type not in ("Cast",):
+        if node.name.startswith(("end2end/", "input/")) and node.op_type not in ("Cast",):
             floats = [types[n] for n in [*node.input, *node.output] if types.get(n) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
             assert TensorProto.FLOAT16 not in floats, f"{node.name} ({node.op_type}) computes in FP16"
-    assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [TensorProto.FLOAT, TensorProto.FLOAT]
+    assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [TensorProto.UINT8, TensorProto.FLOAT]
     images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
     params = np.stack([t.to_array() for t in transforms])
     full = _detections(_run(end2end_onnx(server.artifacts), images, params))

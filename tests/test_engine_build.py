@@ -24,7 +24,7 @@ from python_models.build.engine_build import (
     engine_specs,
     plan_tensorrt_version,
 )
-from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
+from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx, ultralytics_raw_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = "10.16.1.11"
@@ -62,7 +62,7 @@ with open(out, "wb") as plan:
 @pytest.fixture
 def artifacts(tmp_path) -> Path:
     root = tmp_path / "repository"
-    for path in (raw_onnx(root), end2end_onnx(root)):
+    for path in (raw_onnx(root), end2end_onnx(root), ultralytics_raw_onnx(root)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"fp32 graph")
         path.with_name(FP16_ONNX).write_bytes(b"fp16 graph")
@@ -83,7 +83,9 @@ def test_every_plan_is_built_strongly_typed_from_the_fp16_graph_and_recorded(fak
         assert f"--onnx={spec.onnx}" in args and spec.onnx.name == FP16_ONNX
         assert "--stronglyTyped" in args and "--skipInference" in args
         batch = repo.definitions_by_name(repo.default_spec())[spec.model].config.max_batch_size
-        image = f"{c.ONNX_INPUT}:{batch}x3x{SPEC.imgsz}x{SPEC.imgsz}"
+        # uint8 HWC for the engines the ensembles feed, float32 CHW for the one Ultralytics' client calls.
+        dims = "3x{0}x{0}" if spec.model == repo.ULTRALYTICS_RAW_TRT else "{0}x{0}x3"
+        image = f"{c.ONNX_INPUT}:{batch}x{dims.format(SPEC.imgsz)}"
         assert any(a.startswith("--maxShapes=") and image in a for a in args), args
         assert plan_tensorrt_version(spec.plan) == RUNTIME
         record = json.loads(spec.plan.with_name("model.json").read_text())
@@ -93,9 +95,9 @@ def test_every_plan_is_built_strongly_typed_from_the_fp16_graph_and_recorded(fak
     assert len(calls(tmp_path)) == len(ENGINES)
     end2end_onnx(artifacts).with_name(FP16_ONNX).write_bytes(b"new fp16 graph")
     build_engines(artifacts, SPEC, precision="fp16", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
-    assert len(calls(tmp_path)) == 2 * len(ENGINES) - 1  # every engine but the raw one comes from end2end
+    assert len(calls(tmp_path)) == 2 * len(ENGINES) - 2  # every engine but the two raw ones comes from end2end
     build_engines(artifacts, SPEC, precision="fp32", trtexec=fake_trtexec, runtime=RUNTIME, log=lambda _: None)
-    assert all(f"--onnx={end2end_onnx(artifacts)}" in a or f"--onnx={raw_onnx(artifacts)}" in a
+    assert all(any(f"--onnx={graph(artifacts)}" in a for graph in (end2end_onnx, raw_onnx, ultralytics_raw_onnx))
                for a in calls(tmp_path)[-len(ENGINES):])
 
 
@@ -142,7 +144,7 @@ def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
     assert result.returncode == 4, (result.returncode, result.stdout, result.stderr)
     for engine in ENGINES:
         assert f"NOT BUILT {engine}: no TensorRT builder here" in result.stderr, result.stderr
-    assert "5 plan(s) the GPU profile needs were not built" in result.stderr
+    assert f"{len(ENGINES)} plan(s) the GPU profile needs were not built" in result.stderr
 
 
 def test_a_changed_max_batch_or_precision_rebuilds_what_it_changes(fake_trtexec, artifacts, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from python_models import contract as c
-from python_models.build.export import ExportManifest, _up_to_date, raw_onnx, read_manifest, weights_pt
+from python_models.build.export import ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = str(ROOT / "tools" / "export.py")
@@ -27,14 +27,18 @@ def export(*args: str, user: int | None = None, env: dict | None = None) -> subp
                           env={**os.environ, "YOLO_OFFLINE": "1", **(env or {})})
 
 
-def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server, spec):
-    model = onnx.load(str(raw_onnx(server.artifacts)))
+@pytest.mark.parametrize("graph,elem_type,channels_at", [(raw_onnx, onnx.TensorProto.UINT8, 3),
+                                                        (ultralytics_raw_onnx, onnx.TensorProto.FLOAT, 1)])
+def test_raw_onnx_has_dynamic_batch_and_the_contract_shapes(server, spec, graph, elem_type, channels_at):
+    """Track B's graph reads uint8 RGB HWC; the one for Ultralytics' client, float32 CHW; both give the head."""
+    model = onnx.load(str(graph(server.artifacts)))
     (inp,) = model.graph.input
     (out,) = model.graph.output
     assert inp.name == c.ONNX_INPUT and out.name == c.ONNX_RAW_OUTPUT
+    assert inp.type.tensor_type.elem_type == elem_type
     in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-    assert isinstance(in_dims[0], str) and in_dims[1] == 3, in_dims
+    assert isinstance(in_dims[0], str) and in_dims[channels_at] == 3, in_dims
     assert isinstance(out_dims[0], str) and out_dims[1] == 4 + spec.num_classes == 84, out_dims
 
 

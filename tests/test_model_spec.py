@@ -30,7 +30,7 @@ def test_metadata_round_trips_and_is_what_ultralytics_backends_parse():
 
 def test_shapes_follow_the_spec():
     assert THREE.num_anchors == 40 * 40 + 20 * 20 + 10 * 10 == 2100
-    assert THREE.raw_spec().dims == (7, 2100) and THREE.letterboxed_spec().dims == (3, 320, 320)
+    assert THREE.raw_spec().dims == (7, 2100) and THREE.letterboxed_spec().dims == (320, 320, 3)
     assert [t.dims for t in THREE.public_outputs()] == [(1,), (20, 4), (20,), (20,)]
     assert repo.default_spec().num_anchors == 8400 and len(repo.default_spec().names) == 80
 
@@ -52,12 +52,12 @@ def test_every_model_that_reads_the_spec_states_it_and_the_others_do_not():
     """Public models (clients), the raw leaf (Ultralytics' client), the NMS step (its thresholds); leaves that only
     need the image size read their own output dims, so nothing is stated twice where it is not read."""
     described = {d.name for d in repo.model_definitions(THREE) if METADATA in d.config.parameters}
-    assert described == {*repo.PUBLIC_MODELS, repo.RAW_TRT, repo.NMS}
+    assert described == {*repo.PUBLIC_MODELS, repo.ULTRALYTICS_RAW_TRT, repo.NMS}
     for definition in repo.model_definitions(THREE):
         if definition.name in described:
             assert ModelSpec.from_metadata(definition.config.parameters[METADATA].string_value) == THREE
         for tensor in definition.config.output:
             if tensor.name == "letterboxed_images":
-                assert list(tensor.dims) == [3, 320, 320], definition.name
+                assert list(tensor.dims) == [320, 320, 3], definition.name
     dali = repo.version_files(repo.definitions_by_name(THREE)[repo.dali_preprocess_name(repo.c.DALI_TIERS[0])])
     assert 'letterbox_graph(size=320, decoder_device="mixed")' in dali["dali.py"]

@@ -24,7 +24,7 @@ HELD_OUT = 80
 MAP_TOLERANCE = 0.01
 MIN_MAP = 0.6
 """What the trained detector must reach on the held-out set, by the Ultralytics predictor: a real detector."""
-SERVED_MODELS = (*c.PUBLIC_MODELS, c.RAW_TRT)
+SERVED_MODELS = (*c.PUBLIC_MODELS, c.ULTRALYTICS_RAW_TRT)
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,20 @@ def test_every_public_model_and_the_raw_leaf_state_the_detectors_names_size_and_
         spec = served_spec(client, model)
         assert spec.names == shapes.NAMES and spec.imgsz == shapes.IMAGE_SIZE, model
         assert (spec.conf, spec.iou, spec.max_det) == (c.DEFAULT_CONF, c.DEFAULT_IOU, c.DEFAULT_MAX_DET), model
-    config = client.get_model_config(c.RAW_TRT, as_json=True)["config"]
-    assert [int(d) for d in config["input"][0]["dims"]] == [3, 320, 320]
+    config = client.get_model_config(c.ULTRALYTICS_RAW_TRT, as_json=True)["config"]
+    assert [int(d) for d in config["input"][0]["dims"]] == [3, 320, 320], "the network's float input, as Ultralytics sends it"
+    engine = client.get_model_config(c.RAW_TRT, as_json=True)["config"]
+    assert [int(d) for d in engine["input"][0]["dims"]] == [320, 320, 3], "Track B's engine reads uint8 RGB HWC"
     assert [int(d) for d in config["output"][0]["dims"]] == [4 + 3, 40 * 40 + 20 * 20 + 10 * 10]
 
 
 def test_ultralytics_own_triton_client_gets_the_served_names(shapes_server, held_out, shapes_predictor):
-    """YOLO("grpc://host:port/yolo11_raw_trt") as a new user would: names, not class0, and the same detections."""
+    """YOLO("grpc://host:port/yolo11_ultralytics_raw_trt") as a new user would: names, not class0, and the same
+    detections."""
     from ultralytics import YOLO
 
     image = cv2.imdecode(np.frombuffer(held_out[0][0], np.uint8), cv2.IMREAD_COLOR)
-    remote = YOLO(f"grpc://{shapes_server.grpc_url}/{c.RAW_TRT}", task="detect")
+    remote = YOLO(f"grpc://{shapes_server.grpc_url}/{c.ULTRALYTICS_RAW_TRT}", task="detect")
     (result,) = remote.predict(image, imgsz=shapes.IMAGE_SIZE, verbose=False)
     assert result.names == dict(enumerate(shapes.NAMES)), result.names
     (local,) = shapes_predictor.predict(image, imgsz=shapes.IMAGE_SIZE, verbose=False)

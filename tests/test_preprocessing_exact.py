@@ -2,9 +2,10 @@
 
 The test network is smooth, so a parity test cannot see a pixel-level slip (dividing by 256 instead of 255
 passed every one). Here a lossless PNG whose size needs no resize (640 x 320: only padding) goes through the CPU
-letterbox (Tracks B and C, the reference), Track A's uint8-to-device path, the DALI graph in-process, and, as
-served, the tensors the preprocessing leaves hand the engines; each must equal the values computed here by hand:
-RGB, CHW, value x (1 / 255), rows 0-159 and 480-639 grey 114, the transform (1, 1, 0, 160, 640, 320).
+letterbox (the reference), Track A's uint8-to-device path, the DALI graph in-process, and, as served, the uint8
+tensors the preprocessing leaves hand the engines, then the exported graphs' own entry (cast, transpose, x 1/255);
+each must equal the values computed here by hand: RGB, HWC uint8 between steps, then CHW, value x (1 / 255), rows
+0-159 and 480-639 grey 114, the transform (1, 1, 0, 160, 640, 320).
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def expected() -> np.ndarray:
     return out
 
 
+@pytest.fixture(scope="module")
+def expected_uint8() -> np.ndarray:
+    """By hand: what preprocessing hands an engine, RGB HWC uint8 between grey bands of 114."""
+    out = np.full((c.DEFAULT_IMAGE_SIZE, c.DEFAULT_IMAGE_SIZE, 3), c.PAD_VALUE, np.uint8)
+    out[TOP : TOP + HEIGHT] = pattern_bgr()[..., ::-1]
+    return out
+
+
 EXPECTED_TRANSFORM = np.array([1, 1, 0, TOP, WIDTH, HEIGHT], np.float32)
 
 
@@ -77,22 +86,59 @@ def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
     np.testing.assert_array_equal(transform.to_array(), EXPECTED_TRANSFORM)
 
 
-def test_the_dali_graph_hands_exact_values(png, expected):
+def test_the_cpu_steps_uint8_letterbox_hands_exact_values(png, expected_uint8, expected):
+    from python_models.runtime.preprocess import letterbox_rgb, network_input
+
+    image, transform = letterbox_rgb(decode(png), c.DEFAULT_IMAGE_SIZE)
+    np.testing.assert_array_equal(image, expected_uint8)
+    np.testing.assert_array_equal(network_input(image), expected)
+    np.testing.assert_array_equal(transform.to_array(), EXPECTED_TRANSFORM)
+
+
+def test_the_dali_graph_hands_exact_values(png, expected_uint8):
     from python_models.runtime.dali_letterbox import letterbox_pipeline
 
     pipe = letterbox_pipeline(size=c.DEFAULT_IMAGE_SIZE, batch_size=1, num_threads=1, device_id=None, decoder_device="cpu", prefetch_queue_depth=1)
     pipe.build()
     pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(png, np.uint8)])
     images, transforms = pipe.run()
-    np.testing.assert_array_equal(images.as_array()[0], expected)
+    np.testing.assert_array_equal(images.as_array()[0], expected_uint8)
     np.testing.assert_array_equal(transforms.as_array()[0], EXPECTED_TRANSFORM)
 
 
 @pytest.mark.parametrize("leaf", [repo.PREPROCESS, *(repo.dali_preprocess_name(t) for t in c.DALI_TIERS)])
-def test_the_served_preprocessing_hands_each_engine_exact_values(server, png, expected, leaf):
+def test_the_served_preprocessing_hands_each_engine_exact_values(server, png, expected_uint8, leaf):
     rows = pack_images([png])
     tensor = grpcclient.InferInput(c.INPUT_IMAGES, list(rows.shape), "UINT8")
     tensor.set_data_from_numpy(rows)
     result = server.grpc().infer(leaf, [tensor])
-    np.testing.assert_array_equal(result.as_numpy(c.LETTERBOXED_IMAGES)[0], expected)
+    np.testing.assert_array_equal(result.as_numpy(c.LETTERBOXED_IMAGES)[0], expected_uint8)
     np.testing.assert_array_equal(result.as_numpy(c.LETTERBOX_TRANSFORM)[0], EXPECTED_TRANSFORM)
+
+
+def network_input_of(graph_path, letterboxed: np.ndarray) -> np.ndarray:
+    """What the network inside an exported graph reads: the graph's entry alone, run by ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+
+    from python_models.build.end2end import NETWORK_INPUT
+
+    model = onnx.load(str(graph_path))
+    entry = onnx.utils.Extractor(model).extract_model([c.ONNX_INPUT], [NETWORK_INPUT])
+    session = ort.InferenceSession(entry.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {c.ONNX_INPUT: letterboxed})[0]
+
+
+@pytest.mark.parametrize("graph", ["raw", "end2end"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_exported_graphs_turn_the_uint8_image_into_the_networks_exact_input(server, expected_uint8, expected,
+                                                                               graph, precision):
+    """The engines take uint8 (a quarter of the bytes) and their graphs finish the preprocessing, in float32 in both
+    precisions: the network reads exactly what the CPU letterbox used to hand it."""
+    from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
+
+    path = (raw_onnx if graph == "raw" else end2end_onnx)(server.artifacts)
+    path = path.with_name(FP16_ONNX) if precision == "fp16" else path
+    got = network_input_of(path, expected_uint8[None])
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got[0], expected)

@@ -88,8 +88,7 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     """Run the serialised pipeline on ``images`` (one batch) and compare with the CPU letterbox."""
     from nvidia.dali import Pipeline
 
-    from python_models.runtime.preprocess import decode
-    from python_models.runtime.preprocess import letterbox
+    from python_models.runtime.preprocess import decode, letterbox_rgb
 
     pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
     pipe.build()
@@ -100,10 +99,10 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     transforms = transforms.as_cpu() if hasattr(transforms, "as_cpu") else transforms
     results = {}
     for index, name in enumerate(names):
-        expected, transform = letterbox(decode(images[name]), size)
+        expected, transform = letterbox_rgb(decode(images[name]), size)
         got = np.asarray(outputs[index])
-        shape_ok = got.shape == expected.shape
-        mean = float(np.abs(got - expected).mean()) if shape_ok else float("inf")
+        shape_ok = got.shape == expected.shape and got.dtype == expected.dtype
+        mean = float(np.abs(got.astype(np.int16) - expected.astype(np.int16)).mean()) / 255 if shape_ok else float("inf")
         same_transform = bool(np.allclose(np.asarray(transforms[index]), transform.to_array(), atol=1e-4))
         results[name] = {"shape": list(got.shape), "mean_abs_diff_grey_levels": round(mean * 255, 3),
                          "transform_equal": same_transform, "passed": shape_ok and mean <= MAX_MEAN_DIFF and same_transform}
@@ -127,7 +126,7 @@ def main() -> int:
             target = Path(folder) / f"{tier.name}.dali"
             # The size the export generated this tier for, as its config states it.
             config = repo.parse_pbtxt((args.repository / repo.dali_preprocess_name(tier) / "config.pbtxt").read_text())
-            (size,) = {o.dims[-1] for o in config.output if o.name == c.LETTERBOXED_IMAGES}
+            (size,) = {o.dims[0] for o in config.output if o.name == c.LETTERBOXED_IMAGES}
             try:
                 if args.cpu:
                     from python_models.runtime.dali_letterbox import letterbox_pipeline

@@ -38,7 +38,7 @@ EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
 def engines_for(models: list[str]) -> list[str]:
     """The TensorRT leaves the given public models run."""
     definitions = repo.definitions_by_name(repo.default_spec())  # the same models for every spec
-    leaves = {leaf for model in models for leaf in repo.leaf_models(definitions[model].config)}
+    leaves = {leaf for model in models for leaf in repo.models_behind(model, definitions)}
     return sorted(name for name in leaves if definitions[name].config.platform == "tensorrt_plan")
 
 

@@ -60,7 +60,7 @@ def public_models(value: str) -> list[str]:
 def gpu_load_list(models: list[str], artifacts: Path, served: ModelSpec) -> list[str]:
     """Every model the public ``models`` need, after printing why any TensorRT plan among them would not load."""
     definitions = repo.definitions_by_name(served)
-    needed = sorted({name for model in models for name in (model, *repo.leaf_models(definitions[model].config))})
+    needed = sorted({name for model in models for name in (model, *repo.models_behind(model, definitions))})
     runtime = runtime_tensorrt_version()
     for spec in engine_specs(artifacts, served):
         if spec.model not in needed:
@@ -130,7 +130,7 @@ def main() -> int:
         repository = artifacts
         if not args.skip_export:
             definitions = repo.definitions_by_name(spec)
-            engines = sorted({leaf for m in args.models for leaf in repo.leaf_models(definitions[m].config)
+            engines = sorted({leaf for m in args.models for leaf in repo.models_behind(m, definitions)
                               if definitions[leaf].config.platform == "tensorrt_plan"})
             for line in build_engines(artifacts, spec, engines, log=lambda line: print(line, flush=True)):
                 print(f"NOT BUILT {line}", flush=True)

@@ -1,6 +1,8 @@
 """The End2End ONNX graph: YOLO11 head -> best-class scores -> EfficientNMS_TRT -> boxes in original pixels.
 
-Built by appending nodes to the raw export, so Tracks B and C run the same network.
+Built by appending nodes to the raw export, so Tracks B and C run the same network. Both graphs take the
+letterboxed image as uint8 RGB HWC (``uint8_input_graph``): preprocessing hands the engines a quarter of
+the bytes of the network's float32 input, and the cast, the 1/255 and the transpose run in the engine.
 TensorRT's ONNX parser maps the unknown ``EfficientNMS_TRT`` op to its plugin; the
 CPU profile runs the same graph with ``python_models.serving.twins.efficient_nms`` standing in.
 
@@ -61,12 +63,57 @@ def nms_attributes(spec: c.ModelSpec) -> EfficientNMSAttributes:
     )
 
 BATCH = "batch"
-_P = "end2end/"  # prefix of every tensor and node this module adds
+_P = "end2end/"  # prefix of every tensor and node this module adds after the head
+_IN = "input/"  # prefix of the nodes ``uint8_input_graph`` puts before the network
 NMS_BOXES = _P + "letterboxed_boxes"
+NETWORK_INPUT = _IN + "images_normalised"
+"""The float32 CHW [0, 1] tensor the network reads, made from the uint8 input."""
 
 
 def _dims(*dims: int | str) -> list[int | str]:
     return list(dims)
+
+
+def is_uint8_input(model: onnx.ModelProto) -> bool:
+    return model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+
+
+def uint8_input_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
+    """The raw export reading ``images`` as uint8 RGB HWC ``[batch, height, width, 3]`` instead of float32 CHW in [0, 1].
+
+    On entry: Cast to float32, Transpose to CHW, Mul by float32(1/255), the steps and order of
+    ``preprocess.network_input`` (and of Ultralytics' predictor), so the network reads the very
+    floats it read before. TensorRT wants a uint8 network input consumed by a Cast, hence the cast first.
+    """
+    (image,) = raw.graph.input
+    dims = image.type.tensor_type.shape.dim
+    if (image.name != c.ONNX_INPUT or image.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4
+            or dims[1].dim_value != 3):
+        raise ValueError(f"expected the raw export's float32 {c.ONNX_INPUT!r} [batch, 3, height, width], got "
+                         f"{onnx.helper.printable_value_info(image)}")
+    model = _copy(raw)
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [NETWORK_INPUT if name == image.name else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array(1 / 255, np.float32), _IN + "scale"))
+    prelude = [
+        helper.make_node("Cast", [image.name], [_IN + "images_float"], name=_IN + "cast", to=TensorProto.FLOAT),
+        helper.make_node("Transpose", [_IN + "images_float"], [_IN + "images_chw"], name=_IN + "chw", perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", [_IN + "images_chw", _IN + "scale"], [NETWORK_INPUT], name=_IN + "scale"),
+    ]
+    nodes = prelude + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    batch, _, height, width = (d.dim_param or d.dim_value for d in dims)
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(image.name, TensorProto.UINT8, [batch, height, width, 3]))
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _spatial_dims(model: onnx.ModelProto) -> slice:
+    """Where height and width sit in the image input: HWC for the uint8 graphs, CHW for the float one."""
+    return slice(1, 3) if is_uint8_input(model) else slice(2, 4)
 
 
 def fixed_size_graph(raw: onnx.ModelProto, size: int) -> onnx.ModelProto:
@@ -79,7 +126,7 @@ def fixed_size_graph(raw: onnx.ModelProto, size: int) -> onnx.ModelProto:
     model = onnx.ModelProto()
     model.CopyFrom(raw)
     shape = model.graph.input[0].type.tensor_type.shape
-    for dim, value in zip(shape.dim[2:], (size, size)):
+    for dim, value in zip(shape.dim[_spatial_dims(model)], (size, size)):
         dim.Clear()
         dim.dim_value = value
     shape.dim[0].Clear()
@@ -180,7 +227,7 @@ def fp16_graph(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
     The FP16 engines are built from this graph as strongly typed TensorRT networks: TensorRT
     then computes each tensor in the type this graph gives it, so the best-class selection,
     NMS and the un-letterbox stay FP32 by construction, and what ONNX Runtime proves on this
-    file is what the engine computes. The image input is cast to FP16 on entry and the head
+    file is what the engine computes. The network's input is cast to FP16 on entry and the head
     output back to FP32; graph inputs and outputs keep their types, so the contract does not
     change with precision. A raw graph (nothing appended) gets its size fixed first
     (``fixed_size_graph``, at ``size``) and becomes FP16 up to its output.
@@ -195,7 +242,8 @@ def fp16_graph(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
     out = _copy(out)
     graph = out.graph
     post_head = set(post_head_nodes(out))
-    network = [node for node in graph.node if node.name not in post_head]
+    prelude = [node for node in graph.node if node.name.startswith(_IN)]
+    network = [node for node in graph.node if node.name not in post_head and not node.name.startswith(_IN)]
     fp32_inputs = {node.input[i] for node in network for i in FP32_ONLY_INPUTS.get(node.op_type, ()) if i < len(node.input)}
     used_after_head = {name for node in graph.node if node.name in post_head for name in node.input}
     used_by_network = {name for node in network for name in node.input}
@@ -212,7 +260,7 @@ def fp16_graph(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
         if node.op_type in ("Constant", "ConstantOfShape"):
             raise ValueError(f"{node.name}: {node.op_type} nodes inside the network are not handled")
 
-    image = graph.input[0].name
+    image = NETWORK_INPUT if prelude else graph.input[0].name
     head = c.ONNX_RAW_OUTPUT
     image16, head16 = _P + "images_fp16", _P + "head_fp16"
     for node in network:
@@ -220,7 +268,7 @@ def fp16_graph(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
         node.output[:] = [head16 if name == head else name for name in node.output]
     first = [helper.make_node("Cast", [image], [image16], name=_P + "images_fp16", to=TensorProto.FLOAT16)]
     last = [helper.make_node("Cast", [head16], [head], name=_P + "head_fp32", to=TensorProto.FLOAT)]
-    nodes = first + network + last + [node for node in graph.node if node.name in post_head]
+    nodes = prelude + first + network + last + [node for node in graph.node if node.name in post_head]
     del graph.node[:]
     graph.node.extend(nodes)
     kept = [v for v in graph.value_info if v.name == NMS_BOXES]  # the plugin's output: inference cannot type it

@@ -1,9 +1,10 @@
 """Turn weights into the artifacts every track serves: the ``.pt`` for Track A, ONNX for the engines, and the model
 configs of the repository, all for one ``ModelSpec`` (the weights' classes and names, the image size, the thresholds).
 
-Two ONNX graphs: the raw network (Track B's engine) and the End2End graph built on
+Three ONNX graphs: the raw network reading uint8 images (Track B's engine), the End2End graph built on
 it (``python_models.build.end2end``: NMS and un-letterbox inside), which Track C's and
-every Track D tier's engines are built from.
+every Track D tier's engines are built from, and the raw network as Ultralytics exports it (float32
+CHW), for Ultralytics' own Triton client.
 
 Artifacts land in the model folders of a repository root (``model_repository/`` by
 default), where Triton, the CPU twins and the TensorRT builder read them. Beside each
@@ -26,7 +27,7 @@ from python_models.build import repository as repo
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
 MANIFEST = "export.json"
-EXPORT_FORMAT_VERSION = 4
+EXPORT_FORMAT_VERSION = 5
 """Bump when what the export writes changes, so old artifacts are rebuilt."""
 
 
@@ -108,6 +109,10 @@ def end2end_onnx(artifacts: Path) -> Path:
     return artifact(artifacts, repo.END2END_TRT, "model.onnx")
 
 
+def ultralytics_raw_onnx(artifacts: Path) -> Path:
+    return artifact(artifacts, repo.ULTRALYTICS_RAW_TRT, "model.onnx")
+
+
 def onnx_for(artifacts: Path, definition: repo.ModelDefinition, fp16: bool = False) -> Path:
     """The exported graph a TensorRT leaf is built from (FP32: what its CPU twin runs; FP16: what FP16 plans are)."""
     if definition.onnx_source is None:
@@ -167,7 +172,7 @@ def _staged(path: Path) -> Path:
 
 def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights_dir: Path | None = None,
                      allow_untrained: bool = False, options: ExportOptions = ExportOptions()) -> ExportManifest:
-    """Write ``model.pt``, the raw and the End2End ONNX (FP32 and FP16) and every model config for ``weights``
+    """Write ``model.pt``, the raw, End2End and Ultralytics-form ONNX (FP32 and FP16) and every model config for ``weights``
     served as ``options`` say; return what was served.
 
     Unresolvable weights, or a model no track can serve, raise ``weights.WeightsError`` (the
@@ -178,8 +183,8 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
 
     check_writable(artifacts)
     key = _source_key(weights, options)
-    outputs = (weights_pt(artifacts), raw_onnx(artifacts), end2end_onnx(artifacts),
-               raw_onnx(artifacts).with_name(FP16_ONNX), end2end_onnx(artifacts).with_name(FP16_ONNX))
+    graphs = (raw_onnx(artifacts), end2end_onnx(artifacts), ultralytics_raw_onnx(artifacts))
+    outputs = (weights_pt(artifacts), *graphs, *(path.with_name(FP16_ONNX) for path in graphs))
     current = read_manifest(artifacts)
     if not force and _up_to_date(current, key, outputs) and not repo.write_repository(artifacts, current.spec, check=True):
         return current
@@ -201,18 +206,19 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
                                                       verbose=False))
         import onnx
 
-        from python_models.build.end2end import end2end_graph, fp16_graph
+        from python_models.build.end2end import end2end_graph, fp16_graph, uint8_input_graph
 
-        raw = onnx.load(str(exported))
+        ultralytics_raw = onnx.load(str(exported))
         exported.unlink()
+        raw = uint8_input_graph(ultralytics_raw)
         graph = end2end_graph(raw, spec)
-        for model, path in ((raw, raw_onnx(artifacts)), (graph, end2end_onnx(artifacts)),
-                            (fp16_graph(raw, spec.imgsz), raw_onnx(artifacts).with_name(FP16_ONNX)),
-                            (fp16_graph(graph, spec.imgsz), end2end_onnx(artifacts).with_name(FP16_ONNX))):
-            onnx.checker.check_model(model)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged[path] = _staged(path)
-            onnx.save(model, str(staged[path]))
+        for fp32, target in ((raw, raw_onnx(artifacts)), (graph, end2end_onnx(artifacts)),
+                             (ultralytics_raw, ultralytics_raw_onnx(artifacts))):
+            for model, path in ((fp32, target), (fp16_graph(fp32, spec.imgsz), target.with_name(FP16_ONNX))):
+                onnx.checker.check_model(model)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged[path] = _staged(path)
+                onnx.save(model, str(staged[path]))
     except BaseException:
         for partial in [*staged.values(), _staged(weights_pt(artifacts)).with_suffix(".onnx")]:
             partial.unlink(missing_ok=True)

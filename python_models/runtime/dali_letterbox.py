@@ -1,5 +1,5 @@
-"""Track D's preprocessing as one DALI graph: decode, letterbox to the served size with grey 114, [0, 1] CHW, plus
-the transform.
+"""Track D's preprocessing as one DALI graph: decode, letterbox to the served size with grey 114 (uint8 RGB HWC, as
+``preprocess.letterbox_rgb``; the engine's graph casts and scales on entry), plus the transform.
 
 The same graph runs in two places, differing only in where JPEGs are decoded:
 - on the GPU host, the Triton DALI backend serialises it (``dali.py`` in each tier's
@@ -32,7 +32,7 @@ def _round_half_even(x):
 
 
 def letterbox_graph(size: int, decoder_device: str = "mixed"):
-    """Outputs, in the order of the model config: letterboxed images [3, size, size] float32, transform [6] float32."""
+    """Outputs, in the order of the model config: letterboxed images [size, size, 3] uint8 RGB, transform [6] float32."""
     if decoder_device not in DECODER_DEVICES:
         raise ValueError(f"decoder_device must be one of {DECODER_DEVICES}, not {decoder_device!r}")
     encoded = fn.external_source(name=INPUT_IMAGES, dtype=types.UINT8, ndim=1)
@@ -51,9 +51,8 @@ def letterbox_graph(size: int, decoder_device: str = "mixed"):
     padded = fn.slice(resized, start=fn.cast(fn.stack(-top, -left), dtype=types.INT32),
                       shape=[size, size], axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=PAD_VALUE)
-    letterboxed = fn.crop_mirror_normalize(padded, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0])
     transform = fn.cast(fn.stack(new_w / width, new_h / height, left, top, width, height), dtype=types.FLOAT)
-    return letterboxed, transform
+    return padded, transform
 
 
 letterbox_pipeline = pipeline_def(letterbox_graph)

@@ -4,7 +4,8 @@
   ``InvalidImageError`` (empty, not JPEG/PNG, truncated, damaged PNG data, over the pixel
   limit); ``payload`` strips the zeros that pad a row to the longest of its request.
 - ``letterbox``: ``ultralytics.data.augment.LetterBox(640)`` followed by the predictor's
-  BGR->RGB, CHW and x(1/255) steps; ``unletterbox_boxes``: ``ultralytics.utils.ops.scale_boxes``
+  BGR->RGB, CHW and x(1/255) steps; ``letterbox_rgb`` stops before the cast (uint8 RGB HWC, what
+  the engines take) and ``network_input`` finishes it; ``unletterbox_boxes``: ``ultralytics.utils.ops.scale_boxes``
   + ``clip_boxes``. Both are pinned by tests, to Ultralytics and to exact values.
 """
 
@@ -218,8 +219,34 @@ def letterbox_padded(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Lett
     return padded, transform
 
 
+def letterbox_rgb(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, LetterboxTransform]:
+    """What tracks B, C and D hand their engines: the letterboxed image as uint8 RGB HWC (``size`` x ``size`` x 3).
+
+    The engines' graphs finish it as ``network_input`` does. ``out`` (size x size x 3 uint8) lets a
+    caller fill a row of a batch without another copy.
+    """
+    padded, transform = letterbox_padded(image_bgr, size)
+    return cv2.cvtColor(padded, cv2.COLOR_BGR2RGB, dst=out), transform
+
+
+def network_input(letterboxed_rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB HWC (one image or a batch) to the network's float32 CHW input in [0, 1]: a cast, then x float32(1/255).
+
+    The exported graphs' entry (``end2end.uint8_input_graph``) takes the same float32 steps, so the
+    engines see bit-for-bit what Ultralytics' predictor computes from the same pixels.
+    """
+    chw = np.moveaxis(letterboxed_rgb, -1, -3)
+    if out is None:
+        out = np.empty(chw.shape, dtype=np.float32)
+    out[...] = chw
+    out *= np.float32(1 / 255)
+    return out
+
+
 def letterbox(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
-    """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1].
+    """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1]: the
+    network's input, as Ultralytics' ``LetterBox`` and predictor make it.
 
     ``out`` (3 x size x size float32) lets a caller fill a row of a batch without another copy.
     """

@@ -56,8 +56,7 @@ def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_m
             blocked[name] = why
     needed: set[str] = set()
     for public in models or repo.PUBLIC_MODELS:
-        config = definitions[public].config
-        leaves = repo.leaf_models(config) if config.platform == "ensemble" else []
+        leaves = repo.models_behind(public, definitions)
         reasons = [f"{leaf}: {blocked[leaf]}" for leaf in leaves if leaf in blocked]
         if reasons:
             result.skipped[public] = "; ".join(reasons)

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from python_models import contract as c
 from python_models.build import repository as repo
 
@@ -90,7 +92,8 @@ def admin_key() -> str:
 
 def letterboxed_bytes(spec: c.ModelSpec) -> int:
     """One letterboxed image and its transform, as they pass from a preprocessing step to an engine."""
-    return 4 * 3 * spec.imgsz * spec.imgsz + 4 * len(c.TRANSFORM_FIELDS)
+    image = spec.letterboxed_spec()
+    return int(np.prod(image.dims)) * image.dtype.itemsize + c.TRANSFORM_SPEC.dtype.itemsize * len(c.TRANSFORM_FIELDS)
 
 
 BATCHES_IN_FLIGHT = 2

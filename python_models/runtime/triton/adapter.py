@@ -15,7 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from python_models.contract import INPUT_IMAGES, ModelSpec
 from python_models.runtime.preprocess import InvalidImageError, decode
-from python_models.runtime.preprocess import LetterboxTransform, letterbox
+from python_models.runtime.preprocess import LetterboxTransform, letterbox_rgb
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -91,18 +91,18 @@ def tensors_response(arrays: dict[str, np.ndarray]):
 class BatchBuffer:
     """A letterboxed-batch array reused across executions of one model instance.
 
-    A fresh 5 MB-per-image array costs a page fault per 4 KB on first touch, which
-    is a third of the letterbox time. Reuse is safe because the stub copies output
+    A fresh 1.2 MB-per-image array costs a page fault per 4 KB on first touch (with float32
+    rows, a third of the letterbox time). Reuse is safe because the stub copies output
     tensors into shared memory before it calls ``execute`` again.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._array = np.empty((0, 3, size, size), dtype=np.float32)
+        self._array = np.empty((0, size, size, 3), dtype=np.uint8)
 
     def rows(self, count: int) -> np.ndarray:
         if count > len(self._array):
-            self._array = np.empty((count, 3, self.size, self.size), dtype=np.float32)
+            self._array = np.empty((count, self.size, self.size, 3), dtype=np.uint8)
         return self._array[:count]
 
 
@@ -157,7 +157,7 @@ def letterbox_requests(
     batch = buffer.rows(len(images))
 
     def place(row: int) -> LetterboxTransform:
-        return letterbox(images[row], buffer.size, out=batch[row])[1]
+        return letterbox_rgb(images[row], buffer.size, out=batch[row])[1]
 
     transforms = map_rows(place, range(len(images)), pool)
     return batch, transforms, outcome

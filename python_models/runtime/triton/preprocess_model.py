@@ -17,8 +17,8 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import cv2
 
-        # The letterboxed size is the one this model's output is configured with.
-        self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[-1])
+        # The letterboxed size is the one this model's output is configured with (height, width, channels).
+        self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[0])
         cv2.setNumThreads(1)  # parallelism comes from the instances and their decode threads
         self.pool = thread_pool(args, "decode_threads")
 

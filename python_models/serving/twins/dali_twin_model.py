@@ -29,7 +29,7 @@ def _reason(exc: Exception) -> str:
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
-        self.size = output_dims(args, LETTERBOXED_IMAGES)[-1]  # as the production dali.py is generated with
+        self.size = output_dims(args, LETTERBOXED_IMAGES)[0]  # as the production dali.py is generated with
         self.pipe = self._build()
 
     def _build(self):
