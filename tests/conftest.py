@@ -191,3 +191,27 @@ def detections_of(result) -> Detections:
     from python_models.client import unpack_detections
 
     return unpack_detections({name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES})[0]
+
+
+@pytest.fixture
+def adapter(monkeypatch):
+    """``python_models.runtime.triton.adapter`` outside a Python-backend stub: a stand-in for Triton's
+    ``triton_python_backend_utils`` provides the one call its row functions make (reading an input tensor)."""
+    import importlib
+    import types
+
+    stand_in = types.ModuleType("triton_python_backend_utils")
+
+    class Tensor:
+        def __init__(self, array):
+            self.array = array
+
+        def as_numpy(self):
+            return self.array
+
+    stand_in.get_input_tensor_by_name = lambda request, name: Tensor(request[name])
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in)
+    monkeypatch.delitem(sys.modules, "python_models.runtime.triton.adapter", raising=False)
+    module = importlib.import_module("python_models.runtime.triton.adapter")
+    yield module
+    sys.modules.pop("python_models.runtime.triton.adapter", None)

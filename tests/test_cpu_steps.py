@@ -1,45 +1,22 @@
 """The CPU steps of tracks B and C (and Track A's decoding) on a thread pool: the same batch as one thread, rows in
 request order, a bad request failing alone; the pool sized from the config parameter or the host's cores.
 
-The adapter imports Triton's ``triton_python_backend_utils``, which exists only inside a Python-backend stub: a
-stand-in provides the one call these functions make (reading an input tensor).
+The adapter imports Triton's ``triton_python_backend_utils``, which exists only inside a Python-backend stub: the
+``adapter`` fixture (conftest) provides the one call these functions make (reading an input tensor).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
-import pytest
 from ultralytics.utils import ASSETS
 
 from python_models.client import pack_images
 from python_models.contract import INPUT_IMAGES
 from python_models.runtime.preprocess import InvalidImageError, available_cores, decode_threads
-
-
-@pytest.fixture
-def adapter(monkeypatch):
-    stand_in = types.ModuleType("triton_python_backend_utils")
-
-    class Tensor:
-        def __init__(self, array):
-            self.array = array
-
-        def as_numpy(self):
-            return self.array
-
-    stand_in.get_input_tensor_by_name = lambda request, name: Tensor(request[name])
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in)
-    monkeypatch.delitem(sys.modules, "python_models.runtime.triton.adapter", raising=False)
-    module = importlib.import_module("python_models.runtime.triton.adapter")
-    yield module
-    sys.modules.pop("python_models.runtime.triton.adapter", None)
 
 
 def _requests() -> list[dict]:

@@ -100,8 +100,9 @@ def test_cpu_twin_keeps_name_io_and_batching():
 
 def test_cpu_repository_serves_ensembles_as_production_has_them(tmp_path):
     artifacts = tmp_path / "artifacts"
-    (artifacts / repo.RAW_TRT / "1").mkdir(parents=True)
-    (artifacts / repo.RAW_TRT / "1" / "model.onnx").write_bytes(b"onnx")
+    for leaf in (repo.RAW_TRT, repo.ULTRALYTICS_RAW_TRT):  # Track B's engine and the one served beside it
+        (artifacts / leaf / "1").mkdir(parents=True)
+        (artifacts / leaf / "1" / "model.onnx").write_bytes(b"onnx")
     layout = build_cpu_repository(repo.default_spec(), artifacts, tmp_path / "cpu")
     assert {repo.PYTORCH, repo.TRT_ENSEMBLE} <= set(layout.served)
     ensemble = layout.path / repo.TRT_ENSEMBLE / "config.pbtxt"
@@ -180,7 +181,10 @@ def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
     cpu = repo.cpu_profile_config(definition)
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
-    assert cpu.parameters == definition.config.parameters and cpu.dynamic_batching == definition.config.dynamic_batching
+    assert definition.config.parameters["decode"].string_value == "gpu" and cpu.parameters["decode"].string_value == "cpu"
+    assert {k: v for k, v in cpu.parameters.items() if k != "decode"} == {
+        k: v for k, v in definition.config.parameters.items() if k != "decode"}
+    assert cpu.dynamic_batching == definition.config.dynamic_batching
     assert repo.cpu_profile_config(repo.definitions_by_name(repo.default_spec())[repo.TRT_ENSEMBLE]) is None
 
 

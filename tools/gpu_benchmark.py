@@ -57,7 +57,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
-           cuda_graphs: bool = True, gpus: int | None = None) -> tuple[Path, bool]:
+           cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE) -> tuple[Path, bool]:
     """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``."""
     from python_models.build.weights import model_spec, resolve_weights
 
@@ -67,7 +67,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     resolved = resolve_weights(weights)
     model, untrained = resolved.model, resolved.untrained
     model.save(str(version / "model.pt"))
-    config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision)
+    config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision, decode)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
     if gpus is not None:

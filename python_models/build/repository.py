@@ -230,13 +230,19 @@ def _threaded(config: mc.ModelConfig, name: str) -> mc.ModelConfig:
     return config
 
 
+PYTORCH_DECODE = "gpu"
+"""Track A's JPEG decoding on a GPU instance: ``gpu`` (nvJPEG, ``runtime/gpu_decode.py``) or ``cpu`` (OpenCV threads)."""
+
+
 def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
-                   precision: str = PYTORCH_PRECISION) -> mc.ModelConfig:
-    """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode_threads`` 0: see
-    ``preprocess.decode_threads``; ``cuda_graphs``: replay the forward from CUDA graphs on a GPU."""
+                   precision: str = PYTORCH_PRECISION, decode: str = PYTORCH_DECODE) -> mc.ModelConfig:
+    """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode``: where JPEGs are
+    decoded; ``decode_threads`` 0: see ``preprocess.decode_threads``; ``cuda_graphs``: replay the forward from CUDA
+    graphs on a GPU."""
     config = _described(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(spec.public_outputs()), _instances(count, kind), 2000), spec)
     config.parameters["precision"].string_value = precision
+    config.parameters["decode"].string_value = decode
     _threaded(config, "decode_threads")
     config.parameters["cuda_graphs"].string_value = "true"
     return config
@@ -452,7 +458,7 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
     """The config the CPU profile serves instead of the production one, or None when it serves it unchanged.
 
     TensorRT and DALI leaves become their Python twins (``cpu_twin``); a Python model placed on
-    the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core.
+    the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core, and decodes there.
     """
     if definition.twin:
         return cpu_twin(definition)
@@ -461,6 +467,8 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         config.CopyFrom(definition.config)
         config.ClearField("instance_group")
         config.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
+        if "decode" in config.parameters:
+            config.parameters["decode"].string_value = "cpu"  # nvJPEG needs a GPU instance, which refuses otherwise
         return config
     return None
 

@@ -15,7 +15,10 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import astuple, dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -29,6 +32,8 @@ JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND"
 PNG_CRITICAL_CHUNKS = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class InvalidImageError(ValueError):
@@ -40,6 +45,10 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    mode: str = "RGB"
+    """Pillow's mode for the stored pixels (``L``, ``RGB``, ``CMYK``...)."""
+    orientation: int = 1
+    """EXIF orientation (1: stored upright); decoding applies it."""
 
 
 PAYLOAD_SCAN_BLOCK = 1 << 16
@@ -96,13 +105,15 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
     try:
         with reader(io.BytesIO(buf)) as img:
             width, height = img.size
+            mode = img.mode
+            orientation = int(img.getexif().get(0x0112, 1)) if fmt == "JPEG" else 1
     except Exception as exc:  # Pillow raises many types for corrupt headers
         raise InvalidImageError(f"corrupt {fmt} header: {exc}") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise InvalidImageError(
             f"{fmt} header claims {width}x{height} = {width * height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
         )
-    return ImageHeader(fmt, width, height)
+    return ImageHeader(fmt, width, height, mode, orientation)
 
 
 def png_damage(buf: bytes) -> None:
@@ -174,6 +185,11 @@ def decode_threads(asked: int, cores: int, instance_groups: list[dict], gpu_coun
     return max(1, min(MAX_DECODE_THREADS, 2 * cores // max(instances, 1)))
 
 
+def map_rows(work: Callable[[U], T], rows: Sequence[U], pool: Executor | None = None) -> list[T]:
+    """``work`` over ``rows``, in order: on ``pool``'s threads when given and there is more than one row."""
+    return list(pool.map(work, rows)) if pool is not None and len(rows) > 1 else [work(row) for row in rows]
+
+
 @dataclass(frozen=True)
 class LetterboxTransform:
     """How an original image was placed in the letterboxed one (field order = ``TRANSFORM_FIELDS``)."""
@@ -202,6 +218,12 @@ def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, in
     return new_h, new_w, top, left
 
 
+def letterbox_transform(height: int, width: int, size: int) -> LetterboxTransform:
+    """Where ``letterbox_padded`` places an image of that size: what every path hands the un-letterbox."""
+    new_h, new_w, top, left = letterbox_geometry(height, width, size)
+    return LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
+
+
 def letterbox_padded(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxTransform]:
     """Resize keeping aspect ratio and pad with grey to ``size`` x ``size``: BGR HWC uint8, a quarter of the float bytes.
 
@@ -215,8 +237,7 @@ def letterbox_padded(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Lett
     padded = cv2.copyMakeBorder(
         resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
     )
-    transform = LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
-    return padded, transform
+    return padded, letterbox_transform(height, width, size)
 
 
 def letterbox_rgb(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None

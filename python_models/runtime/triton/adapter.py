@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import INPUT_IMAGES, ModelSpec
-from python_models.runtime.preprocess import InvalidImageError, decode
+from python_models.runtime.preprocess import InvalidImageError, decode, map_rows
 from python_models.runtime.preprocess import LetterboxTransform, letterbox_rgb
 
 T = TypeVar("T")
@@ -106,11 +106,6 @@ class BatchBuffer:
         return self._array[:count]
 
 
-def map_rows(work: Callable[[U], T], rows: Sequence[U], pool: Executor | None = None) -> list[T]:
-    """``work`` over ``rows``, in order: on ``pool``'s threads when given and there is more than one row."""
-    return list(pool.map(work, rows)) if pool is not None and len(rows) > 1 else [work(row) for row in rows]
-
-
 def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executor | None = None
               ) -> tuple[list[T], list[slice | Exception]]:
     """Apply ``read`` to every image row of every request, in order (on ``pool``'s threads when given).
@@ -119,8 +114,7 @@ def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executo
     the slice of that list holding its rows or the error that rejects it alone (a
     bad row rejects its whole request, and the message names the row).
     """
-    per_request = [input_array(request, INPUT_IMAGES) for request in requests]
-    flat = [row for rows in per_request for row in rows]
+    flat, counts = image_rows(requests)
 
     def attempt(row: np.ndarray) -> T | InvalidImageError:
         try:
@@ -129,19 +123,37 @@ def read_rows(requests: Sequence, read: Callable[[np.ndarray], T], pool: Executo
             return exc
 
     values = map_rows(attempt, flat, pool)
+    results, outcome, _ = group_rows(counts, values)
+    return results, outcome
+
+
+def image_rows(requests: Sequence) -> tuple[list[np.ndarray], list[int]]:
+    """Every image row of every request, in order, and how many each request holds."""
+    per_request = [input_array(request, INPUT_IMAGES) for request in requests]
+    return [row for rows in per_request for row in rows], [len(rows) for rows in per_request]
+
+
+def group_rows(counts: Sequence[int], values: Sequence[T | InvalidImageError]
+               ) -> tuple[list[T], list[slice | Exception], list[int]]:
+    """Per-row ``values`` of requests holding ``counts`` rows each, to the good requests' values (flattened), per
+    request the slice of those holding its rows or the error that rejects it alone (a bad row rejects its whole
+    request, and the message names the row), and the indices into ``values`` that were kept."""
     results: list[T] = []
     outcome: list[slice | Exception] = []
+    kept: list[int] = []
     start = 0
-    for rows in per_request:
-        mine, start = values[start : start + len(rows)], start + len(rows)
+    for count in counts:
+        mine = values[start : start + count]
         bad = next(((i, v) for i, v in enumerate(mine) if isinstance(v, InvalidImageError)), None)
         if bad is not None:
-            where = f"images[{bad[0]}]" if len(rows) > 1 else "images"
+            where = f"images[{bad[0]}]" if count > 1 else "images"
             outcome.append(InvalidImageError(f"{where}: {bad[1]}"))
-            continue
-        outcome.append(slice(len(results), len(results) + len(mine)))
-        results.extend(mine)
-    return results, outcome
+        else:
+            outcome.append(slice(len(results), len(results) + count))
+            results.extend(mine)
+            kept.extend(range(start, start + count))
+        start += count
+    return results, outcome, kept
 
 
 def letterbox_requests(

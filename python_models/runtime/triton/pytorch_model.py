@@ -1,12 +1,14 @@
 """Track A: decode, letterbox, PyTorch forward, NMS and rescale in one Python-backend model.
 
 Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always runs
-FP32, as the reference predictor does), ``decode_threads`` (0: twice the cores
-shared out over the host's instances, at most 16; ``preprocess.decode_threads``) and
-``cuda_graphs`` (``true``: on a GPU the forward replays CUDA graphs captured at load
-time, see ``network.GraphedForward``). Rows are decoded and letterboxed in parallel
-threads (OpenCV releases the GIL) and stay uint8 until the device; candidates are
-filtered where the head output is and suppressed on the host (``python_models.runtime.nms``).
+FP32, as the reference predictor does), ``decode`` ``gpu`` (JPEGs decoded by nvJPEG and
+letterboxed on the device, ``python_models.runtime.gpu_decode``; a GPU instance only) or
+``cpu``, ``decode_threads`` (0: twice the cores shared out over the host's instances, at
+most 16; ``preprocess.decode_threads``) and ``cuda_graphs`` (``true``: on a GPU the forward
+replays CUDA graphs captured at load time, see ``network.GraphedForward``). Rows decoded on
+the CPU are decoded and letterboxed in parallel threads (OpenCV releases the GIL) and stay
+uint8 until the device; candidates are filtered where the head output is and suppressed on
+the host (``python_models.runtime.nms``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import time
 import cv2
 import numpy as np
 
-from python_models.runtime.preprocess import decode
+from python_models.runtime.gpu_decode import decode_mode, letterbox_rows, nvjpeg_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
-from python_models.runtime.preprocess import letterbox_padded
 from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.triton.adapter import (guarded, model_config, model_spec, parameter, read_rows, respond,
-                                                   thread_pool, version_dir)
+from python_models.runtime.preprocess import InvalidImageError, decode, letterbox_padded
+from python_models.runtime.triton.adapter import (group_rows, guarded, image_rows, model_config, model_spec, parameter,
+                                                   read_rows, respond, thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -43,6 +45,7 @@ class TritonPythonModel:
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
+        self.decoder = nvjpeg_decoder(self.device) if decode_mode(parameter(config, "decode", "cpu"), on_gpu) == "gpu" else None
         self.pool = thread_pool(args, "decode_threads", on_gpu)
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
@@ -59,7 +62,10 @@ class TritonPythonModel:
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
         # one buffer per instance is safe because an instance runs one execute at a time.
         self.staging = (torch.empty((max_batch, self.spec.imgsz, self.spec.imgsz, 3), dtype=torch.uint8).pin_memory()
-                        if on_gpu else None)
+                        if on_gpu and self.decoder is None else None)
+        # With nvJPEG, images are letterboxed straight into this device batch.
+        self.canvas = (torch.empty((max_batch, self.spec.imgsz, self.spec.imgsz, 3), dtype=torch.uint8, device=self.device)
+                       if self.decoder is not None else None)
 
     def _decode_and_pad(self, row: np.ndarray):
         return letterbox_padded(decode(row), self.spec.imgsz)
@@ -67,17 +73,39 @@ class TritonPythonModel:
     def execute(self, requests):
         return guarded(requests, self._run)
 
+    def _letterbox_on_cpu(self, requests):
+        """Rows decoded and letterboxed on the CPU threads, stacked for the device; transforms; per-request outcome."""
+        items, outcome = read_rows(requests, self._decode_and_pad, self.pool)
+        if not items:
+            return None, [], outcome
+        if self.staging is not None:
+            padded = self.staging[: len(items)]
+            np.stack([image for image, _ in items], out=padded.numpy())
+        else:
+            padded = np.stack([image for image, _ in items])
+        return padded, [transform for _, transform in items], outcome
+
+    def _letterbox_on_gpu(self, requests):
+        """JPEG rows through nvJPEG into the device batch, the others on the CPU threads (``gpu_decode``)."""
+        rows, counts = image_rows(requests)
+        values = letterbox_rows(rows, self.spec.imgsz, self.decoder, self.canvas, self.pool)
+        transforms, outcome, kept = group_rows(counts, values)
+        good = [i for i, value in enumerate(values) if not isinstance(value, InvalidImageError)]
+        if len(kept) == len(good):
+            padded = self.canvas[: len(good)]
+        else:  # a request rejected for another row had good rows in the batch: leave them out
+            position = {index: k for k, index in enumerate(good)}
+            padded = self.canvas[self.torch.tensor([position[i] for i in kept], device=self.device)]
+        return (padded if kept else None), transforms, outcome
+
     def _run(self, requests):
         start = time.perf_counter()
-        items, outcome = read_rows(requests, self._decode_and_pad, self.pool)
+        padded, transforms, outcome = (self._letterbox_on_gpu if self.decoder else self._letterbox_on_cpu)(requests)
+        if self.timing is not None and self.decoder is not None:
+            self.torch.cuda.synchronize(self.device)  # nvJPEG and the letterbox run asynchronously
         decoded = time.perf_counter()
         detections = []
-        if items:
-            if self.staging is not None:
-                padded = self.staging[: len(items)]
-                np.stack([image for image, _ in items], out=padded.numpy())
-            else:
-                padded = np.stack([image for image, _ in items])
+        if padded is not None:
             raw = self.graphed(padded) if self.graphed else forward_padded(self.net, padded, self.device, self.half)
             if self.timing is not None and self.device.type == "cuda":
                 self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
@@ -85,9 +113,9 @@ class TritonPythonModel:
             detections = nms(raw, self.spec)
         else:
             forwarded = decoded
-        packed = pack_detections(detections, [transform for _, transform in items], self.spec.max_det)
+        packed = pack_detections(detections, transforms, self.spec.max_det)
         if self.timing is not None:
-            self._account(len(items), decoded - start, forwarded - decoded, time.perf_counter() - forwarded)
+            self._account(len(transforms), decoded - start, forwarded - decoded, time.perf_counter() - forwarded)
         return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})
 
     def _account(self, images: int, decode_s: float, forward_s: float, nms_s: float) -> None:

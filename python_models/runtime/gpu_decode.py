@@ -1,0 +1,175 @@
+"""Track A's GPU decoding: a batch's JPEG rows decoded by nvJPEG in one call and letterboxed on the device.
+
+On a 16-core H100 host Track A with CPU decoding is bound by the cores (about 1,500 images/s), while
+nvJPEG through torchvision decodes 10,000 and more a second on that GPU. Pixels decoded there never
+visit host memory: they are resized, padded and handed to the network as device tensors.
+
+Which rows take which path (``route``): baseline and progressive JPEGs stored upright in RGB or
+grey go to nvJPEG; PNGs, JPEGs with an EXIF rotation (torchvision applies it on the CPU only) and
+CMYK/YCCK JPEGs take the CPU path of ``preprocess`` for that row alone. A batch call nvJPEG refuses
+is retried row by row, and a row it refuses alone is decoded on the CPU; a row that decoder rejects
+too fails its own request only (``letterbox_rows``).
+
+The letterbox is ``preprocess.letterbox_padded``'s: the same geometry and ``letterbox_transform``, a
+linear resize without antialiasing (``cv2.INTER_LINEAR``'s sampling, rounded from float32 where
+OpenCV uses fixed point: pixels differ by at most one grey level), grey 114 around it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from python_models.contract import PAD_VALUE
+from python_models.runtime.preprocess import (InvalidImageError, LetterboxTransform, decode, letterbox_geometry,
+                                              letterbox_padded, letterbox_transform, map_rows, payload, probe)
+
+Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+"""Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch; raises
+when it cannot decode one of them."""
+
+DECODE_MODES = ("cpu", "gpu")
+NVJPEG_MODES = ("RGB", "L")
+"""Pillow modes nvJPEG decodes to RGB as OpenCV does (grey is replicated into three channels)."""
+
+
+def decode_mode(asked: str, on_gpu: bool) -> str:
+    """Track A's ``decode`` parameter, refused when unknown or when it asks for nvJPEG on a CPU instance."""
+    if asked not in DECODE_MODES:
+        raise ValueError(f"parameter decode must be one of {DECODE_MODES}, not {asked!r}")
+    if asked == "gpu" and not on_gpu:
+        raise ValueError("parameter decode is gpu but this instance runs on the CPU (KIND_CPU): nvJPEG needs a GPU "
+                         "instance; set decode to cpu")
+    return asked
+
+
+def nvjpeg_decoder(device: torch.device) -> Decoder:
+    """torchvision's batched nvJPEG decode onto ``device``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def run(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision points image decoding at torchcodec
+            return decode_jpeg(rows, mode=ImageReadMode.RGB, device=device)
+
+    return run
+
+
+@dataclass(frozen=True)
+class JpegRow:
+    """A row for nvJPEG: its bytes without padding, and the size its header states."""
+
+    data: np.ndarray
+    height: int
+    width: int
+
+
+Letterboxed = tuple[np.ndarray, LetterboxTransform]
+"""A row letterboxed on the CPU (``letterbox_padded``: BGR HWC uint8)."""
+
+
+def route(row: np.ndarray) -> JpegRow | None:
+    """``JpegRow`` for a row nvJPEG can take, None for one the CPU must decode; ``InvalidImageError`` for a row no
+    path accepts (the header check every track applies)."""
+    header = probe(row)
+    if header.format == "JPEG" and header.orientation == 1 and header.mode in NVJPEG_MODES:
+        return JpegRow(payload(row), header.height, header.width)
+    return None
+
+
+def cpu_letterbox(row: np.ndarray, size: int) -> Letterboxed:
+    return letterbox_padded(decode(row), size)
+
+
+def decode_on_device(rows: Sequence[JpegRow], decoder: Decoder) -> list[torch.Tensor | None]:
+    """Every row decoded in one call; when that call fails, row by row, None for each row the decoder refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # request tensors are read-only; the decoder only reads them
+        tensors = [torch.from_numpy(row.data) for row in rows]
+    try:
+        return list(decoder(tensors))
+    except Exception:  # one bad row fails nvJPEG's whole batch: find it, keep the others on the GPU
+        decoded: list[torch.Tensor | None] = []
+        for tensor in tensors:
+            try:
+                decoded.append(decoder([tensor])[0])
+            except Exception:
+                decoded.append(None)
+        return decoded
+
+
+def letterbox_on_device(images: Sequence[torch.Tensor], size: int, out: torch.Tensor,
+                        slots: Sequence[int] | None = None) -> list[LetterboxTransform]:
+    """Letterbox RGB CHW uint8 images into rows ``slots`` (default 0, 1, ...) of ``out``, a ``[rows, size, size, 3]``
+    uint8 tensor of BGR images as ``letterbox_padded`` makes them and ``network.forward_padded`` takes them.
+
+    Images of the same size are resized in one call, as frames of a stream or photos of one camera are.
+    """
+    slots = list(range(len(images))) if slots is None else list(slots)
+    if not slots:
+        return []
+    out[torch.tensor(slots, device=out.device)] = PAD_VALUE
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape[1:]), []).append(index)
+    transforms: list = [None] * len(images)
+    for (height, width), indices in by_size.items():
+        new_h, new_w, top, left = letterbox_geometry(height, width, size)
+        batch = torch.stack([images[i] for i in indices])
+        if (new_h, new_w) != (height, width):
+            resized = torch.nn.functional.interpolate(batch.float(), size=(new_h, new_w), mode="bilinear",
+                                                      align_corners=False, antialias=False)
+            batch = resized.round_().clamp_(0, 255).to(torch.uint8)
+        rows = torch.tensor([slots[i] for i in indices], device=out.device)
+        out[rows, top : top + new_h, left : left + new_w] = batch.permute(0, 2, 3, 1).flip(-1)  # RGB CHW -> BGR HWC
+        for i in indices:
+            transforms[i] = letterbox_transform(height, width, size)
+    return transforms
+
+
+def letterbox_rows(rows: Sequence[np.ndarray], size: int, decoder: Decoder, out: torch.Tensor,
+                   pool: Executor | None = None, cpu: Callable[[np.ndarray, int], Letterboxed] = cpu_letterbox
+                   ) -> list[LetterboxTransform | InvalidImageError]:
+    """Decode and letterbox every row into ``out[:k]`` (k: the rows that succeed, in order); per row, its transform
+    or the error that rejects it.
+
+    Headers are read, and the rows nvJPEG cannot take decoded, on ``pool``'s threads; the JPEG rows go
+    to ``decoder`` in one call. ``cpu`` decodes and letterboxes a row on the CPU (``cpu_letterbox``).
+    """
+    def first_pass(row: np.ndarray) -> JpegRow | Letterboxed | InvalidImageError:
+        try:
+            jpeg = route(row)
+            return jpeg if jpeg is not None else cpu(row, size)
+        except InvalidImageError as exc:
+            return exc
+
+    def on_cpu(index: int) -> Letterboxed | InvalidImageError:
+        try:
+            return cpu(rows[index], size)
+        except InvalidImageError as exc:
+            return exc
+
+    values: list = map_rows(first_pass, rows, pool)
+    jpeg_at = [i for i, value in enumerate(values) if isinstance(value, JpegRow)]
+    decoded = dict(zip(jpeg_at, decode_on_device([values[i] for i in jpeg_at], decoder))) if jpeg_at else {}
+    refused = [i for i, image in decoded.items() if image is None]
+    for index, value in zip(refused, map_rows(on_cpu, refused, pool)):
+        values[index] = value
+    good = [i for i, value in enumerate(values) if not isinstance(value, InvalidImageError)]
+    slot = {index: k for k, index in enumerate(good)}
+    results: list[LetterboxTransform | InvalidImageError] = list(values)
+    on_device = [i for i in good if decoded.get(i) is not None]
+    transforms = letterbox_on_device([decoded[i] for i in on_device], size, out, [slot[i] for i in on_device])
+    for i, transform in zip(on_device, transforms):
+        results[i] = transform
+    for i in good:
+        if decoded.get(i) is None:
+            image, transform = values[i]
+            out[slot[i]].copy_(torch.from_numpy(image))
+            results[i] = transform
+    return results
