@@ -59,6 +59,7 @@ def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weig
     result = export("--weights", "/nonexistent/best.pt", "--allow-untrained", "--artifacts", str(repo_dir))
     assert result.returncode == 0, result.stderr
     assert "SERVING THE UNTRAINED TEST NETWORK" in result.stdout and "no such weights file" in result.stdout
+    assert "no compiled network (Track A runs the network eagerly there)" in result.stdout, "skipped, in one line"
     manifest = read_manifest(repo_dir)
     assert manifest.untrained and "no such weights file" in manifest.fallback_reason
     outputs = [p for p in repo_dir.rglob("*") if p.suffix in (".pt", ".onnx")]

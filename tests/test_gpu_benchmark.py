@@ -40,13 +40,13 @@ def _config(repository: Path) -> mc.ModelConfig:
 
 
 def test_track_a_is_served_on_the_first_n_gpus_and_unchanged_without_a_count(bench, tmp_path):
-    repository, untrained = bench.layout(tmp_path / "two", str(WEIGHTS), "fp16", instances=4, gpus=2)
+    repository, untrained, _ = bench.layout(tmp_path / "two", str(WEIGHTS), "fp16", instances=4, gpus=2, network="eager")
     assert not untrained
     (group,) = _config(repository).instance_group
     assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 4 and list(group.gpus) == [0, 1]
     two_gpu_queue = _config(repository).dynamic_batching.default_queue_policy.max_queue_size
 
-    repository, _ = bench.layout(tmp_path / "all", str(WEIGHTS), "fp16", instances=4)
+    repository, _, _ = bench.layout(tmp_path / "all", str(WEIGHTS), "fp16", instances=4, network="eager")
     (group,) = _config(repository).instance_group
     assert group.count == 4 and not group.gpus, "the single-GPU configuration names no GPUs: every visible one"
     one_gpu_queue = _config(repository).dynamic_batching.default_queue_policy.max_queue_size
@@ -110,3 +110,13 @@ def test_more_gpus_than_the_host_has_is_refused(bench, monkeypatch):
     args = Namespace(gpus="1,2", cores_per_gpu=0)
     with pytest.raises(SystemExit, match="has 1 GPU"):
         bench.scaling(args, console=None, per_gpu_levels=[64])
+
+
+def test_the_compiled_network_is_built_before_serving_and_refused_here_with_the_reason(bench, tmp_path):
+    from python_models.build.compiled_network import CompiledNetworkBuildError
+
+    with pytest.raises(CompiledNetworkBuildError, match="no GPU here"):
+        bench.layout(tmp_path / "compiled", str(WEIGHTS), "fp16", instances=4, network="compiled")
+    config = _config(tmp_path / "compiled" / "repository")
+    assert config.parameters["network"].string_value == "compiled"
+    assert config.parameters["decode"].string_value == repo.PYTORCH_DECODE == "gpu"

@@ -181,9 +181,11 @@ def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
     cpu = repo.cpu_profile_config(definition)
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
-    assert definition.config.parameters["decode"].string_value == "gpu" and cpu.parameters["decode"].string_value == "cpu"
-    assert {k: v for k, v in cpu.parameters.items() if k != "decode"} == {
-        k: v for k, v in definition.config.parameters.items() if k != "decode"}
+    on_gpu_only = {"decode": ("gpu", "cpu"), "network": ("compiled", "eager")}  # nvJPEG, the compiled package
+    for name, (gpu, cpu_value) in on_gpu_only.items():
+        assert (definition.config.parameters[name].string_value, cpu.parameters[name].string_value) == (gpu, cpu_value)
+    assert {k: v for k, v in cpu.parameters.items() if k not in on_gpu_only} == {
+        k: v for k, v in definition.config.parameters.items() if k not in on_gpu_only}
     assert cpu.dynamic_batching == definition.config.dynamic_batching
     assert repo.cpu_profile_config(repo.definitions_by_name(repo.default_spec())[repo.TRT_ENSEMBLE]) is None
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
+from python_models.build.compiled_network import build_track_a  # noqa: E402
 from python_models.build.engine_build import PRECISIONS, build_engines  # noqa: E402
 from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
@@ -90,15 +91,18 @@ def main() -> int:
           f"conf {spec.conf}, iou {spec.iou}, max_det {spec.max_det}", flush=True)
 
     if profile == "cpu":
-        print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX)", flush=True)
+        print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX), and no compiled network "
+              "(Track A runs the network eagerly there)", flush=True)
         return 0
     failed = build_engines(artifacts, spec, engines_for(args.models), precision=args.precision, force=args.force,
                            log=lambda line: print(line, flush=True))
+    if repo.PYTORCH in args.models:
+        failed += build_track_a(artifacts, spec, force=args.force, log=lambda line: print(line, flush=True))
     for line in failed:
         print(f"export: NOT BUILT {line}", file=sys.stderr)
     if failed:
-        print(f"export: {len(failed)} plan(s) the GPU profile needs were not built; the server would not serve "
-              "the tracks that run them.", file=sys.stderr)
+        print(f"export: {len(failed)} plan(s) or package(s) the GPU profile needs were not built; the server would "
+              "not serve the tracks that run them.", file=sys.stderr)
         return EXIT_PLANS
     return 0
 

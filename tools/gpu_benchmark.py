@@ -57,8 +57,11 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
-           cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE) -> tuple[Path, bool]:
-    """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``."""
+           cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE,
+           network: str = repo.PYTORCH_NETWORK) -> tuple[Path, bool, dict | None]:
+    """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``;
+    with ``network`` compiled, its package built (or kept, when up to date) as the export builds it. Returns the
+    repository, whether the network is untrained, and the package's record."""
     from python_models.build.weights import model_spec, resolve_weights
 
     repository = out / "repository"
@@ -67,7 +70,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     resolved = resolve_weights(weights)
     model, untrained = resolved.model, resolved.untrained
     model.save(str(version / "model.pt"))
-    config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision, decode)
+    config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision, decode, network)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
     if gpus is not None:
@@ -78,10 +81,16 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
         config.dynamic_batching.default_queue_policy.max_queue_size *= gpus
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
     (version / "model.py").write_text(repo.python_entry(repo.RUNTIME + "pytorch_model"))
-    return repository, untrained
+    record = None
+    if network == "compiled":
+        from python_models.build.compiled_network import build_compiled_network
+
+        record = build_compiled_network(version, precision, config.max_batch_size, model_spec(model).imgsz)
+    return repository, untrained, record
 
 
-STUB_IMPORTS = "import numpy, cv2, torch, ultralytics, python_models.runtime.preprocess, python_models.runtime.network"
+STUB_IMPORTS = ("import numpy, cv2, torch, torchvision, ultralytics, python_models.runtime.preprocess, "
+                "python_models.runtime.network")
 
 
 def check_stub_environment(stub_python_bin: Path | None) -> None:
@@ -98,7 +107,7 @@ def check_stub_environment(stub_python_bin: Path | None) -> None:
                          "(e.g. a .pth file naming its root)")
 
 
-def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
+def parity(grpc_url: str, weights_pt: Path, precision: str, decode: str = "cpu") -> dict:
     """Server vs the Ultralytics predictor, same weights, same precision, same GPU; and one request of 8 images
     (a batch of 8: another CUDA graph) against the single-request answers for the same images."""
     import tritonclient.grpc as grpcclient
@@ -110,7 +119,7 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
 
     model = YOLO(str(weights_pt))
     client = grpcclient.InferenceServerClient(grpc_url)
-    allowed = tolerance(repo.PYTORCH, precision, against="predictor")
+    allowed = tolerance(repo.PYTORCH, precision, against="predictor", decode=decode)
     spec = served_spec(client, repo.PYTORCH)
     results, single = {}, {}
     for name in PARITY_IMAGES:
@@ -127,6 +136,118 @@ def parity(grpc_url: str, weights_pt: Path, precision: str) -> dict:
                       for p in differences(got, single[n], spec, *allowed)]
     return {"tolerance": allowed._asdict(), "images": results, "batch_of_8_vs_single": batch_problems[:6],
             "passed": all(not r["problems"] for r in results.values()) and not batch_problems}
+
+
+def instance_load_times(server_log: Path) -> dict[str, float]:
+    """Seconds each Track A instance took to load its network (compiled package or CUDA graphs), from its log line."""
+    import re
+
+    text = server_log.read_text(errors="replace") if server_log.exists() else ""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(\S+): network \S+.*ready in ([0-9.]+) s", text)}
+
+
+def execute_timing(server_log: Path) -> list[str]:
+    """Each instance's last ``timing`` line (YOLO11_TRITON_TIMING=1): decode+letterbox / forward / NMS per image."""
+    text = server_log.read_text(errors="replace") if server_log.exists() else ""
+    last = {}
+    for line in text.splitlines():
+        if line.startswith("timing "):
+            last[line.split(":")[0]] = line
+    return sorted(last.values())
+
+
+def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, package_dir: Path | None) -> dict:
+    """Track A's GPU work in one process, no server: the forward alone (CUDA graph of the eager network, compiled,
+    compiled replayed from CUDA graphs) and the served pipeline (headers read on 8 threads, batched nvJPEG, device
+    letterbox, forward, NMS and packing) at the served batch size, on bus.jpg and zidane.jpg alternating as
+    perf_analyzer sends them; the device letterbox against the CPU one; the Ultralytics predictor on the same
+    weights and GPU as the peer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.utils import ASSETS
+
+    from python_models.runtime import gpu_decode, network
+    from python_models.runtime.nms import nms, pack_detections
+    from python_models.runtime.preprocess import decode, letterbox_padded
+    from python_models.client.matching import predictor_detections
+
+    device, half = torch.device("cuda:0"), precision == "fp16"
+    torch.cuda.set_device(device)
+    net = network.load_network(weights_pt, device, half)
+    from python_models.build.weights import model_spec
+
+    spec = model_spec(YOLO(str(weights_pt)))
+    size = spec.imgsz
+    encoded = [(Path(ASSETS) / PARITY_IMAGES[i % len(PARITY_IMAGES)]).read_bytes() for i in range(batch)]
+    rows = [np.frombuffer(e, np.uint8) for e in encoded]
+    out: dict = {"batch": batch, "precision": precision}
+
+    def rate(step, images: int) -> float:
+        step()
+        torch.cuda.synchronize(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            count += images
+        torch.cuda.synchronize(device)
+        return round(count / (time.perf_counter() - start), 1)
+
+    padded = torch.stack([torch.from_numpy(letterbox_padded(decode(r), size)[0]) for r in rows]).to(device)
+    graphed = network.GraphedForward(net, device, half, batch, size)
+    forward = {"eager network, CUDA graph": rate(lambda: graphed(padded), batch)}
+    compiled = None
+    if package_dir is not None:
+        started = time.perf_counter()
+        compiled = network.load_compiled(package_dir, net, device, half, batch, size)
+        out["compiled_load_s"] = round(time.perf_counter() - started, 2)
+        forward["compiled"] = rate(lambda: compiled(padded), batch)
+        try:
+            compiled_graphed = network.GraphedForward(net, device, half, batch, size, compiled)
+            forward["compiled, CUDA graph"] = rate(lambda: compiled_graphed(padded), batch)
+        except Exception as exc:  # report it; the served default follows from these figures
+            forward["compiled, CUDA graph"] = f"{type(exc).__name__}: {exc}"[:300]
+        got = nms(compiled(padded[:2]).float(), spec)
+        want = nms(graphed(padded[:2]).float(), spec)
+        out["compiled_vs_eager_detections"] = [len(g) for g in got], [len(w) for w in want]
+    out["forward_images_per_s"] = forward
+
+    decoder = gpu_decode.nvjpeg_decoder(device)
+    canvas = torch.empty((batch, size, size, 3), dtype=torch.uint8, device=device)
+    run_forward = (network.GraphedForward(net, device, half, batch, size, compiled) if compiled is not None else graphed)
+    with ThreadPoolExecutor(8) as pool:
+        def pipeline(with_nms: bool = True):
+            transforms = gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool)
+            raw = run_forward(canvas[: len(transforms)])
+            if with_nms:
+                pack_detections(nms(raw, spec), transforms, spec.max_det)
+
+        out["pipeline_images_per_s"] = {
+            "decode + letterbox (nvJPEG, device)": rate(lambda: gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool), batch),
+            "decode + letterbox + forward": rate(lambda: pipeline(False), batch),
+            "decode + letterbox + forward + NMS + pack (as served)": rate(pipeline, batch),
+        }
+    letterbox = {}
+    for name in PARITY_IMAGES:
+        data = np.frombuffer((Path(ASSETS) / name).read_bytes(), np.uint8)
+        gpu_decode.letterbox_rows([data], size, decoder, canvas[:1])
+        diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(data), size)[0])
+        letterbox[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3),
+                           "share_differing": round(float((diff > 0).mean()), 3)}
+    out["device_letterbox_vs_cpu_letterbox_grey_levels"] = letterbox
+
+    model = YOLO(str(weights_pt))
+    images = [decode(r) for r in rows]
+    predictor_detections(model, images[0], spec, half=half, device=0)  # warm
+
+    def predictor_batch():
+        model.predict(images, imgsz=size, conf=spec.conf, iou=spec.iou, max_det=spec.max_det, rect=False, device=0,
+                      verbose=False, batch=batch, **({"quantize": 16} if half else {}))
+
+    out["ultralytics_predictor_images_per_s"] = rate(predictor_batch, batch)
+    return out
 
 
 DALI_LOOPS = {
@@ -292,14 +413,16 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
     ``concurrencies`` and, with ``detect_images``, drive the busiest level again with tools/detect.py."""
     out.mkdir(parents=True, exist_ok=True)
     check_stub_environment(args.stub_python_bin)
-    repository, untrained = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
-                                   not args.no_cuda_graphs, gpus)
+    repository, untrained, package = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
+                                            not args.no_cuda_graphs, gpus, args.decode, args.network)
     install = find_triton()
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
     log = open(out / "server.log", "wb")
     started = time.monotonic()
-    server = subprocess.Popen(server_command(install, repository, ports), env=server_env(install, args.stub_python_bin),
+    # Each instance reports where the time inside execute went, every 200 executions, in the server log.
+    env = {**server_env(install, args.stub_python_bin), "YOLO11_TRITON_TIMING": "1"}
+    server = subprocess.Popen(server_command(install, repository, ports), env=env,
                               stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None)
     runs, not_measured, utilisation, detect = [], {}, {}, {}
@@ -312,9 +435,11 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                 "server_cores": len(server_cores) if server_cores else os.cpu_count(),
                 "client_cores": len(client_cores) if client_cores else "shared with the server",
                 "load_s": round(time.monotonic() - started, 1),
-                "cuda_graphs": not args.no_cuda_graphs, "command": shlex.join(["python3", *sys.argv])}
+                "cuda_graphs": not args.no_cuda_graphs, "decode": args.decode, "network": args.network,
+                "compiled_package": package, "instance_load_s": instance_load_times(out / "server.log"),
+                "command": shlex.join(["python3", *sys.argv])}
         console.print(meta)
-        checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision)
+        checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision, args.decode)
         console.print({"parity": checked})
         from ultralytics.utils import ASSETS
 
@@ -350,7 +475,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
             best = max(runs, key=lambda r: r.perf.throughput)
             with Utilisation() as used:
                 detect = detect_run(out, grpc_url, best.perf.concurrency, detect_images, client_cores, references,
-                                    tolerance(repo.PYTORCH, args.precision, against="predictor"), spec,
+                                    tolerance(repo.PYTORCH, args.precision, against="predictor", decode=args.decode), spec,
                                     args.detect_processes)
             detect.update(perf_analyzer_images_per_s=round(best.perf.throughput, 1), utilisation=used.result)
             if "images_per_s" in detect:
@@ -362,8 +487,9 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
+    timing = execute_timing(out / "server.log")
     paths = write_report(out, runs, meta, extra={"parity": checked, "not_measured": not_measured,
-                                                 "utilisation": utilisation, "detect": detect})
+                                                 "utilisation": utilisation, "detect": detect, "execute_timing": timing})
     with open(paths["report.md"], "a") as md:
         md.write("\n## Where the time goes (Triton, per request, ms), and what was busy\n\n"
                  "| concurrency | queue | compute input | compute infer | compute output | host CPU busy % | GPU util % |\n"
@@ -375,6 +501,9 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                      f"| {m.compute_output_ms:.1f} | {used.get('host_cpu_busy_percent', '')} | {gpu} |\n")
         for concurrency, reason in not_measured.items():
             md.write(f"\nNot measured at concurrency {concurrency}: perf_analyzer said `{reason}`\n")
+        if timing:
+            md.write("\n## Inside execute (each instance's last report of its last 200 executions)\n\n```\n"
+                     + "\n".join(timing) + "\n```\n")
         md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
         if detect:
             md.write(f"\n## tools/detect.py at the busiest level\n\n```\n{json.dumps(detect, indent=2)}\n```\n")
@@ -426,6 +555,12 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on each GPU")
     parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
+    parser.add_argument("--decode", choices=("gpu", "cpu"), default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
+    parser.add_argument("--network", choices=("compiled", "eager"), default=repo.PYTORCH_NETWORK,
+                        help="Track A's parameter network (compiled: the package is built first, or kept if up to date)")
+    parser.add_argument("--build-only", action="store_true", help="lay out the repository and build the compiled "
+                        "package into --out, then stop (a later run with the same --out reuses it)")
+    parser.add_argument("--pipeline-seconds", type=float, default=4.0, help="per in-process measurement (0: skip)")
     parser.add_argument("--concurrency", default="1,16,64,128,256", help="levels; with --gpus, per GPU")
     parser.add_argument("--measurement-ms", type=int, default=5000)
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
@@ -450,15 +585,42 @@ def main() -> int:
     from rich.console import Console
 
     console = Console()
+    if args.build_only:
+        started = time.perf_counter()
+        _, untrained, record = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads,
+                                      not args.no_cuda_graphs, None, args.decode, args.network)
+        console.print({"package": record, "untrained": untrained, "seconds": round(time.perf_counter() - started, 1)})
+        return 0
     levels = [int(x) for x in args.concurrency.split(",")]
     if args.gpus:
         return scaling(args, console, levels)
+    in_process = {}
+    if args.pipeline_seconds:
+        # First, on an idle GPU: the same work in one process (and whether the compiled network can be replayed
+        # from CUDA graphs, which the server then does or, if not, is told not to, as the report says).
+        _, _, package = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads,
+                               not args.no_cuda_graphs, None, args.decode, args.network)
+        version = args.out / "repository" / repo.PYTORCH / "1"
+        in_process = gpu_pipeline(version / "model.pt", args.precision, repo.PYTORCH_MAX_BATCH, args.pipeline_seconds,
+                                  version if package else None)
+        if isinstance(in_process["forward_images_per_s"].get("compiled, CUDA graph"), str):
+            args.no_cuda_graphs = True
+        import torch
+
+        torch.cuda.empty_cache()
     result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
+    if in_process and result["runs"]:
+        best = max(result["runs"], key=lambda r: r.perf.throughput)
+        served = in_process["pipeline_images_per_s"]["decode + letterbox + forward + NMS + pack (as served)"]
+        in_process["served_over_in_process"] = round(best.perf.throughput / served, 3)
+    console.print({"in_process": in_process})
     dali = {} if args.skip_dali else dali_benchmark()
     console.print({"dali": dali})
     report_json = result["paths"]["report.json"]
-    report_json.write_text(json.dumps({**json.loads(report_json.read_text()), "dali": dali}, indent=2) + "\n")
+    report_json.write_text(json.dumps({**json.loads(report_json.read_text()), "dali": dali, "in_process": in_process},
+                                      indent=2) + "\n")
     with open(result["paths"]["report.md"], "a") as md:
+        md.write(f"\n## The same GPU work in one process (no server)\n\n```\n{json.dumps(in_process, indent=2)}\n```\n")
         md.write(f"\n## DALI pipeline, mixed decoder, in-process\n\n```\n{json.dumps(dali, indent=2)}\n```\n")
     console.print(result["paths"]["report.md"].read_text())
     return 0 if result["parity"]["passed"] else 1

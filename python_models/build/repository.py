@@ -232,17 +232,22 @@ def _threaded(config: mc.ModelConfig, name: str) -> mc.ModelConfig:
 
 PYTORCH_DECODE = "gpu"
 """Track A's JPEG decoding on a GPU instance: ``gpu`` (nvJPEG, ``runtime/gpu_decode.py``) or ``cpu`` (OpenCV threads)."""
+PYTORCH_NETWORK = "compiled"
+"""Track A's network on a GPU instance: ``compiled`` (the AOTInductor package the export builds on the GPU host,
+``build/compiled_network.py``) or ``eager`` (the ``.pt`` module); either replayed from CUDA graphs (``cuda_graphs``)."""
 
 
 def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
-                   precision: str = PYTORCH_PRECISION, decode: str = PYTORCH_DECODE) -> mc.ModelConfig:
+                   precision: str = PYTORCH_PRECISION, decode: str = PYTORCH_DECODE,
+                   network: str = PYTORCH_NETWORK) -> mc.ModelConfig:
     """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode``: where JPEGs are
-    decoded; ``decode_threads`` 0: see ``preprocess.decode_threads``; ``cuda_graphs``: replay the forward from CUDA
-    graphs on a GPU."""
+    decoded; ``network``: compiled or eager; ``decode_threads`` 0: see ``preprocess.decode_threads``;
+    ``cuda_graphs``: replay the forward from CUDA graphs on a GPU."""
     config = _described(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(spec.public_outputs()), _instances(count, kind), 2000), spec)
     config.parameters["precision"].string_value = precision
     config.parameters["decode"].string_value = decode
+    config.parameters["network"].string_value = network
     _threaded(config, "decode_threads")
     config.parameters["cuda_graphs"].string_value = "true"
     return config
@@ -467,8 +472,11 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         config.CopyFrom(definition.config)
         config.ClearField("instance_group")
         config.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
-        if "decode" in config.parameters:
-            config.parameters["decode"].string_value = "cpu"  # nvJPEG needs a GPU instance, which refuses otherwise
+        # nvJPEG and the compiled package need a GPU instance (which refuses them otherwise): the CPU decodes and
+        # runs the network eagerly.
+        for name, value in (("decode", "cpu"), ("network", "eager")):
+            if name in config.parameters:
+                config.parameters[name].string_value = value
         return config
     return None
 

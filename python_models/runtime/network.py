@@ -1,7 +1,11 @@
-"""Track A's network on its device: load the saved weights, run the forward (eagerly or replayed from CUDA graphs)."""
+"""Track A's network on its device: load the saved weights, run the forward (eagerly, from the AOTInductor package the
+export compiled on the GPU host, and either one replayed from CUDA graphs)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +32,15 @@ def load_network(path: str | Path, device: torch.device, half: bool = False) -> 
     return net
 
 
-def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
-    """Run every batch size up to ``max_batch`` once, so cuDNN's per-shape autotuning happens now."""
+def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int,
+            compiled: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    """Run every batch size up to ``max_batch`` once (the compiled forward when given), so cuDNN's per-shape
+    autotuning and first-call costs are paid now."""
     if device.type != "cuda":
         return
     for batch in range(1, max_batch + 1):
-        forward_padded(net, torch.full((batch, size, size, 3), PAD_VALUE, dtype=torch.uint8), device, half)
+        padded = torch.full((batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
+        compiled(padded) if compiled else forward_padded(net, padded, device, half)
     torch.cuda.synchronize(device)
 
 
@@ -54,7 +61,8 @@ def module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
 
 
 class GraphedForward:
-    """``forward_padded`` replayed from CUDA graphs, one per batch size of ``graph_batch_sizes``.
+    """A forward over letterboxed uint8 batches (``forward_padded`` by default, or the compiled package) replayed from
+    CUDA graphs, one per batch size of ``graph_batch_sizes``.
 
     Eager PyTorch launches a few hundred kernels per forward from Python: with
     several instances and decode threads sharing the host's cores, that launching,
@@ -65,7 +73,9 @@ class GraphedForward:
     The output tensor is the graph's own: read it before the next call.
     """
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
+    def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int,
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        run = forward or (lambda batch: forward_padded(net, batch, device, half))
         self.sizes = graph_batch_sizes(max_batch)
         self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.captured_state: dict[int, list[torch.Tensor]] = {}
@@ -76,11 +86,11 @@ class GraphedForward:
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm (cuDNN autotuning) off the capture, as capture requires
                 for _ in range(2):
-                    forward_padded(net, static_in, device, half)
+                    run(static_in)
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                static_out = forward_padded(net, static_in, device, half)
+                static_out = run(static_in)
             self.graphs[rows] = (static_in, graph, static_out)
             self.captured_state[rows] = module_tensors(net)
         torch.cuda.synchronize(device)
@@ -120,3 +130,72 @@ def forward_padded(
     x = x.contiguous(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
     out = net(x)
     return out[0] if isinstance(out, (list, tuple)) else out
+
+
+class PaddedForward(torch.nn.Module):
+    """``forward_padded`` as a module over a device batch: what the compiled package holds, so the cast, the channel
+    flip, the layout change and the /255 are compiled and fused with the network."""
+
+    def __init__(self, net: torch.nn.Module, half: bool) -> None:
+        super().__init__()
+        self.net, self.half = net, half
+
+    def forward(self, padded_bgr: torch.Tensor) -> torch.Tensor:
+        x = padded_bgr.flip(-1).permute(0, 3, 1, 2)
+        x = (x.half() if self.half else x.float()) * (1 / 255)
+        out = self.net(x.contiguous(memory_format=torch.channels_last))
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+COMPILED_PACKAGE = "model.pt2"
+COMPILED_RECORD = "model_pt2.json"
+"""Beside ``model.pt``: the AOTInductor package and what it was built for (``python_models.build.compiled_network``)."""
+
+
+class CompiledNetworkError(RuntimeError):
+    """The compiled package is missing or was built for something else; the message says what and how to rebuild."""
+
+
+def network_fingerprint(net: torch.nn.Module) -> str:
+    """The network's weights, as the package compiled them in (names, dtypes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def compiled_target(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> dict:
+    """What a package must have been built for to run here: the fields of its record that must match."""
+    capability = "{}.{}".format(*torch.cuda.get_device_capability(device)) if device.type == "cuda" else "cpu"
+    return {"torch": torch.__version__, "capability": capability, "precision": "fp16" if half else "fp32",
+            "image_size": size, "fingerprint": network_fingerprint(net), "max_batch": max_batch}
+
+
+def compiled_mismatches(record: dict, wanted: dict) -> list[str]:
+    """Why a package built as ``record`` says cannot serve ``wanted`` (empty: it can)."""
+    problems = [f"{key} {record.get(key)!r}, not {value!r}" for key, value in wanted.items()
+                if key != "max_batch" and record.get(key) != value]
+    if int(record.get("max_batch", 0)) < wanted["max_batch"]:
+        problems.append(f"max_batch {record.get('max_batch')}, under the {wanted['max_batch']} this model batches")
+    return problems
+
+
+def load_compiled(version_dir: Path, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int,
+                  size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The compiled forward of ``version_dir/model.pt2`` (letterboxed uint8 BGR device batch -> head output), after
+    checking it was built from these weights, for this precision, size and batch, by this torch on this GPU kind."""
+    package, record_path = version_dir / COMPILED_PACKAGE, version_dir / COMPILED_RECORD
+    fix = "build it on this host: tools/export.py --profile gpu (docker compose run --rm export)"
+    if not package.exists() or not record_path.exists():
+        raise CompiledNetworkError(f"parameter network is compiled but {package} (or its {COMPILED_RECORD}) is "
+                                   f"missing: {fix}; or set network to eager")
+    problems = compiled_mismatches(json.loads(record_path.read_text()), compiled_target(net, device, half, max_batch, size))
+    if problems:
+        raise CompiledNetworkError(f"{package} was built for something else: {'; '.join(problems)}: {fix}")
+    from torch._inductor import aoti_load_package
+
+    # Single-threaded: the runner may then be captured in CUDA graphs (GraphedForward); an instance runs one batch
+    # at a time anyway.
+    return aoti_load_package(str(package), run_single_threaded=True,
+                             device_index=device.index if device.index is not None else -1)

@@ -4,8 +4,10 @@ Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always 
 FP32, as the reference predictor does), ``decode`` ``gpu`` (JPEGs decoded by nvJPEG and
 letterboxed on the device, ``python_models.runtime.gpu_decode``; a GPU instance only) or
 ``cpu``, ``decode_threads`` (0: twice the cores shared out over the host's instances, at
-most 16; ``preprocess.decode_threads``) and ``cuda_graphs`` (``true``: on a GPU the forward
-replays CUDA graphs captured at load time, see ``network.GraphedForward``). Rows decoded on
+most 16; ``preprocess.decode_threads``), ``network`` ``compiled`` (the AOTInductor package
+the export built on the GPU host, ``network.load_compiled``; a GPU instance only) or ``eager``,
+and ``cuda_graphs`` (``true``: on a GPU the forward, either one, replays CUDA graphs captured
+at load time, see ``network.GraphedForward``). Rows decoded on
 the CPU are decoded and letterboxed in parallel threads (OpenCV releases the GIL) and stay
 uint8 until the device; candidates are filtered where the head output is and suppressed on
 the host (``python_models.runtime.nms``).
@@ -20,13 +22,14 @@ import cv2
 import numpy as np
 
 from python_models.runtime.gpu_decode import decode_mode, letterbox_rows, nvjpeg_decoder
-from python_models.runtime.network import GraphedForward, forward_padded, load_network, warm_up
+from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
 from python_models.runtime.nms import nms, pack_detections
 from python_models.runtime.preprocess import InvalidImageError, decode, letterbox_padded
 from python_models.runtime.triton.adapter import (group_rows, guarded, image_rows, model_config, model_spec, parameter,
                                                    read_rows, respond, thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
+NETWORKS = ("compiled", "eager")
 
 
 class TritonPythonModel:
@@ -56,9 +59,21 @@ class TritonPythonModel:
         graphs = parameter(config, "cuda_graphs", "true")
         if graphs not in ("true", "false"):
             raise ValueError(f"parameter cuda_graphs must be true or false, not {graphs!r}")
-        self.graphed = GraphedForward(self.net, self.device, self.half, max_batch, self.spec.imgsz) if on_gpu and graphs == "true" else None
+        network = parameter(config, "network", "eager")
+        if network not in NETWORKS:
+            raise ValueError(f"parameter network must be one of {NETWORKS}, not {network!r}")
+        if network == "compiled" and not on_gpu:
+            raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the package "
+                             "is compiled for a GPU; set network to eager")
+        started = time.perf_counter()
+        self.compiled = (load_compiled(version_dir(args), self.net, self.device, self.half, max_batch, self.spec.imgsz)
+                         if network == "compiled" else None)
+        self.graphed = (GraphedForward(self.net, self.device, self.half, max_batch, self.spec.imgsz, self.compiled)
+                        if on_gpu and graphs == "true" else None)
         if self.graphed is None:
-            warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz)
+            warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz, self.compiled)
+        print(f"{self.name}: network {network}{', CUDA graphs' if self.graphed else ''}, decode "
+              f"{'gpu' if self.decoder else 'cpu'}, ready in {time.perf_counter() - started:.1f} s", flush=True)
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
         # one buffer per instance is safe because an instance runs one execute at a time.
         self.staging = (torch.empty((max_batch, self.spec.imgsz, self.spec.imgsz, 3), dtype=torch.uint8).pin_memory()
@@ -106,7 +121,12 @@ class TritonPythonModel:
         decoded = time.perf_counter()
         detections = []
         if padded is not None:
-            raw = self.graphed(padded) if self.graphed else forward_padded(self.net, padded, self.device, self.half)
+            if self.graphed:
+                raw = self.graphed(padded)
+            elif self.compiled:
+                raw = self.compiled(self.torch.as_tensor(padded).to(self.device, non_blocking=True))
+            else:
+                raw = forward_padded(self.net, padded, self.device, self.half)
             if self.timing is not None and self.device.type == "cuda":
                 self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
             forwarded = time.perf_counter()

@@ -1,0 +1,64 @@
+"""Track A's compiled network (AOTInductor package) on what a CPU can check: the build is refused here with the
+reason, a package that is missing or was built for other weights, precision, size, batch, torch or GPU is refused
+at load naming the mismatch, and the CPU profile runs the network eagerly. The build itself, its parity with the
+eager network and its speed are measured on the GPU host (tools/gpu_benchmark.py --network compiled)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from python_models.build import repository as repo
+from python_models.build.compiled_network import build_track_a
+from python_models.runtime import network
+
+TARGET = {"torch": torch.__version__, "capability": "9.0", "precision": "fp16", "image_size": 640,
+          "fingerprint": "ab" * 32, "max_batch": 32}
+
+
+def test_a_package_built_for_what_this_instance_runs_is_accepted():
+    assert network.compiled_mismatches({**TARGET, "max_batch": 64}, TARGET) == []
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("fingerprint", "cd" * 32, "fingerprint"),  # other weights
+    ("precision", "fp32", "precision 'fp32'"),
+    ("image_size", 1280, "image_size 1280"),
+    ("torch", "2.9.0", "torch '2.9.0'"),
+    ("capability", "8.0", "capability '8.0'"),  # built on an A100, served on an H100
+    ("max_batch", 16, "max_batch 16, under the 32"),
+])
+def test_a_package_built_for_something_else_is_refused_naming_it(field, value, reason):
+    problems = network.compiled_mismatches({**TARGET, field: value}, TARGET)
+    assert len(problems) == 1 and reason in problems[0], problems
+
+
+def test_a_missing_package_fails_the_instance_with_the_fix(tmp_path):
+    with pytest.raises(network.CompiledNetworkError, match="model.pt2 .* is missing: build it on this host"):
+        network.load_compiled(tmp_path, torch.nn.Identity(), torch.device("cpu"), True, 32, 640)
+    (tmp_path / network.COMPILED_PACKAGE).write_bytes(b"package")
+    (tmp_path / network.COMPILED_RECORD).write_text(json.dumps({**TARGET}))
+    with pytest.raises(Exception):  # no GPU to compare the record with: never a silent eager fallback
+        network.load_compiled(tmp_path, torch.nn.Identity(), torch.device("cpu"), True, 32, 640)
+
+
+def test_the_weights_fingerprint_changes_with_any_weight():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    before = network.network_fingerprint(net)
+    assert network.network_fingerprint(net) == before
+    with torch.no_grad():
+        net[1].running_mean[2] += 1e-3
+    assert network.network_fingerprint(net) != before
+    assert network.network_fingerprint(net.half()) != network.network_fingerprint(net.float())
+
+
+def test_the_build_is_refused_here_with_the_reason_and_the_cpu_profile_runs_eagerly(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the build runs (tools/gpu_benchmark.py measures it)")
+    spec = repo.default_spec()
+    (problem,) = build_track_a(tmp_path, spec)
+    assert problem.startswith("yolo11_pytorch model.pt2: no GPU here") and "docker compose run --rm export" in problem
+    cpu = repo.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
+    assert cpu.parameters["network"].string_value == "eager"
