@@ -1,7 +1,8 @@
-"""Track A's compiled network (AOTInductor package) on what a CPU can check: the build is refused here with the
-reason, a package that is missing or was built for other weights, precision, size, batch, torch or GPU is refused
-at load naming the mismatch, and the CPU profile runs the network eagerly. The build itself, its parity with the
-eager network and its speed are measured on the GPU host (tools/gpu_benchmark.py --network compiled)."""
+"""Track A's compiled network (inductor caches built at export) on what a CPU can check: the build is refused here
+with the reason, caches that are missing or were built for other weights, precision, size, batch, torch, GPU kind or
+compile mode are refused at load naming the mismatch, and the CPU profile runs the network eagerly. The build
+itself, its parity with the eager network and its speed are measured on the GPU host
+(tools/gpu_benchmark.py --network compiled)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from python_models.build.compiled_network import build_track_a
 from python_models.runtime import network
 
 TARGET = {"torch": torch.__version__, "capability": "9.0", "precision": "fp16", "image_size": 640,
-          "fingerprint": "ab" * 32, "max_batch": 32}
+          "fingerprint": "ab" * 32, "max_batch": 32, "mode": network.COMPILE_MODE}
 
 
 def test_a_package_built_for_what_this_instance_runs_is_accepted():
@@ -29,16 +30,17 @@ def test_a_package_built_for_what_this_instance_runs_is_accepted():
     ("torch", "2.9.0", "torch '2.9.0'"),
     ("capability", "8.0", "capability '8.0'"),  # built on an A100, served on an H100
     ("max_batch", 16, "max_batch 16, under the 32"),
+    ("mode", "default", "mode 'default'"),
 ])
 def test_a_package_built_for_something_else_is_refused_naming_it(field, value, reason):
     problems = network.compiled_mismatches({**TARGET, field: value}, TARGET)
     assert len(problems) == 1 and reason in problems[0], problems
 
 
-def test_a_missing_package_fails_the_instance_with_the_fix(tmp_path):
-    with pytest.raises(network.CompiledNetworkError, match="model.pt2 .* is missing: build it on this host"):
+def test_missing_caches_fail_the_instance_with_the_fix(tmp_path):
+    with pytest.raises(network.CompiledNetworkError, match="model.inductor_cache .* is missing: build them on this host"):
         network.load_compiled(tmp_path, torch.nn.Identity(), torch.device("cpu"), True, 32, 640)
-    (tmp_path / network.COMPILED_PACKAGE).write_bytes(b"package")
+    (tmp_path / network.COMPILE_CACHE).write_bytes(b"caches")
     (tmp_path / network.COMPILED_RECORD).write_text(json.dumps({**TARGET}))
     with pytest.raises(Exception):  # no GPU to compare the record with: never a silent eager fallback
         network.load_compiled(tmp_path, torch.nn.Identity(), torch.device("cpu"), True, 32, 640)
@@ -59,6 +61,6 @@ def test_the_build_is_refused_here_with_the_reason_and_the_cpu_profile_runs_eage
         pytest.skip("a GPU is present: the build runs (tools/gpu_benchmark.py measures it)")
     spec = repo.default_spec()
     (problem,) = build_track_a(tmp_path, spec)
-    assert problem.startswith("yolo11_pytorch model.pt2: no GPU here") and "docker compose run --rm export" in problem
+    assert problem.startswith("yolo11_pytorch model.inductor_cache: no GPU here") and "docker compose run --rm export" in problem
     cpu = repo.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
     assert cpu.parameters["network"].string_value == "eager"

@@ -145,7 +145,7 @@ def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
     for engine in ENGINES:
         assert f"NOT BUILT {engine}: no TensorRT builder here" in result.stderr, result.stderr
     # Track A's compiled network is built on the GPU host too, and its absence fails the GPU profile as loudly.
-    assert "NOT BUILT yolo11_pytorch model.pt2: no GPU here" in result.stderr, result.stderr
+    assert "NOT BUILT yolo11_pytorch model.inductor_cache: no GPU here" in result.stderr, result.stderr
     assert f"{len(ENGINES) + 1} plan(s) or package(s) the GPU profile needs were not built" in result.stderr
 
 

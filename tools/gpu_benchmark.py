@@ -421,7 +421,11 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
     log = open(out / "server.log", "wb")
     started = time.monotonic()
     # Each instance reports where the time inside execute went, every 200 executions, in the server log.
-    env = {**server_env(install, args.stub_python_bin), "YOLO11_TRITON_TIMING": "1"}
+    # An empty inductor cache: a compiled network must load from the caches the build saved beside model.pt alone.
+    inductor_cache = out / "inductor_cache_of_the_server"
+    shutil.rmtree(inductor_cache, ignore_errors=True)
+    env = {**server_env(install, args.stub_python_bin), "YOLO11_TRITON_TIMING": "1",
+           "TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)}
     server = subprocess.Popen(server_command(install, repository, ports), env=env,
                               stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None)

@@ -1,14 +1,21 @@
-"""Track A's network compiled ahead of time with AOTInductor, on the GPU host, as TensorRT plans are built there.
+"""Track A's network compiled ahead of time, on the GPU host, as TensorRT plans are built there.
 
 ``torch.compile(mode="max-autotune")`` runs yolo11s at batch 64 on an H100 about twice as fast as the
 hand-captured CUDA graph (6,597 against 3,112 images/s in one process), after minutes of compiling
-and autotuning that no serving instance may pay at load. So the export does it once:
-``torch.export`` of ``network.PaddedForward`` (uint8 letterboxed batch -> head output, the batch
-dimension dynamic up to the model's max batch) and ``aoti_compile_and_package`` with max-autotune,
-into ``model.pt2`` beside ``model.pt``, with ``model_pt2.json`` recording what it was built for
-(torch, GPU kind, precision, size, max batch, the weights' fingerprint, the build time). Track A
-loads it in seconds (parameter ``network`` ``compiled``) after checking that record
-(``network.load_compiled``), and refuses to load, naming the mismatch, when it does not match.
+and autotuning that no serving instance may pay at load. So the export pays them once: it compiles
+``network.compiled_forward`` (uint8 letterboxed batch of the model's max batch size -> head output;
+smaller batches run padded), checks it against the eager network, and saves inductor's caches (generated
+code, autotuning choices, compiled kernels: ``torch.compiler.save_cache_artifacts``) as
+``model.inductor_cache`` beside ``model.pt``, with ``model_compiled.json`` recording what they were
+built for (torch, GPU kind, precision, size, max batch, the weights' fingerprint, the build time).
+Each Track A instance (parameter ``network`` ``compiled``) checks that record, loads the caches and
+compiles from them in seconds (``network.load_compiled``), and refuses to load, naming the reason,
+when the record does not match or the caches did not hold the graph.
+
+Why not an AOTInductor package (``torch._inductor.aoti_compile_and_package`` / ``aoti_load_package``)?
+It was built first: on the H100 host (torch 2.11.0+cu130, Python 3.12) every package, down to a
+two-convolution network without autotuning, crashed the loading process (SIGSEGV in
+``AOTIModelPackageLoader``), while torch.compile from caches runs there (repro: tools/check_aoti.py).
 
 Where no GPU is present the build is skipped with one line (the CPU profile runs the network
 eagerly); on a GPU host a failed build fails the export, as a TensorRT plan that cannot be built does.
@@ -20,11 +27,8 @@ import json
 import time
 from pathlib import Path
 
-from python_models.runtime.network import (COMPILED_PACKAGE, COMPILED_RECORD, PaddedForward, compiled_mismatches,
-                                           compiled_target, load_network)
-
-AUTOTUNE_CONFIGS = {"max_autotune": True}
-"""Inductor's configs for the package: autotuning is what makes it faster than the CUDA graph of the eager network."""
+from python_models.runtime.network import (COMPILE_CACHE, COMPILED_RECORD, PaddedForward, compiled_forward,
+                                           compiled_mismatches, compiled_target, load_network)
 
 
 class CompiledNetworkBuildError(RuntimeError):
@@ -32,7 +36,7 @@ class CompiledNetworkBuildError(RuntimeError):
 
 
 def gpu_missing_reason() -> str | None:
-    """Why the package cannot be built here, or None on a GPU host."""
+    """Why the compiled network cannot be built here, or None on a GPU host."""
     import torch
 
     if not torch.cuda.is_available():
@@ -41,10 +45,10 @@ def gpu_missing_reason() -> str | None:
 
 
 def build_compiled_network(version_dir: Path, precision: str, max_batch: int, size: int, device: str = "cuda:0",
-                           force: bool = False, configs: dict | None = None, log=print) -> dict:
-    """Compile ``version_dir/model.pt`` into ``version_dir/model.pt2`` (kept when its record matches); return the
-    record. Raises ``CompiledNetworkBuildError`` with the reason when it cannot be built or does not match the
-    eager network's output."""
+                           force: bool = False, log=print) -> dict:
+    """Compile ``version_dir/model.pt`` and save inductor's caches for it (kept when their record matches); return
+    the record. Raises ``CompiledNetworkBuildError`` with the reason when it cannot be built or does not compute
+    what the eager network computes."""
     import torch
 
     device = torch.device(device)
@@ -53,66 +57,59 @@ def build_compiled_network(version_dir: Path, precision: str, max_batch: int, si
     half = precision == "fp16"
     net = load_network(version_dir / "model.pt", device, half)
     target = compiled_target(net, device, half, max_batch, size)
-    configs = dict(AUTOTUNE_CONFIGS if configs is None else configs)
-    package, record_path = version_dir / COMPILED_PACKAGE, version_dir / COMPILED_RECORD
-    if not force and package.exists() and record_path.exists():
+    cache, record_path = version_dir / COMPILE_CACHE, version_dir / COMPILED_RECORD
+    if not force and cache.exists() and record_path.exists():
         record = json.loads(record_path.read_text())
-        if not compiled_mismatches(record, target) and record.get("inductor_configs") == configs:
-            log(f"compiled network: {package} up to date ({record['build_seconds']:.0f} s to build)")
+        if not compiled_mismatches(record, target):
+            log(f"compiled network: {cache} up to date ({record['build_seconds']:.0f} s to build)")
             return record
-    for module in net.modules():
-        if hasattr(module, "anchors"):  # the Detect head: anchors computed in the graph, not cached per input shape
-            module.dynamic = True
-    module = PaddedForward(net, half).eval()
-    example = torch.full((max_batch, size, size, 3), 114, dtype=torch.uint8, device=device)
-    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    eager = PaddedForward(net, half).eval()
     start = time.perf_counter()
-    partial = package.with_name(".partial." + package.name)
     try:
+        torch.compiler.reset()
+        forward = compiled_forward(net, half, max_batch, size, device)
+        problems = []
         with torch.no_grad():
-            exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-            from torch._inductor import aoti_compile_and_package, aoti_load_package
-
-            aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=dict(configs))  # it adds its own keys
-            built = time.perf_counter() - start
-            compiled = aoti_load_package(str(partial), run_single_threaded=True,
-                                         device_index=device.index if device.index is not None else -1)
-            problems = []
-            for rows in sorted({1, 3, max_batch}):
+            for rows in sorted({1, max_batch // 2, max_batch}):  # smaller batches run padded to the compiled size
                 probe = torch.randint(0, 256, (rows, size, size, 3), dtype=torch.uint8, device=device)
-                got, want = compiled(probe).float(), module(probe).float()
+                got, want = forward(probe).float(), eager(probe).float()
                 # Autotuning picks other kernels (and TF32, like cuDNN's defaults): close, not equal. The detections
                 # are compared with the eager network's by tools/gpu_benchmark.py.
                 if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-2, atol=1e-2):
                     error = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
                     problems.append(f"batch {rows}: output {tuple(got.shape)}, largest difference {error:.4g} "
                                     "from the eager network")
-            if problems:
-                raise CompiledNetworkBuildError("the compiled network does not compute the eager one: " + "; ".join(problems))
+        if problems:
+            raise CompiledNetworkBuildError("the compiled network does not compute the eager one: " + "; ".join(problems))
+        built = time.perf_counter() - start
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            raise CompiledNetworkBuildError("inductor saved no compiled graph to cache (is its FX graph cache off? "
+                                            "TORCHINDUCTOR_FX_GRAPH_CACHE=0 in the environment)")
     except CompiledNetworkBuildError:
-        partial.unlink(missing_ok=True)
         raise
     except Exception as exc:
-        partial.unlink(missing_ok=True)
-        raise CompiledNetworkBuildError(f"AOTInductor could not compile {version_dir / 'model.pt'}: "
+        raise CompiledNetworkBuildError(f"torch.compile could not compile {version_dir / 'model.pt'}: "
                                         f"{type(exc).__name__}: {exc}") from exc
-    partial.replace(package)
-    record = {**target, "build_seconds": round(built, 1), "inductor_configs": configs,
+    partial = cache.with_name(".partial." + cache.name)
+    partial.write_bytes(saved[0])
+    partial.replace(cache)
+    record = {**target, "build_seconds": round(built, 1), "cache_bytes": len(saved[0]),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "cuda": torch.version.cuda}
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-    log(f"compiled network: built {package} in {built:.0f} s ({record['device']}, {precision}, max batch {max_batch})")
+    log(f"compiled network: built {cache} in {built:.0f} s ({record['device']}, {precision}, max batch {max_batch})")
     return record
 
 
 def build_track_a(artifacts: Path, spec, force: bool = False, log=print) -> list[str]:
-    """Build Track A's package in a repository (``artifacts``) as its config asks (``network`` ``compiled``, at its
-    precision and max batch); return why it could not be, empty when it is there and matches."""
+    """Build Track A's compiled network in a repository (``artifacts``) as its config asks (``network`` ``compiled``,
+    at its precision and max batch); return why it could not be, empty when it is there and matches."""
     from python_models.build import repository as repo
 
     config = repo.definitions_by_name(spec)[repo.PYTORCH].config
     if config.parameters["network"].string_value != "compiled":
         return []
-    name = f"{repo.PYTORCH} {COMPILED_PACKAGE}"
+    name = f"{repo.PYTORCH} {COMPILE_CACHE}"
     missing = gpu_missing_reason()
     if missing:
         return [f"{name}: {missing}; Track A's config asks for the compiled network (parameter network compiled): "

@@ -76,7 +76,8 @@ class GraphedForward:
     def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int,
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         run = forward or (lambda batch: forward_padded(net, batch, device, half))
-        self.sizes = graph_batch_sizes(max_batch)
+        # A compiled forward runs one batch size (``compiled_forward``): one graph, replayed for every batch.
+        self.sizes = getattr(forward, "batch_sizes", None) or graph_batch_sizes(max_batch)
         self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.captured_state: dict[int, list[torch.Tensor]] = {}
         pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
@@ -147,17 +148,21 @@ class PaddedForward(torch.nn.Module):
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
-COMPILED_PACKAGE = "model.pt2"
-COMPILED_RECORD = "model_pt2.json"
-"""Beside ``model.pt``: the AOTInductor package and what it was built for (``python_models.build.compiled_network``)."""
+COMPILE_CACHE = "model.inductor_cache"
+COMPILED_RECORD = "model_compiled.json"
+"""Beside ``model.pt``: the compiled network's inductor caches (autotuned kernels and generated code) and what they were
+built for (``python_models.build.compiled_network``)."""
+COMPILE_MODE = "max-autotune-no-cudagraphs"
+"""Autotuned kernels; CUDA graphs are ``GraphedForward``'s, as for the eager network."""
 
 
 class CompiledNetworkError(RuntimeError):
-    """The compiled package is missing or was built for something else; the message says what and how to rebuild."""
+    """The compiled network's caches are missing, were built for something else, or did not serve it; the message
+    says what and how to rebuild."""
 
 
 def network_fingerprint(net: torch.nn.Module) -> str:
-    """The network's weights, as the package compiled them in (names, dtypes, values)."""
+    """The network's weights (names, dtypes, values): what the caches were built and checked with."""
     digest = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
         digest.update(name.encode() + str(tensor.dtype).encode())
@@ -166,14 +171,14 @@ def network_fingerprint(net: torch.nn.Module) -> str:
 
 
 def compiled_target(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> dict:
-    """What a package must have been built for to run here: the fields of its record that must match."""
+    """What compiled caches must have been built for to serve here: the fields of their record that must match."""
     capability = "{}.{}".format(*torch.cuda.get_device_capability(device)) if device.type == "cuda" else "cpu"
     return {"torch": torch.__version__, "capability": capability, "precision": "fp16" if half else "fp32",
-            "image_size": size, "fingerprint": network_fingerprint(net), "max_batch": max_batch}
+            "image_size": size, "fingerprint": network_fingerprint(net), "max_batch": max_batch, "mode": COMPILE_MODE}
 
 
 def compiled_mismatches(record: dict, wanted: dict) -> list[str]:
-    """Why a package built as ``record`` says cannot serve ``wanted`` (empty: it can)."""
+    """Why caches built as ``record`` says cannot serve ``wanted`` (empty: they can)."""
     problems = [f"{key} {record.get(key)!r}, not {value!r}" for key, value in wanted.items()
                 if key != "max_batch" and record.get(key) != value]
     if int(record.get("max_batch", 0)) < wanted["max_batch"]:
@@ -181,21 +186,64 @@ def compiled_mismatches(record: dict, wanted: dict) -> list[str]:
     return problems
 
 
+def compiled_forward(net: torch.nn.Module, half: bool, max_batch: int, size: int,
+                     device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``PaddedForward`` compiled by inductor (``COMPILE_MODE``) for batches of exactly ``max_batch`` rows; a smaller
+    batch runs padded to it.
+
+    ``torch.export`` first makes the whole network one graph (Ultralytics' module loop would otherwise break
+    it into a graph per layer, each recompiled per input shape); inductor compiles that graph. One static
+    batch size: with a symbolic one, max-autotune's matmul templates for the head's attention were
+    specialised to the size they were tuned at and failed at any other (torch 2.14, "Expected size for first
+    two dimensions of batch2 tensor"); and one size is one autotuning. At full load batches are full anyway;
+    below it, the GPU computes padding rows. The first call compiles: from the caches the export built, in
+    seconds; without them, minutes of autotuning. The export and every instance call this same function, so
+    their graphs and cache keys agree.
+    """
+    example = torch.full((max_batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
+    with torch.no_grad():
+        graph = torch.export.export(PaddedForward(net, half).eval(), (example,)).module()
+    # The head builds its anchor grids with strides read from a tensor (``.item()``): captured as a value, not a
+    # graph break that would split the network in three.
+    torch._dynamo.config.capture_scalar_outputs = True
+    compiled = torch.compile(graph, mode=COMPILE_MODE, dynamic=False)
+
+    @torch.no_grad()
+    def run(padded_bgr: torch.Tensor) -> torch.Tensor:
+        rows = len(padded_bgr)
+        if rows < max_batch:
+            padded_bgr = torch.cat([padded_bgr, padded_bgr.new_full((max_batch - rows, *padded_bgr.shape[1:]), PAD_VALUE)])
+        return compiled(padded_bgr)[:rows]
+
+    run.batch_sizes = [max_batch]  # what GraphedForward captures for it
+    return run
+
+
+def compile_cache_misses() -> int:
+    """Graphs inductor had to compile (not found in its caches) in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"].get("fxgraph_cache_miss", 0))
+
+
 def load_compiled(version_dir: Path, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int,
                   size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The compiled forward of ``version_dir/model.pt2`` (letterboxed uint8 BGR device batch -> head output), after
-    checking it was built from these weights, for this precision, size and batch, by this torch on this GPU kind."""
-    package, record_path = version_dir / COMPILED_PACKAGE, version_dir / COMPILED_RECORD
-    fix = "build it on this host: tools/export.py --profile gpu (docker compose run --rm export)"
-    if not package.exists() or not record_path.exists():
-        raise CompiledNetworkError(f"parameter network is compiled but {package} (or its {COMPILED_RECORD}) is "
+    """The compiled forward (letterboxed uint8 BGR device batch -> head output) from the caches the export built in
+    ``version_dir``, after checking they were built from these weights, for this precision, size and batch, by this
+    torch on this GPU kind; compiled here from those caches, and refused if that had to compile anything anew."""
+    cache, record_path = version_dir / COMPILE_CACHE, version_dir / COMPILED_RECORD
+    fix = "build them on this host: tools/export.py --profile gpu (docker compose run --rm export)"
+    if not cache.exists() or not record_path.exists():
+        raise CompiledNetworkError(f"parameter network is compiled but {cache} (or its {COMPILED_RECORD}) is "
                                    f"missing: {fix}; or set network to eager")
     problems = compiled_mismatches(json.loads(record_path.read_text()), compiled_target(net, device, half, max_batch, size))
     if problems:
-        raise CompiledNetworkError(f"{package} was built for something else: {'; '.join(problems)}: {fix}")
-    from torch._inductor import aoti_load_package
-
-    # Single-threaded: the runner may then be captured in CUDA graphs (GraphedForward); an instance runs one batch
-    # at a time anyway.
-    return aoti_load_package(str(package), run_single_threaded=True,
-                             device_index=device.index if device.index is not None else -1)
+        raise CompiledNetworkError(f"{cache} was built for something else: {'; '.join(problems)}: {fix}")
+    torch.compiler.load_cache_artifacts(cache.read_bytes())
+    forward = compiled_forward(net, half, max_batch, size, device)
+    before = compile_cache_misses()
+    forward(torch.full((max_batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device))
+    if compile_cache_misses() > before:
+        raise CompiledNetworkError(f"{cache} did not hold this network's compiled graph (inductor compiled it anew): "
+                                   f"{fix}")
+    return forward

@@ -4,7 +4,7 @@ Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always 
 FP32, as the reference predictor does), ``decode`` ``gpu`` (JPEGs decoded by nvJPEG and
 letterboxed on the device, ``python_models.runtime.gpu_decode``; a GPU instance only) or
 ``cpu``, ``decode_threads`` (0: twice the cores shared out over the host's instances, at
-most 16; ``preprocess.decode_threads``), ``network`` ``compiled`` (the AOTInductor package
+most 16; ``preprocess.decode_threads``), ``network`` ``compiled`` (compiled from the inductor caches
 the export built on the GPU host, ``network.load_compiled``; a GPU instance only) or ``eager``,
 and ``cuda_graphs`` (``true``: on a GPU the forward, either one, replays CUDA graphs captured
 at load time, see ``network.GraphedForward``). Rows decoded on
@@ -63,8 +63,11 @@ class TritonPythonModel:
         if network not in NETWORKS:
             raise ValueError(f"parameter network must be one of {NETWORKS}, not {network!r}")
         if network == "compiled" and not on_gpu:
-            raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the package "
-                             "is compiled for a GPU; set network to eager")
+            raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the caches "
+                             "are compiled for a GPU; set network to eager")
+        if network == "compiled":
+            # From caches nothing is compiled; a pool of compile workers forked from the stub would only cost memory.
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         started = time.perf_counter()
         self.compiled = (load_compiled(version_dir(args), self.net, self.device, self.half, max_batch, self.spec.imgsz)
                          if network == "compiled" else None)
