@@ -64,3 +64,24 @@ def test_the_build_is_refused_here_with_the_reason_and_the_cpu_profile_runs_eage
     assert problem.startswith("yolo11_pytorch model.inductor_cache: no GPU here") and "docker compose run --rm export" in problem
     cpu = repo.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
     assert cpu.parameters["network"].string_value == "eager"
+
+
+def _head_output(shift: float = 0.0) -> torch.Tensor:
+    """A head output with three confident boxes (centre-x, centre-y, w, h, 80 class scores per anchor)."""
+    raw = torch.zeros((1, 84, 8400))
+    for anchor, (cx, cy, cls) in enumerate([(100, 100, 0), (300, 200, 5), (500, 400, 9)]):
+        raw[0, :4, anchor] = torch.tensor([cx + shift, cy, 80, 60])
+        raw[0, 4 + cls, anchor] = 0.9
+    return raw
+
+
+def test_the_build_compares_the_compiled_networks_detections_with_the_eager_ones():
+    from python_models.build.compiled_network import detection_differences
+
+    assert detection_differences(_head_output(), _head_output(), 640, "fp16") == []
+    assert detection_differences(_head_output(0.3), _head_output(), 640, "fp16") == [], "FP16 rounding is close enough"
+    moved = detection_differences(_head_output(20.0), _head_output(), 640, "fp16")
+    assert moved and "image 0" in moved[0], moved
+    assert detection_differences(torch.zeros((1, 84, 8400)), torch.zeros((1, 84, 8400)), 640, "fp16") == [
+        "the eager network detects nothing on the sample images: nothing was compared"]
+    assert detection_differences(torch.zeros((2, 84, 8400)), _head_output(), 640, "fp16")[0].startswith("output (2,")
