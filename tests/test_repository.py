@@ -181,7 +181,7 @@ def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
     cpu = repo.cpu_profile_config(definition)
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
-    on_gpu_only = {"decode": ("gpu", "cpu"), "network": ("compiled", "eager")}  # nvJPEG, the compiled package
+    on_gpu_only = {"decode": ("gpu", "cpu"), "network": (repo.PYTORCH_NETWORK, "eager")}  # nvJPEG, compiled network
     for name, (gpu, cpu_value) in on_gpu_only.items():
         assert (definition.config.parameters[name].string_value, cpu.parameters[name].string_value) == (gpu, cpu_value)
     assert {k: v for k, v in cpu.parameters.items() if k not in on_gpu_only} == {

@@ -216,7 +216,10 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
 
     decoder = gpu_decode.nvjpeg_decoder(device)
     canvas = torch.empty((batch, size, size, 3), dtype=torch.uint8, device=device)
-    run_forward = (network.GraphedForward(net, device, half, batch, size, compiled) if compiled is not None else graphed)
+    run_forward = graphed
+    if compiled is not None and not isinstance(forward.get("compiled, CUDA graph"), str):
+        run_forward = network.GraphedForward(net, device, half, batch, size, compiled)
+    out["pipeline_forward"] = "compiled, CUDA graph" if run_forward is not graphed else "eager network, CUDA graph"
     with ThreadPoolExecutor(8) as pool:
         def pipeline(with_nms: bool = True):
             transforms = gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool)

@@ -46,27 +46,28 @@ def sample_batch(rows: int, size: int, device):
     return torch.stack([torch.from_numpy(images[i % 2]) for i in range(rows)]).to(device)
 
 
-def detection_differences(got, want, size: int, precision: str) -> list[str]:
-    """The compiled network's detections against the eager one's, per image, at Track A's FP16/FP32 tolerance between
-    two kernels' arithmetic; autotuned kernels (and TF32, like cuDNN's defaults) make close, not equal, outputs."""
-    import numpy as np
+BOX_TOLERANCE_PX = 2.0
+BOX_TOLERANCE_RELATIVE = 1e-2
+SCORE_TOLERANCE = 0.03
+"""How far the compiled head output may be from the eager one on the sample images: autotuned kernels (and TF32,
+like cuDNN's defaults) give close, not equal, outputs. An element-wise check at 1% was seen to fail on the H100
+(0.75 apart, on random pixels; these real images were not measured there), and the served compiled network then
+passed parity with the predictor (IoU 0.95, scores 0.03). A wrong input path or a broken kernel moves scores by
+tenths and boxes by many pixels."""
 
-    from python_models.client import Detections
-    from python_models.client.matching import differences, tolerance
-    from python_models.contract import ModelSpec
-    from python_models.runtime.nms import nms
 
+def head_differences(got, want) -> list[str]:
+    """Why the compiled network's head output ``[B, 4 + classes, anchors]`` is not the eager network's (empty: it is)."""
     if tuple(got.shape) != tuple(want.shape):
         return [f"output {tuple(got.shape)}, eager {tuple(want.shape)}"]
-    spec = ModelSpec(names=tuple(str(i) for i in range(got.shape[1] - 4)), imgsz=size)
-    allowed = tolerance("yolo11_trt", precision)  # another engine's kernels against Track A's
-    problems, found = [], 0
-    for row, (a, b) in enumerate(zip(nms(got.float(), spec), nms(want.float(), spec))):
-        found += len(b)
-        as_detections = [Detections(d[:, :4], d[:, 4], d[:, 5].astype(np.int32)) for d in (a, b)]
-        problems += [f"image {row}: {p}" for p in differences(*as_detections, spec, *allowed)][:2]
-    if not found:
-        problems.append("the eager network detects nothing on the sample images: nothing was compared")
+    got, want = got.float(), want.float()
+    problems = []
+    box_error = ((got[:, :4] - want[:, :4]).abs() - BOX_TOLERANCE_RELATIVE * want[:, :4].abs()).max().item()
+    if box_error > BOX_TOLERANCE_PX:
+        problems.append(f"boxes {box_error:.3g} px beyond the tolerance")
+    score_error = (got[:, 4:] - want[:, 4:]).abs().max().item()
+    if score_error > SCORE_TOLERANCE:
+        problems.append(f"class scores up to {score_error:.3g} apart")
     return problems
 
 
@@ -107,8 +108,7 @@ def build_compiled_network(version_dir: Path, precision: str, max_batch: int, si
         with torch.no_grad():
             for rows in sorted({1, max_batch // 2, max_batch}):  # smaller batches run padded to the compiled size
                 batch = sample_batch(rows, size, device)
-                problems += [f"batch {rows}: {p}" for p in detection_differences(forward(batch), eager(batch), size,
-                                                                                 precision)]
+                problems += [f"batch {rows}: {p}" for p in head_differences(forward(batch), eager(batch))]
         if problems:
             raise CompiledNetworkBuildError("the compiled network does not compute the eager one: " + "; ".join(problems))
         built = time.perf_counter() - start

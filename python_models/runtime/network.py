@@ -186,6 +186,22 @@ def compiled_mismatches(record: dict, wanted: dict) -> list[str]:
     return problems
 
 
+def exported_network(net: torch.nn.Module, half: bool, max_batch: int, size: int, device: torch.device,
+                     warm: bool = True) -> "torch.export.ExportedProgram":
+    """``PaddedForward`` as one graph for batches of ``max_batch`` rows (``torch.export``).
+
+    One eager call first (``warm``): the Detect head caches its anchor grids for this input shape, so the
+    graph holds them as constants. Traced fresh, the head builds them from strides read off a device tensor
+    (``.item()``): a synchronisation in every call, which no CUDA graph can capture (seen on the H100 host).
+    """
+    example = torch.full((max_batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
+    module = PaddedForward(net, half).eval()
+    with torch.no_grad():
+        if warm:
+            module(example)
+        return torch.export.export(module, (example,))
+
+
 def compiled_forward(net: torch.nn.Module, half: bool, max_batch: int, size: int,
                      device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """``PaddedForward`` compiled by inductor (``COMPILE_MODE``) for batches of exactly ``max_batch`` rows; a smaller
@@ -200,13 +216,8 @@ def compiled_forward(net: torch.nn.Module, half: bool, max_batch: int, size: int
     seconds; without them, minutes of autotuning. The export and every instance call this same function, so
     their graphs and cache keys agree.
     """
-    example = torch.full((max_batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
-    with torch.no_grad():
-        graph = torch.export.export(PaddedForward(net, half).eval(), (example,)).module()
-    # The head builds its anchor grids with strides read from a tensor (``.item()``): captured as a value, not a
-    # graph break that would split the network in three.
-    torch._dynamo.config.capture_scalar_outputs = True
-    compiled = torch.compile(graph, mode=COMPILE_MODE, dynamic=False)
+    compiled = torch.compile(exported_network(net, half, max_batch, size, device).module(), mode=COMPILE_MODE,
+                             dynamic=False)
 
     @torch.no_grad()
     def run(padded_bgr: torch.Tensor) -> torch.Tensor:
