@@ -210,3 +210,27 @@ def test_decode_gpu_is_refused_on_a_cpu_instance_and_unknown_values_are_refused(
         gpu_decode.decode_mode("gpu", on_gpu=False)
     with pytest.raises(ValueError, match="must be one of"):
         gpu_decode.decode_mode("nvjpeg", on_gpu=True)
+
+
+def test_track_a_hands_the_network_exactly_the_rows_of_the_requests_it_answers(adapter, monkeypatch):
+    """Track A's adapter on the GPU path (a stand-in decoder, a CPU batch): a request rejected for one row leaves
+    its good rows out of the batch, so the network's rows line up with the answered requests' transforms."""
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "python_models.runtime.triton.pytorch_model", raising=False)
+    pytorch_model = importlib.import_module("python_models.runtime.triton.pytorch_model")
+    model = pytorch_model.TritonPythonModel.__new__(pytorch_model.TritonPythonModel)
+    model.torch, model.device, model.pool = torch, torch.device("cpu"), None
+    model.spec = type("Spec", (), {"imgsz": SIZE})()
+    bus, zidane = SAMPLES["bus.jpg"](), SAMPLES["zidane.jpg"]()
+    small = jpeg(smooth(150, 200, 1))
+    requests = [{INPUT_IMAGES: pack_images(r)} for r in ([bus], [zidane, b"not an image"], [small])]
+    model.decoder = StandInDecoder()
+    model.canvas = torch.zeros((4, SIZE, SIZE, 3), dtype=torch.uint8)
+    padded, transforms, outcome = model._letterbox_on_gpu(requests)
+    assert [t.width for t in transforms] == [810, 200] and len(padded) == 2
+    assert isinstance(outcome[1], InvalidImageError) and outcome[0] == slice(0, 1) and outcome[2] == slice(1, 2)
+    assert letterbox_differences(padded[0].numpy(), expected_padded(bus)) == []
+    assert letterbox_differences(padded[1].numpy(), expected_padded(small)) == [], "not zidane, the rejected row"
+    sys.modules.pop("python_models.runtime.triton.pytorch_model", None)
