@@ -61,7 +61,7 @@ def main() -> int:
     from python_models.runtime.preprocess import decode
     from python_models.runtime.network import forward
     from python_models.build.weights import model_spec, resolve_weights
-    from python_models.runtime.preprocess import letterbox, letterbox_geometry
+    from python_models.runtime.preprocess import letterbox, letterbox_geometry, letterbox_rgb
     from python_models.runtime.nms import nms, pack_detections
 
     # After the imports: importing ultralytics sets OpenCV to setNumThreads(0).
@@ -77,7 +77,7 @@ def main() -> int:
     new_h, new_w, _, _ = letterbox_geometry(h, w, spec.imgsz)
     net = model.model.fuse().eval()
     batch, transform = letterbox(decode(data), spec.imgsz)
-    row = np.empty_like(batch)
+    row = np.empty((spec.imgsz, spec.imgsz, 3), np.uint8)
     raw = forward(net, batch[None], torch.device("cpu"))
 
     def track_a() -> object:
@@ -87,8 +87,8 @@ def main() -> int:
 
     rows = [
         ("cv2.imdecode + cv2.resize (floor)", lambda: cv2.resize(cv2.imdecode(array, cv2.IMREAD_COLOR), (new_w, new_h))),
-        # Into a reused row, as the Python models do with their per-instance batch buffer.
-        ("decode + letterbox (python_models)", lambda: letterbox(decode(array), spec.imgsz, out=row)),
+        # Into a reused uint8 row, as tracks B and C's step does with its per-instance batch buffer.
+        ("decode + letterbox (python_models)", lambda: letterbox_rgb(decode(array), spec.imgsz, out=row)),
         (f"NMS, {spec.num_anchors} x {spec.num_classes} ({len(nms(raw, spec)[0])} kept)", lambda: nms(raw, spec)),
         ("Track A end to end, 1 image", track_a),
     ]
@@ -150,7 +150,7 @@ def twins_table(args, data: bytes):
     from python_models.runtime.dali_letterbox import letterbox_pipeline
     from python_models.runtime.preprocess import decode
     from python_models.build.export import end2end_onnx, export_artifacts, raw_onnx, read_manifest
-    from python_models.runtime.preprocess import letterbox
+    from python_models.runtime.preprocess import letterbox_rgb
     from python_models.serving.twins.onnx_session import open_session
 
     os.sched_setaffinity(0, range(os.cpu_count() or 1))
@@ -159,7 +159,7 @@ def twins_table(args, data: bytes):
     export_artifacts(args.weights, artifacts)
     end2end, raw = open_session(end2end_onnx(artifacts)), open_session(raw_onnx(artifacts))
     spec = read_manifest(artifacts).spec
-    image, transform = letterbox(decode(data), spec.imgsz)
+    image, transform = letterbox_rgb(decode(data), spec.imgsz)  # what the engines take: uint8 RGB HWC
     encoded = np.frombuffer(data, np.uint8)
     table = Table(title=f"CPU twins of Tracks C and D, bus.jpg, {cores} cores, per image")
     table.add_column("step")

@@ -27,20 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
-from python_models.build.compiled_network import build_track_a  # noqa: E402
-from python_models.build.engine_build import PRECISIONS, build_engines  # noqa: E402
+from python_models.build.engine_build import PRECISIONS, build_for_gpu_profile  # noqa: E402
 from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import ngc_image  # noqa: E402
 
 EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4
-
-
-def engines_for(models: list[str]) -> list[str]:
-    """The TensorRT leaves the given public models run."""
-    definitions = repo.definitions_by_name(repo.default_spec())  # the same models for every spec
-    leaves = {leaf for model in models for leaf in repo.models_behind(model, definitions)}
-    return sorted(name for name in leaves if definitions[name].config.platform == "tensorrt_plan")
 
 
 def public_models(value: str | None) -> list[str]:
@@ -94,10 +86,8 @@ def main() -> int:
         print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX), and no compiled network "
               "(Track A runs the network eagerly there)", flush=True)
         return 0
-    failed = build_engines(artifacts, spec, engines_for(args.models), precision=args.precision, force=args.force,
-                           log=lambda line: print(line, flush=True))
-    if repo.PYTORCH in args.models:
-        failed += build_track_a(artifacts, spec, force=args.force, log=lambda line: print(line, flush=True))
+    failed = build_for_gpu_profile(artifacts, spec, args.models, precision=args.precision, force=args.force,
+                                   log=lambda line: print(line, flush=True))
     for line in failed:
         print(f"export: NOT BUILT {line}", file=sys.stderr)
     if failed:

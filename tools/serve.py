@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
-from python_models.build.compiled_network import build_track_a  # noqa: E402
-from python_models.build.engine_build import EngineBuildError, build_engines, check_plan, engine_specs  # noqa: E402
+from python_models.build.engine_build import EngineBuildError, build_for_gpu_profile, check_plan, engine_specs  # noqa: E402
 from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
 from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts, read_manifest  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
@@ -130,13 +129,7 @@ def main() -> int:
             parser.error("--extra-models is for the CPU profile only")
         repository = artifacts
         if not args.skip_export:
-            definitions = repo.definitions_by_name(spec)
-            engines = sorted({leaf for m in args.models for leaf in repo.models_behind(m, definitions)
-                              if definitions[leaf].config.platform == "tensorrt_plan"})
-            failed = build_engines(artifacts, spec, engines, log=lambda line: print(line, flush=True))
-            if repo.PYTORCH in args.models:
-                failed += build_track_a(artifacts, spec, log=lambda line: print(line, flush=True))
-            for line in failed:
+            for line in build_for_gpu_profile(artifacts, spec, args.models, log=lambda line: print(line, flush=True)):
                 print(f"NOT BUILT {line}", flush=True)
         load = gpu_load_list(args.models, artifacts, spec)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)

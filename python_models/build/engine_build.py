@@ -200,3 +200,19 @@ def build_engines(artifacts: Path, served: ModelSpec, models: list[str] | None =
         log(f"{spec.model}: built {spec.plan} (TensorRT {runtime}, {precision}, max batch "
             f"{spec.profiles[next(iter(spec.profiles))][2][0]})")
     return failed
+
+
+def build_for_gpu_profile(artifacts: Path, served: ModelSpec, models: list[str], precision: str = "fp16",
+                          force: bool = False, log=print) -> list[str]:
+    """Everything the GPU profile needs to serve the public ``models``: the plan of every TensorRT model behind them
+    and, with Track A among them, its compiled network when its config asks for one. Returns what could not be
+    built, each with its reason (``tools/export.py`` and ``tools/serve.py`` fail or report on them)."""
+    from python_models.build.compiled_network import build_track_a
+
+    definitions = repo.definitions_by_name(served)
+    engines = sorted({leaf for model in models for leaf in repo.models_behind(model, definitions)
+                      if definitions[leaf].config.platform == "tensorrt_plan"})
+    failed = build_engines(artifacts, served, engines, precision=precision, force=force, log=log)
+    if repo.PYTORCH in models:
+        failed += build_track_a(artifacts, served, force=force, log=log)
+    return failed

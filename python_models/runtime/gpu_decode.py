@@ -65,11 +65,9 @@ def nvjpeg_decoder(device: torch.device) -> Decoder:
 
 @dataclass(frozen=True)
 class JpegRow:
-    """A row for nvJPEG: its bytes without padding, and the size its header states."""
+    """A row for nvJPEG: its bytes without padding."""
 
     data: np.ndarray
-    height: int
-    width: int
 
 
 Letterboxed = tuple[np.ndarray, LetterboxTransform]
@@ -79,9 +77,10 @@ Letterboxed = tuple[np.ndarray, LetterboxTransform]
 def route(row: np.ndarray) -> JpegRow | None:
     """``JpegRow`` for a row nvJPEG can take, None for one the CPU must decode; ``InvalidImageError`` for a row no
     path accepts (the header check every track applies)."""
-    header = probe(row)
+    data = payload(row)
+    header = probe(data)
     if header.format == "JPEG" and header.orientation == 1 and header.mode in NVJPEG_MODES:
-        return JpegRow(payload(row), header.height, header.width)
+        return JpegRow(data)
     return None
 
 

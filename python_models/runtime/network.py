@@ -1,5 +1,5 @@
-"""Track A's network on its device: load the saved weights, run the forward (eagerly, from the AOTInductor package the
-export compiled on the GPU host, and either one replayed from CUDA graphs)."""
+"""Track A's network on its device: load the saved weights, run the forward (eagerly, or compiled from the inductor
+caches the export built on the GPU host, and either one replayed from CUDA graphs)."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
 
 
 class GraphedForward:
-    """A forward over letterboxed uint8 batches (``forward_padded`` by default, or the compiled package) replayed from
-    CUDA graphs, one per batch size of ``graph_batch_sizes``.
+    """A forward over letterboxed uint8 batches (``forward_padded`` by default, or ``compiled_forward``) replayed from
+    CUDA graphs, one per batch size of ``graph_batch_sizes`` (the compiled forward's one size).
 
     Eager PyTorch launches a few hundred kernels per forward from Python: with
     several instances and decode threads sharing the host's cores, that launching,
@@ -125,17 +125,12 @@ def forward_padded(
 
     From page-locked host memory (a pinned tensor) the copy is asynchronous and about twice as fast.
     """
-    x = torch.as_tensor(padded_bgr).to(device, non_blocking=True)
-    x = x.flip(-1).permute(0, 3, 1, 2)
-    x = (x.half() if half else x.float()).mul_(1 / 255)
-    x = x.contiguous(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
-    out = net(x)
-    return out[0] if isinstance(out, (list, tuple)) else out
+    return PaddedForward(net, half)(torch.as_tensor(padded_bgr).to(device, non_blocking=True))
 
 
 class PaddedForward(torch.nn.Module):
-    """``forward_padded`` as a module over a device batch: what the compiled package holds, so the cast, the channel
-    flip, the layout change and the /255 are compiled and fused with the network."""
+    """``forward_padded`` as a module over a batch already on the network's device: what ``compiled_forward``
+    compiles, so the cast, the channel flip, the layout change and the /255 are fused with the network."""
 
     def __init__(self, net: torch.nn.Module, half: bool) -> None:
         super().__init__()
@@ -143,8 +138,9 @@ class PaddedForward(torch.nn.Module):
 
     def forward(self, padded_bgr: torch.Tensor) -> torch.Tensor:
         x = padded_bgr.flip(-1).permute(0, 3, 1, 2)
-        x = (x.half() if self.half else x.float()) * (1 / 255)
-        out = self.net(x.contiguous(memory_format=torch.channels_last))
+        x = (x.half() if self.half else x.float()).mul_(1 / 255)
+        x = x.contiguous(memory_format=torch.channels_last if x.is_cuda else torch.contiguous_format)
+        out = self.net(x)
         return out[0] if isinstance(out, (list, tuple)) else out
 
 

@@ -18,7 +18,6 @@ from python_models.runtime.preprocess import InvalidImageError, decode, map_rows
 from python_models.runtime.preprocess import LetterboxTransform, letterbox_rgb
 
 T = TypeVar("T")
-U = TypeVar("U")
 
 
 def version_dir(args: dict) -> Path:

@@ -62,10 +62,10 @@ class TritonPythonModel:
         network = parameter(config, "network", "eager")
         if network not in NETWORKS:
             raise ValueError(f"parameter network must be one of {NETWORKS}, not {network!r}")
-        if network == "compiled" and not on_gpu:
-            raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the caches "
-                             "are compiled for a GPU; set network to eager")
         if network == "compiled":
+            if not on_gpu:
+                raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the "
+                                 "caches are compiled for a GPU; set network to eager")
             # From caches nothing is compiled; a pool of compile workers forked from the stub would only cost memory.
             os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         started = time.perf_counter()
