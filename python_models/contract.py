@@ -38,6 +38,10 @@ RAW_TRT = "yolo11_raw_trt"
 ULTRALYTICS_RAW_TRT = "yolo11_ultralytics_raw_trt"
 """The raw network as Ultralytics exports it (float32 NCHW in [0, 1]): what Ultralytics' own Triton client sends."""
 NMS = "yolo11_nms"
+TRACK_A_DECODES = ("gpu", "cpu")
+"""Where Track A decodes JPEGs (its parameter ``decode``): nvJPEG on its GPU, or OpenCV on the host's threads."""
+TRACK_A_NETWORKS = ("compiled", "eager")
+"""How Track A runs its network (its parameter ``network``): compiled ahead of serving, or the ``.pt`` module."""
 END2END_TRT = "yolo11_end2end_trt"
 
 # Public I/O, identical for every track.

@@ -7,12 +7,13 @@ itself, its parity with the eager network and its speed are measured on the GPU 
 from __future__ import annotations
 
 import json
+import sysconfig
 
 import pytest
 import torch
 
 from python_models.build import repository as repo
-from python_models.build.compiled_network import build_track_a
+from python_models.build.compiled_network import build_track_a, jit_toolchain_problem
 from python_models.runtime import network
 
 TARGET = {"torch": torch.__version__, "capability": "9.0", "precision": "fp16", "image_size": 640,
@@ -56,18 +57,38 @@ def test_the_weights_fingerprint_changes_with_any_weight():
     assert network.network_fingerprint(net.half()) != network.network_fingerprint(net.float())
 
 
-def test_the_build_is_refused_here_with_the_reason_and_the_cpu_profile_runs_eagerly(tmp_path, monkeypatch):
+def test_the_build_follows_the_config_the_export_wrote_and_is_refused_here_with_the_reason(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the build runs (tools/gpu_benchmark.py measures it)")
     spec = repo.default_spec()
-    assert build_track_a(tmp_path, spec) == [], "the shipped config runs the network eagerly: nothing to build"
-    definitions = repo.definitions_by_name(spec)
-    definitions[repo.PYTORCH].config.parameters["network"].string_value = "compiled"
-    monkeypatch.setattr(repo, "definitions_by_name", lambda _: definitions)
     (problem,) = build_track_a(tmp_path, spec)
-    assert problem.startswith("yolo11_pytorch model.inductor_cache: no GPU here") and "docker compose run --rm export" in problem
-    cpu = repo.cpu_profile_config(definitions[repo.PYTORCH])
+    assert problem.startswith("yolo11_pytorch: no ") and "run tools/export.py" in problem
+    repo.write_repository(tmp_path, spec, track_a=repo.TrackAOptions(network="eager"))  # --track-a-network eager
+    assert build_track_a(tmp_path, spec) == [], "an eager Track A has nothing to build"
+    assert repo.write_repository(tmp_path, spec, check=True) == [tmp_path / repo.PYTORCH / "config.pbtxt"], \
+        "the default config differs from the eager one in Track A's only"
+    repo.write_repository(tmp_path, spec)  # the default: compiled
+    (problem,) = build_track_a(tmp_path, spec)
+    assert problem.startswith("yolo11_pytorch model.inductor_cache: no GPU here") and "--track-a-network eager" in problem
+    cpu = repo.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
     assert cpu.parameters["network"].string_value == "eager"
+
+
+def test_the_toolchain_check_builds_an_extension_as_triton_does_and_names_what_is_missing(tmp_path, monkeypatch):
+    """The compiled network's Triton kernels need a C compiler and the Python headers in every process that loads
+    them; the image check and the export refuse, with the reason, an environment without them."""
+    monkeypatch.delenv("CC", raising=False)
+    assert jit_toolchain_problem() is None, "this machine has gcc and the headers"
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert "cannot run" in jit_toolchain_problem()
+    monkeypatch.setenv("CC", "/bin/false")
+    assert "could not build a Python extension" in jit_toolchain_problem()
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert jit_toolchain_problem().startswith("no C compiler")
+    monkeypatch.undo()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda scheme=None: {"include": str(tmp_path)})
+    assert jit_toolchain_problem().startswith(f"no Python.h in {tmp_path}")
 
 
 def _head_output(shift: float = 0.0) -> torch.Tensor:

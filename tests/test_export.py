@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from python_models import contract as c
+from python_models.build import repository as repo
 from python_models.build.export import ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,15 +195,37 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
         ExportOptions.add_arguments(parser)
         return ExportOptions.from_args(parser.parse_args(argv))
 
-    for variable in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET"):
+    for variable in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
+                     "YOLO11_TRACK_A_NETWORK"):
         monkeypatch.setenv(variable, "")
     assert parsed() == ExportOptions()
     monkeypatch.setenv("YOLO11_IMGSZ", "1280")
     monkeypatch.setenv("YOLO11_MAX_DET", "300")
     assert parsed() == ExportOptions(imgsz=1280, max_det=300)
     assert parsed("--imgsz", "320") == ExportOptions(imgsz=320, max_det=300), "a flag wins"
+    monkeypatch.setenv("YOLO11_TRACK_A_NETWORK", "eager")
+    assert parsed("--track-a-decode", "cpu").track_a == repo.TrackAOptions(decode="cpu", network="eager")
+    with pytest.raises(SystemExit):
+        parsed("--track-a-network", "aot")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = compose["services"]["export"]["environment"]
-    assert {k: environment[k] for k in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET")} == {
+    variables = ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
+                 "YOLO11_TRACK_A_NETWORK")
+    assert {k: environment[k] for k in variables} == {
         "YOLO11_IMGSZ": "${IMGSZ:-}", "YOLO11_CONF": "${CONF:-}", "YOLO11_IOU": "${IOU:-}",
-        "YOLO11_MAX_DET": "${MAX_DET:-}"}
+        "YOLO11_MAX_DET": "${MAX_DET:-}", "YOLO11_TRACK_A_DECODE": "${TRACK_A_DECODE:-}",
+        "YOLO11_TRACK_A_NETWORK": "${TRACK_A_NETWORK:-}"}
+
+
+def test_the_manifest_records_track_a_as_the_configs_were_written():
+    """tools/serve.py --skip-export checks the repository against the manifest: Track A's choices must be in it, and
+    a manifest from before they were (no field) means the defaults."""
+    from dataclasses import asdict
+
+    written = ExportManifest(weights="w.pt", weights_sha256="k", metadata="{}", untrained=False,
+                             track_a=asdict(repo.TrackAOptions(decode="cpu", network="eager")))
+    assert ExportManifest(**json.loads(json.dumps(asdict(written)))).track_a_options == repo.TrackAOptions("cpu", "eager")
+    assert ExportManifest(weights="w.pt", weights_sha256="k", metadata="{}", untrained=False).track_a_options == \
+        repo.TrackAOptions() == repo.TrackAOptions(decode="gpu", network="compiled")
+    with pytest.raises(ValueError, match="and network one of"):
+        repo.TrackAOptions(network="aot")

@@ -3,7 +3,8 @@
 Runs as the last step of the serving image's build (docker-compose.yml), so a wrong base image fails the
 build instead of the first request. Also runnable on the GPU host: docker compose run --rm export python3
 tools/check_image.py. Checks: the NGC release's Triton, its TensorRT, DALI and Python backends; trtexec and
-an exact (four-component) libnvinfer version for the plans; the DALI the backend serialises dali.py with
+an exact (four-component) libnvinfer version for the plans; a C compiler and the Python headers for the
+compiled network's Triton kernels; the DALI the backend serialises dali.py with
 equals the pinned one; numpy below 2 and everything the export needs importable, so nothing is ever
 installed at run time.
 """
@@ -64,6 +65,12 @@ def problems_and_facts() -> tuple[list[str], list[str]]:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - any import failure is the finding
             problems.append(f"{module} cannot be imported: {exc}")
+    from python_models.build.compiled_network import jit_toolchain_problem
+
+    if toolchain := jit_toolchain_problem():
+        problems.append(f"Track A's compiled network (its default on a GPU) could not run here: {toolchain}")
+    else:
+        facts.append("a C compiler and the Python headers for Triton's kernel launchers (the compiled network)")
     if os.environ.get("YOLO_AUTOINSTALL", "").lower() not in ("false", "0"):
         problems.append("YOLO_AUTOINSTALL is not false: Ultralytics could pip-install at run time")
     return problems, facts

@@ -561,8 +561,8 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on each GPU")
     parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
-    parser.add_argument("--decode", choices=("gpu", "cpu"), default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
-    parser.add_argument("--network", choices=("compiled", "eager"), default=repo.PYTORCH_NETWORK,
+    parser.add_argument("--decode", choices=repo.TRACK_A_DECODES, default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
+    parser.add_argument("--network", choices=repo.TRACK_A_NETWORKS, default=repo.PYTORCH_NETWORK,
                         help="Track A's parameter network (compiled: its caches are built first, or kept if up to date)")
     parser.add_argument("--build-only", action="store_true", help="lay out the repository and build the compiled "
                         "network's caches into --out, then stop (a later run with the same --out reuses them)")

@@ -24,6 +24,11 @@ eagerly); on a GPU host a failed build fails the export, as a TensorRT plan that
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +74,41 @@ def head_differences(got, want) -> list[str]:
     if score_error > SCORE_TOLERANCE:
         problems.append(f"class scores up to {score_error:.3g} apart")
     return problems
+
+
+_EXTENSION = """#include <Python.h>
+static struct PyModuleDef probe = {PyModuleDef_HEAD_INIT, "probe"};
+PyMODINIT_FUNC PyInit_probe(void) { return PyModule_Create(&probe); }
+"""
+
+
+def jit_toolchain_problem() -> str | None:
+    """Why the compiled network could not run in this environment, or None.
+
+    Its kernels are Triton's, and every process that loads them (the export, each Track A instance) builds a small
+    C launcher, a Python extension, with the compiler Triton picks (``$CC``, else gcc, else clang) against the
+    Python headers. The NGC image ships clang and libpython3-dev; an image without either would fail at the first
+    instance's load. Checked here by building such an extension the way Triton does (tools/check_image.py, the
+    export)."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    fix = "install one in the image, or export with --track-a-network eager"
+    if not compiler:
+        return f"no C compiler ($CC unset, neither gcc nor clang on PATH): Triton builds a launcher per kernel; {fix}"
+    scheme = sysconfig.get_default_scheme()
+    include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"])
+    if not (include / "Python.h").exists():
+        return f"no Python.h in {include} (the Python headers, e.g. libpython3-dev): Triton's launchers need them; {fix}"
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "probe.c"
+        source.write_text(_EXTENSION)
+        try:
+            built = subprocess.run([compiler, str(source), "-O1", "-shared", "-fPIC", f"-I{include}", "-o",
+                                    str(Path(folder) / "probe.so")], capture_output=True, text=True, timeout=120)
+        except OSError as exc:
+            return f"C compiler {compiler} cannot run ({exc}); {fix}"
+        if built.returncode:
+            return f"{compiler} could not build a Python extension as Triton does: {built.stderr.strip()[-400:]}; {fix}"
+    return None
 
 
 def gpu_missing_reason() -> str | None:
@@ -133,18 +173,24 @@ def build_compiled_network(version_dir: Path, precision: str, max_batch: int, si
 
 
 def build_track_a(artifacts: Path, spec, force: bool = False, log=print) -> list[str]:
-    """Build Track A's compiled network in a repository (``artifacts``) as its config asks (``network`` ``compiled``,
-    at its precision and max batch); return why it could not be, empty when it is there and matches."""
+    """Build Track A's compiled network in a repository (``artifacts``) as the config the export wrote there asks
+    (``network`` ``compiled``, at its precision and max batch); return why it could not be, empty when it is there
+    and matches."""
     from python_models.build import repository as repo
 
-    config = repo.definitions_by_name(spec)[repo.PYTORCH].config
+    config_path = artifacts / repo.PYTORCH / "config.pbtxt"
+    if not config_path.exists():
+        return [f"{repo.PYTORCH}: no {config_path} (run tools/export.py)"]
+    config = repo.parse_pbtxt(config_path.read_text())
     if config.parameters["network"].string_value != "compiled":
         return []
     name = f"{repo.PYTORCH} {COMPILE_CACHE}"
-    missing = gpu_missing_reason()
-    if missing:
+    if missing := gpu_missing_reason():
         return [f"{name}: {missing}; Track A's config asks for the compiled network (parameter network compiled): "
-                "build it on the GPU host (docker compose run --rm export), or serve the CPU profile"]
+                "build it on the GPU host (docker compose run --rm export), export with --track-a-network eager, "
+                "or serve the CPU profile"]
+    if problem := jit_toolchain_problem():
+        return [f"{name}: {problem}"]
     try:
         build_compiled_network(artifacts / repo.PYTORCH / "1", config.parameters["precision"].string_value,
                                config.max_batch_size, spec.imgsz, force=force, log=log)

@@ -46,10 +46,17 @@ class ExportOptions:
     conf: float = DEFAULT_CONF
     iou: float = DEFAULT_IOU
     max_det: int = DEFAULT_MAX_DET
+    track_a_decode: str = repo.PYTORCH_DECODE
+    track_a_network: str = repo.PYTORCH_NETWORK
+
+    @property
+    def track_a(self) -> repo.TrackAOptions:
+        return repo.TrackAOptions(self.track_a_decode, self.track_a_network)
 
     @staticmethod
     def add_arguments(parser) -> None:
-        """``--imgsz``, ``--conf``, ``--iou``, ``--max-det`` on an ``argparse`` parser (tools/export.py, serve.py).
+        """``--imgsz``, ``--conf``, ``--iou``, ``--max-det``, ``--track-a-decode``, ``--track-a-network`` on an
+        ``argparse`` parser (tools/export.py, serve.py).
 
         Each defaults to ``$YOLO11_IMGSZ`` (...) when set and not empty (docker compose passes them), else to the
         contract's default."""
@@ -66,10 +73,18 @@ class ExportOptions:
                             help="NMS IoU threshold every track applies")
         parser.add_argument("--max-det", type=int, default=default("YOLO11_MAX_DET", int, DEFAULT_MAX_DET),
                             help="detections returned per image, at most")
+        parser.add_argument("--track-a-decode", choices=repo.TRACK_A_DECODES,
+                            default=default("YOLO11_TRACK_A_DECODE", str, repo.PYTORCH_DECODE),
+                            help="where Track A decodes JPEGs on a GPU instance: gpu (nvJPEG) or cpu (OpenCV threads)")
+        parser.add_argument("--track-a-network", choices=repo.TRACK_A_NETWORKS,
+                            default=default("YOLO11_TRACK_A_NETWORK", str, repo.PYTORCH_NETWORK),
+                            help="Track A's network on a GPU: compiled (built at export on the GPU host, about 9 "
+                                 "minutes on an H100) or eager")
 
     @classmethod
     def from_args(cls, args) -> "ExportOptions":
-        return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det)
+        return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                   track_a_decode=args.track_a_decode, track_a_network=args.track_a_network)
 
 
 @dataclass(frozen=True)
@@ -86,10 +101,16 @@ class ExportManifest:
     source: str | None = None
     """The file the weights were read from, or the network definition."""
     format_version: int = EXPORT_FORMAT_VERSION
+    track_a: dict | None = None
+    """Track A's ``TrackAOptions`` the configs were written with (None: the defaults)."""
 
     @property
     def spec(self) -> ModelSpec:
         return ModelSpec.from_metadata(self.metadata)
+
+    @property
+    def track_a_options(self) -> repo.TrackAOptions:
+        return repo.TrackAOptions(**(self.track_a or {}))
 
 
 def artifact(artifacts: Path, model: str, filename: str) -> Path:
@@ -186,7 +207,8 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     graphs = (raw_onnx(artifacts), end2end_onnx(artifacts), ultralytics_raw_onnx(artifacts))
     outputs = (weights_pt(artifacts), *graphs, *(path.with_name(FP16_ONNX) for path in graphs))
     current = read_manifest(artifacts)
-    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(artifacts, current.spec, check=True):
+    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(artifacts, current.spec, check=True,
+                                                                                       track_a=options.track_a):
         return current
 
     resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained,
@@ -227,9 +249,10 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     manifest_path.unlink(missing_ok=True)  # no manifest while artifacts and configs disagree
     for target, partial in staged.items():
         partial.replace(target)
-    repo.write_repository(artifacts, spec)
+    repo.write_repository(artifacts, spec, track_a=options.track_a)
     manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
-                              fallback_reason=resolved.fallback_reason, source=resolved.source)
+                              fallback_reason=resolved.fallback_reason, source=resolved.source,
+                              track_a=asdict(options.track_a))
     manifest_path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

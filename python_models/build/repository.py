@@ -27,6 +27,8 @@ from python_models.contract import (  # noqa: F401 - this module's vocabulary
     PUBLIC_MODELS,
     PYTORCH,
     RAW_TRT,
+    TRACK_A_DECODES,
+    TRACK_A_NETWORKS,
     TRT_ENSEMBLE,
     ULTRALYTICS_RAW_TRT,
     dali_end2end_name,
@@ -235,11 +237,27 @@ PYTORCH_DECODE = "gpu"
 Measured on an H100 host (16 cores, 4 instances, yolo11s FP16, concurrency 128): 2,012 images/s at p99 101 ms with
 ``gpu`` against 1,438 (p99 180 ms) and 1,285 (p99 195 ms) with ``cpu`` in two runs; host CPU 36% busy instead of
 69%, the GPU 92% instead of 58% (results/h100_issue16)."""
-PYTORCH_NETWORK = "eager"
-"""Track A's network on a GPU instance: ``eager`` (the ``.pt`` module) or ``compiled`` (torch.compile from the inductor
-caches the export builds on the GPU host, ``build/compiled_network.py``); either replayed from CUDA graphs
-(``cuda_graphs``). ``eager`` until ``compiled`` is measured faster: on the H100 host the compiled network, which
-could not then be replayed from CUDA graphs, served 1,782 images/s against the eager graphs' 2,012."""
+PYTORCH_NETWORK = "compiled"
+"""Track A's network on a GPU instance: ``compiled`` (torch.compile from the inductor caches the export builds on the
+GPU host, ``build/compiled_network.py``) or ``eager`` (the ``.pt`` module); either replayed from CUDA graphs
+(``cuda_graphs``). Measured on an H100 host (16 cores, 4 instances, yolo11s FP16, nvJPEG decoding, same run):
+3,235 images/s at p99 57 ms (concurrency 128) compiled against 2,078 at p99 95 ms eager; the forward alone 6,167
+against 3,109 images/s (results/h100_issue16). The price is paid at export: about 9 minutes of autotuning on that
+host (yolo11s, max batch 32), and about 15 s more per instance at load."""
+
+
+@dataclass(frozen=True)
+class TrackAOptions:
+    """Track A's choices on a GPU instance, its config's parameters (``tools/export.py --track-a-decode``,
+    ``--track-a-network``); the CPU profile runs ``cpu`` and ``eager`` whatever they say."""
+
+    decode: str = PYTORCH_DECODE
+    network: str = PYTORCH_NETWORK
+
+    def __post_init__(self) -> None:
+        if self.decode not in c.TRACK_A_DECODES or self.network not in c.TRACK_A_NETWORKS:
+            raise ValueError(f"Track A: decode must be one of {c.TRACK_A_DECODES} (not {self.decode!r}) and network one "
+                             f"of {c.TRACK_A_NETWORKS} (not {self.network!r})")
 
 
 def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU, count: int = PYTORCH_GPU_INSTANCES,
@@ -263,7 +281,7 @@ IMAGE_GUARD_INSTANCES = 2
 delaying the next."""
 
 
-def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
+def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> list[ModelDefinition]:
     """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
 
     ``metadata`` goes where it is read: every public model (clients), the Ultralytics-form raw leaf (Ultralytics'
@@ -273,7 +291,7 @@ def model_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
     raw = spec.raw_spec()
     defs = [
         # Track A: one Python model.
-        ModelDefinition(pytorch_config(spec), entry=RUNTIME + "pytorch_model",
+        ModelDefinition(pytorch_config(spec, decode=track_a.decode, network=track_a.network), entry=RUNTIME + "pytorch_model",
                         logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
         # Tracks B and C share the CPU preprocessing step.
         ModelDefinition(_threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
@@ -354,8 +372,8 @@ def preprocess_only_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
     return [definitions_by_name(spec)[PREPROCESS], consume, ensemble]
 
 
-def definitions_by_name(spec: c.ModelSpec) -> dict[str, ModelDefinition]:
-    return {d.name: d for d in model_definitions(spec)}
+def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> dict[str, ModelDefinition]:
+    return {d.name: d for d in model_definitions(spec, track_a)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -371,11 +389,13 @@ def default_spec() -> c.ModelSpec:
     return c.ModelSpec(names=tuple(names[i] for i in range(len(names))))
 
 
-def write_repository(root: Path, spec: c.ModelSpec, check: bool = False) -> list[Path]:
+def write_repository(root: Path, spec: c.ModelSpec, check: bool = False,
+                     track_a: TrackAOptions = TrackAOptions()) -> list[Path]:
     """Write every model's ``config.pbtxt``, version-folder entry files and warm-up inputs under ``root`` for
-    ``spec``; return the files that differed (with ``check``: only report them, write nothing)."""
+    ``spec`` (Track A as ``track_a`` says); return the files that differed (with ``check``: only report them,
+    write nothing)."""
     stale = []
-    for definition in model_definitions(spec):
+    for definition in model_definitions(spec, track_a):
         folder = root / definition.name
         wanted = {folder / "config.pbtxt": to_pbtxt(definition.config).encode()}
         wanted.update({folder / "1" / name: text.encode() for name, text in version_files(definition).items()})

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from python_models.contract import PAD_VALUE
+from python_models.contract import PAD_VALUE, TRACK_A_DECODES
 from python_models.runtime.preprocess import (InvalidImageError, LetterboxTransform, decode, letterbox_geometry,
                                               letterbox_padded, letterbox_transform, map_rows, payload, probe)
 
@@ -36,7 +36,7 @@ Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 """Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch; raises
 when it cannot decode one of them."""
 
-DECODE_MODES = ("cpu", "gpu")
+DECODE_MODES = TRACK_A_DECODES
 NVJPEG_MODES = ("RGB", "L")
 """Pillow modes nvJPEG decodes to RGB as OpenCV does (grey is replicated into three channels)."""
 

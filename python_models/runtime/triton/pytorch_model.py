@@ -21,6 +21,7 @@ import time
 import cv2
 import numpy as np
 
+from python_models.contract import TRACK_A_NETWORKS
 from python_models.runtime.gpu_decode import decode_mode, letterbox_rows, nvjpeg_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
 from python_models.runtime.nms import nms, pack_detections
@@ -29,7 +30,7 @@ from python_models.runtime.triton.adapter import (group_rows, guarded, image_row
                                                    read_rows, respond, thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
-NETWORKS = ("compiled", "eager")
+NETWORKS = TRACK_A_NETWORKS
 
 
 class TritonPythonModel:
