@@ -24,7 +24,7 @@ from python_models.build.engine_build import (
     engine_specs,
     plan_tensorrt_version,
 )
-from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx, ultralytics_raw_onnx
+from python_models.build.export import EXPORT_COMPLETE, FP16_ONNX, end2end_onnx, raw_onnx, ultralytics_raw_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = "10.16.1.11"
@@ -137,7 +137,10 @@ def test_plan_headers_are_read_and_checked(tmp_path):
 
 
 def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
-    """No TensorRT builder on this machine: the GPU-profile export must fail loudly, not print one line and exit 0."""
+    """No TensorRT builder on this machine: the GPU-profile export must fail loudly, not print one line and exit 0,
+    and leave no completion record a Kubernetes serving pod would take for a finished export."""
+    complete = server.artifacts / EXPORT_COMPLETE
+    complete.write_text("{}")  # as a previous export would have left it
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "export.py"), "--profile", "gpu", "--weights", "yolo11n.yaml",
          "--artifacts", str(server.artifacts)], capture_output=True, text=True, timeout=600)
@@ -147,6 +150,7 @@ def test_export_for_the_gpu_profile_fails_here_naming_every_plan(server):
     # Track A's default on a GPU is the compiled network: it cannot be built here either, and says so.
     assert "NOT BUILT yolo11_pytorch model.inductor_cache: no GPU here" in result.stderr, result.stderr
     assert f"{len(ENGINES) + 1} plan(s) or package(s) the GPU profile needs were not built" in result.stderr
+    assert not complete.exists(), "an export whose plans were not built is not complete"
 
 
 def test_a_changed_max_batch_or_precision_rebuilds_what_it_changes(fake_trtexec, artifacts, tmp_path, monkeypatch):

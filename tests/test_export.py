@@ -17,7 +17,7 @@ import pytest
 
 from python_models import contract as c
 from python_models.build import repository as repo
-from python_models.build.export import ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
+from python_models.build.export import EXPORT_COMPLETE, ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = str(ROOT / "tools" / "export.py")
@@ -67,6 +67,7 @@ def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weig
     assert not _up_to_date(manifest, manifest.weights_sha256, tuple(outputs)), "a stand-in must be re-resolved"
     requested = ExportManifest(**{**json.loads((repo_dir / "export.json").read_text()), "fallback_reason": None})
     assert _up_to_date(requested, requested.weights_sha256, tuple(outputs)), "the same record, resolved, is reused"
+    assert json.loads((repo_dir / EXPORT_COMPLETE).read_text())["profile"] == "cpu", "what a serving pod waits for"
 
 
 def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:

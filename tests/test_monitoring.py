@@ -26,6 +26,10 @@ DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "yolo11-triton.json
 PROMETHEUS = Path(sys.executable).parent / "prometheus"
 RATE_WINDOW = "20s"
 TRAFFIC_S = 25
+TRAFFIC_ENDED: list[float] = []
+"""When ``scraped_under_traffic`` stopped its requests: a one-minute rate asked later may have nothing to rate."""
+POD_LABELS = {"namespace": "yolo11", "pod": "yolo11-triton-0"}
+ADAPTER_VALUES = ROOT / "deploy" / "kubernetes" / "autoscaling" / "prometheus-adapter-values.yaml"
 PER_MODEL_PANELS = ("Requests per second", "Images per second", "Failed requests per second", "Average batch size",
                     "Queue time per request", "Compute time per request", "Pending requests")
 
@@ -35,7 +39,7 @@ def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
     queries = []
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            expr = target["expr"].replace("$model", ".*").replace("$__rate_interval", RATE_WINDOW)
+            expr = target["expr"].replace("$model", ".*").replace("$pod", ".*").replace("$__rate_interval", RATE_WINDOW)
             queries.append((panel["title"], expr))
     return queries
 
@@ -44,8 +48,8 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b(nv_[a-z_]+)\b", expr))
 
 
-def query(prometheus_url: str, expr: str) -> dict:
-    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def query(prometheus_url: str, expr: str, at: float | None = None) -> dict:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **({"time": at} if at else {})})
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
@@ -88,7 +92,9 @@ def prometheus(server, tmp_path_factory):
     config["global"]["scrape_interval"] = "1s"
     (job,) = config["scrape_configs"]
     metrics = urllib.parse.urlparse(server.metrics_url)
-    job["static_configs"] = [{"targets": [metrics.netloc]}]
+    # The labels the Prometheus Operator's PodMonitor gives a Kubernetes serving pod's series
+    # (deploy/kubernetes): what prometheus-adapter and the dashboard's pod variable select on.
+    job["static_configs"] = [{"targets": [metrics.netloc], "labels": POD_LABELS}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = open(work / "prometheus.log", "wb")
@@ -123,6 +129,7 @@ def scraped_under_traffic(server, prometheus, samples):
         t.start()
     for t in threads:
         t.join()
+    TRAFFIC_ENDED.append(time.time())
     up = query(prometheus, 'up{job="triton"}')["data"]["result"]
     assert up and up[0]["value"][1] == "1", f"Prometheus is not scraping the server: {up}"
     return models
@@ -159,8 +166,50 @@ def test_dashboard_covers_what_operators_need():
                    "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
                    "nv_inference_pending_request_count", "nv_gpu_utilization", "nv_gpu_memory_used_bytes"):
         assert family in text, family
-    (variable,) = dashboard["templating"]["list"]
-    assert variable["name"] == "model" and variable["includeAll"] and variable["allValue"] == ".*"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert sorted(variables) == ["model", "pod"], "per model, and per pod on Kubernetes"
+    assert all(v["includeAll"] and v["allValue"] == ".*" for v in variables.values()), "All matches series without a pod label"
+    assert all('pod=~"$pod"' in t["expr"] for p in dashboard["panels"] for t in p["targets"]), "every query per pod"
     assert all(p["datasource"]["uid"] == "prometheus" for p in dashboard["panels"])
     provisioned = yaml.safe_load((ROOT / "monitoring" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert provisioned["datasources"][0]["uid"] == "prometheus"
+
+
+def adapter_problems(values: dict, exported: set[str], prometheus_url: str, at: float) -> list[str]:
+    """What is wrong with the prometheus-adapter rules against this server's metrics, queried as the adapter queries
+    them for one pod (its label matchers and grouping filled in); empty when each rule gives that pod a value."""
+    problems = []
+    matchers = ",".join(f'{k}="{v}"' for k, v in POD_LABELS.items())
+    for rule in values["rules"]["custom"]:
+        name = rule["name"]["as"]
+        unknown = (metric_names(rule["seriesQuery"]) | metric_names(rule["metricsQuery"])) - exported
+        if unknown:
+            problems.append(f"{name}: Triton exports no {sorted(unknown)}")
+            continue
+        expr = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")
+        answer = query(prometheus_url, expr, at)
+        if answer.get("status") != "success":
+            problems.append(f"{name}: {answer.get('error', answer)}")
+            continue
+        series = answer["data"]["result"]
+        if [s["metric"] for s in series] != [{"pod": POD_LABELS["pod"]}]:
+            problems.append(f"{name}: expected one value for pod {POD_LABELS['pod']}, got {series}")
+        elif not 0 < float(series[0]["value"][1]) < float("inf"):
+            problems.append(f"{name}: {series[0]['value'][1]} under traffic (requests always queue a little)")
+    return problems
+
+
+def test_the_autoscaling_metric_is_computed_from_what_triton_exports(server, prometheus, scraped_under_traffic):
+    """The HPA's metric (deploy/kubernetes/base/autoscaler.yaml), as prometheus-adapter computes it from the rule
+    shipped for it, on a real Prometheus scraping the real server under traffic: one finite, positive value for the
+    pod. A rule naming a metric Triton does not export, or a query that does not parse, is caught."""
+    values = yaml.safe_load(ADAPTER_VALUES.read_text())
+    exported = exported_families(server)
+    at = TRAFFIC_ENDED[-1]  # the adapter asks while the pods serve; this test runs after the traffic stopped
+    assert adapter_problems(values, exported, prometheus, at) == []
+    broken = yaml.safe_load(ADAPTER_VALUES.read_text())
+    broken["rules"]["custom"][0]["metricsQuery"] = broken["rules"]["custom"][0]["metricsQuery"].replace(
+        "nv_inference_compute_infer_duration_us", "nv_inference_compute_duration_us")
+    assert "Triton exports no ['nv_inference_compute_duration_us']" in adapter_problems(broken, exported, prometheus, at)[0]
+    broken["rules"]["custom"][0]["metricsQuery"] = "max by (<<.GroupBy>>) (rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])"
+    assert "parse error" in adapter_problems(broken, exported, prometheus, at)[0]

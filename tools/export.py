@@ -10,14 +10,17 @@ profile it then builds one plan per TensorRT model with this image's trtexec and
 against this image's libnvinfer. It fails, with the reason and a non-zero exit, when the weights
 cannot be resolved (unless --allow-untrained) or cannot be served (segmentation, pose, NMS-free
 heads: the message says what can), when the repository is not writable (before any work), and when
-a plan the GPU profile needs was not built. A refused export leaves the repository as it was.
+a plan the GPU profile needs was not built. A refused export leaves the repository as it was. Its last
+step, only when everything was built, writes export_complete.json (what a Kubernetes serving pod waits for).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip-install at run time
@@ -28,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
 from python_models.build.engine_build import PRECISIONS, build_for_gpu_profile  # noqa: E402
-from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
+from python_models.build.export import EXPORT_COMPLETE, ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import ngc_image  # noqa: E402
 
@@ -75,6 +78,8 @@ def main() -> int:
                                                               "network instead.")
         print(f"export: weights {args.weights!r} cannot be used: {exc}{hint}", file=sys.stderr)
         return EXIT_WEIGHTS
+    complete = artifacts / EXPORT_COMPLETE
+    complete.unlink(missing_ok=True)  # the plans below are rebuilt or checked: not complete until they are
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
     spec = manifest.spec
@@ -85,6 +90,7 @@ def main() -> int:
     if profile == "cpu":
         print("CPU profile: no TensorRT plans needed (the twins run the exported ONNX), and no compiled network "
               "(Track A runs the network eagerly there)", flush=True)
+        write_complete(complete, manifest.weights, profile, args.models)
         return 0
     failed = build_for_gpu_profile(artifacts, spec, args.models, precision=args.precision, force=args.force,
                                    log=lambda line: print(line, flush=True))
@@ -94,7 +100,13 @@ def main() -> int:
         print(f"export: {len(failed)} plan(s) or package(s) the GPU profile needs were not built; the server would "
               "not serve the tracks that run them.", file=sys.stderr)
         return EXIT_PLANS
+    write_complete(complete, manifest.weights, profile, args.models)
     return 0
+
+
+def write_complete(path: Path, weights: str, profile: str, models: list[str]) -> None:
+    path.write_text(json.dumps({"weights": weights, "profile": profile, "models": models,
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

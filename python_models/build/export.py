@@ -27,6 +27,9 @@ from python_models.build import repository as repo
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
 MANIFEST = "export.json"
+EXPORT_COMPLETE = "export_complete.json"
+"""Written by tools/export.py as its last step, only when everything the profile needs was built (removed while
+an export runs): what a serving pod on Kubernetes waits for (deploy/kubernetes)."""
 EXPORT_FORMAT_VERSION = 5
 """Bump when what the export writes changes, so old artifacts are rebuilt."""
 
