@@ -166,8 +166,11 @@ def test_a_refused_or_failed_export_leaves_the_previous_one_as_it_was(tmp_path, 
     network.write_text((Path(__import__("ultralytics").__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml")
                        .read_text().replace("nc: 80", "nc: 3\nnames: [helmet, vest, plate]"))
     repo_dir = tmp_path / "repo"
+    repo_dir.mkdir()
+    (repo_dir / EXPORT_COMPLETE).write_text("{}")  # left by an earlier export whose artifacts this one replaces
     first = export_artifacts(str(network), repo_dir, options=ExportOptions(imgsz=160))
     assert first.spec.names == ("helmet", "vest", "plate") and first.spec.imgsz == 160
+    assert not (repo_dir / EXPORT_COMPLETE).exists(), "replaced artifacts are not complete until their plans are built"
     before = _files(repo_dir)
     assert any(name.endswith("model.onnx") for name in before) and "export.json" in before
     with pytest.raises(UnservableModel):

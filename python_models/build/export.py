@@ -250,6 +250,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
         raise
     manifest_path = artifacts / MANIFEST
     manifest_path.unlink(missing_ok=True)  # no manifest while artifacts and configs disagree
+    (artifacts / EXPORT_COMPLETE).unlink(missing_ok=True)  # nor a record a serving pod would start from
     for target, partial in staged.items():
         partial.replace(target)
     repo.write_repository(artifacts, spec, track_a=options.track_a)
