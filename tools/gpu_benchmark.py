@@ -179,7 +179,8 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     net = network.load_network(weights_pt, device, half)
     from python_models.build.weights import model_spec
 
-    spec = model_spec(YOLO(str(weights_pt)))
+    model = YOLO(str(weights_pt))  # the predictor below, and what the network serves
+    spec = model_spec(model)
     size = spec.imgsz
     encoded = [(Path(ASSETS) / PARITY_IMAGES[i % len(PARITY_IMAGES)]).read_bytes() for i in range(batch)]
     rows = [np.frombuffer(e, np.uint8) for e in encoded]
@@ -240,7 +241,6 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
                            "share_differing": round(float((diff > 0).mean()), 3)}
     out["device_letterbox_vs_cpu_letterbox_grey_levels"] = letterbox
 
-    model = YOLO(str(weights_pt))
     images = [decode(r) for r in rows]
     predictor_detections(model, images[0], spec, half=half, device=0)  # warm
 

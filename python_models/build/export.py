@@ -43,18 +43,13 @@ class RepositoryNotWritable(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What the export is told besides the weights; every track applies them."""
+    """What the export is told besides the weights; every track applies them, Track A its own ``track_a`` too."""
 
     imgsz: int = DEFAULT_IMAGE_SIZE
     conf: float = DEFAULT_CONF
     iou: float = DEFAULT_IOU
     max_det: int = DEFAULT_MAX_DET
-    track_a_decode: str = repo.PYTORCH_DECODE
-    track_a_network: str = repo.PYTORCH_NETWORK
-
-    @property
-    def track_a(self) -> repo.TrackAOptions:
-        return repo.TrackAOptions(self.track_a_decode, self.track_a_network)
+    track_a: repo.TrackAOptions = repo.TrackAOptions()
 
     @staticmethod
     def add_arguments(parser) -> None:
@@ -87,7 +82,7 @@ class ExportOptions:
     @classmethod
     def from_args(cls, args) -> "ExportOptions":
         return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                   track_a_decode=args.track_a_decode, track_a_network=args.track_a_network)
+                   track_a=repo.TrackAOptions(args.track_a_decode, args.track_a_network))
 
 
 @dataclass(frozen=True)

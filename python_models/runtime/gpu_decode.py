@@ -36,15 +36,14 @@ Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 """Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch; raises
 when it cannot decode one of them."""
 
-DECODE_MODES = TRACK_A_DECODES
 NVJPEG_MODES = ("RGB", "L")
 """Pillow modes nvJPEG decodes to RGB as OpenCV does (grey is replicated into three channels)."""
 
 
 def decode_mode(asked: str, on_gpu: bool) -> str:
     """Track A's ``decode`` parameter, refused when unknown or when it asks for nvJPEG on a CPU instance."""
-    if asked not in DECODE_MODES:
-        raise ValueError(f"parameter decode must be one of {DECODE_MODES}, not {asked!r}")
+    if asked not in TRACK_A_DECODES:
+        raise ValueError(f"parameter decode must be one of {TRACK_A_DECODES}, not {asked!r}")
     if asked == "gpu" and not on_gpu:
         raise ValueError("parameter decode is gpu but this instance runs on the CPU (KIND_CPU): nvJPEG needs a GPU "
                          "instance; set decode to cpu")

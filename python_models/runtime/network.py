@@ -32,15 +32,13 @@ def load_network(path: str | Path, device: torch.device, half: bool = False) -> 
     return net
 
 
-def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int,
-            compiled: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-    """Run every batch size up to ``max_batch`` once (the compiled forward when given), so cuDNN's per-shape
-    autotuning and first-call costs are paid now."""
+def warm_up(net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int) -> None:
+    """Run every batch size up to ``max_batch`` once, so cuDNN's per-shape autotuning happens now. (A compiled
+    forward has one size, which ``load_compiled`` already ran.)"""
     if device.type != "cuda":
         return
     for batch in range(1, max_batch + 1):
-        padded = torch.full((batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
-        compiled(padded) if compiled else forward_padded(net, padded, device, half)
+        forward_padded(net, torch.full((batch, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device), device, half)
     torch.cuda.synchronize(device)
 
 

@@ -30,7 +30,6 @@ from python_models.runtime.triton.adapter import (group_rows, guarded, image_row
                                                    read_rows, respond, thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
-NETWORKS = TRACK_A_NETWORKS
 
 
 class TritonPythonModel:
@@ -61,8 +60,8 @@ class TritonPythonModel:
         if graphs not in ("true", "false"):
             raise ValueError(f"parameter cuda_graphs must be true or false, not {graphs!r}")
         network = parameter(config, "network", "eager")
-        if network not in NETWORKS:
-            raise ValueError(f"parameter network must be one of {NETWORKS}, not {network!r}")
+        if network not in TRACK_A_NETWORKS:
+            raise ValueError(f"parameter network must be one of {TRACK_A_NETWORKS}, not {network!r}")
         if network == "compiled":
             if not on_gpu:
                 raise ValueError("parameter network is compiled but this instance runs on the CPU (KIND_CPU): the "
@@ -74,8 +73,8 @@ class TritonPythonModel:
                          if network == "compiled" else None)
         self.graphed = (GraphedForward(self.net, self.device, self.half, max_batch, self.spec.imgsz, self.compiled)
                         if on_gpu and graphs == "true" else None)
-        if self.graphed is None:
-            warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz, self.compiled)
+        if self.graphed is None and self.compiled is None:
+            warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz)
         print(f"{self.name}: network {network}{', CUDA graphs' if self.graphed else ''}, decode "
               f"{'gpu' if self.decoder else 'cpu'}, ready in {time.perf_counter() - started:.1f} s", flush=True)
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
