@@ -62,6 +62,7 @@ class Server:
         self.metrics_url = f"http://{host}:{metrics}/metrics"
         self.artifacts = artifacts
         self.log = log
+        self.http_clients: list = []
 
     def grpc(self):
         import tritonclient.grpc as grpcclient
@@ -71,7 +72,9 @@ class Server:
     def http(self, concurrency: int = 1):
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(self.http_url, concurrency=concurrency, network_timeout=300)
+        client = httpclient.InferenceServerClient(self.http_url, concurrency=concurrency, network_timeout=300)
+        self.http_clients.append(client)
+        return client
 
     @property
     def spec(self) -> ModelSpec:
@@ -113,6 +116,10 @@ def start_server(work: Path, weights: str, *options: str, extra_models: Path | N
 
 
 def stop_server(srv: Server) -> None:
+    # Triton's shutdown waits for open HTTP connections (up to its 30 s exit timeout): a keep-alive client the
+    # tests dropped would hold it that long.
+    for client in srv.http_clients:
+        client.close()
     srv.process.terminate()
     try:
         srv.process.wait(timeout=60)

@@ -19,7 +19,6 @@ import onnx
 import onnxruntime as ort
 
 from python_models.build.end2end import OP_TYPE, EfficientNMSAttributes
-from python_models.serving.twins.efficient_nms import efficient_nms
 
 _registered = False
 _FLOAT_ATTRIBUTES = ("score_threshold", "iou_threshold")
@@ -30,6 +29,10 @@ def _register_efficient_nms() -> str:
     """Register the op once per process; return the domain ONNX Runtime serves it under."""
     global _registered
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    # Here, not at the top: the NMS brings torch and torchvision (3 s of CPU per process), which the raw
+    # networks' twins never need.
+    from python_models.serving.twins.efficient_nms import efficient_nms
 
     if not _registered:
         attrs = {"score_threshold": PyCustomOpDef.dt_float, "iou_threshold": PyCustomOpDef.dt_float,
