@@ -167,8 +167,10 @@ def test_a_stub_killed_three_times_recovers_three_times_with_one_reload_each(ser
     start_reloads = _reloads(server, model)
     try:
         for kill in range(1, 4):
-            # The newest stub: the instances a reload replaced may linger a while, retired.
-            victim = max((s for s in python_stubs(tritonserver_pid(server)) if s.model == model), key=lambda s: s.pid)
+            # The newest stub: the instances a reload replaced may linger, retired, for the supervisor's grace period.
+            # Newest by start time, not pid: pids wrap around (on CI a retired stub's pid was the larger).
+            victim = max((s for s in python_stubs(tritonserver_pid(server)) if s.model == model),
+                         key=lambda s: psutil.Process(s.pid).create_time())
             psutil.Process(victim.pid).send_signal(signal.SIGKILL)
             deadline = time.monotonic() + 180
             while _reloads(server, model) < start_reloads + kill and time.monotonic() < deadline:

@@ -19,6 +19,14 @@ Three things make that hold the second and third time, not only the first:
   ``supervisor_generation`` parameter, which no model reads.
 - A reload counts as done only when as many new stub processes as the config asks
   for are seen serving; otherwise it is retried.
+
+When a stub dies under traffic, Triton never finishes unloading the instances the
+reload replaced (seen with Triton 2.51, the CPU profile's: no "unloaded" for them, and
+at exit it still counts them live and waits out its exit timeout), and their surviving
+stubs live on with their memory, on a GPU their CUDA context and weights: every crash
+would leave the model's other instances behind. (Killed while idle, the old instances
+unload and their stubs exit within seconds.) Retired stubs still alive ``RETIRED_GRACE_S`` after the reload, long
+after any request the old instances held, are killed.
 """
 
 from __future__ import annotations
@@ -118,6 +126,7 @@ class StubSupervisor(threading.Thread):
 
     RETRY_S = 10.0
     NEW_STUBS_TIMEOUT_S = 120.0
+    RETIRED_GRACE_S = 60.0
 
     def __init__(self, server_pid: int, grpc_url: str, headers: dict[str, str], interval_s: float = 1.0,
                  log: Callable[[str], None] = print, control: TritonControl | None = None) -> None:
@@ -129,6 +138,8 @@ class StubSupervisor(threading.Thread):
         self.generation = 0
         self.retired: set[int] = set()
         """Stubs of instances a reload replaced."""
+        self._retiring: list[tuple[float, str, psutil.Process]] = []
+        """(deadline, model, process): retired stubs to kill if still alive at the deadline."""
         self._next_try: dict[str, float] = {}
         self._stop = threading.Event()
 
@@ -148,6 +159,7 @@ class StubSupervisor(threading.Thread):
         for stub in all_stubs:
             if stub.pid not in self.retired:
                 live.setdefault(stub.model, []).append(stub)
+        self._kill_lingering()
         reloaded = []
         for model, wanted in self.expected.items():
             have = live.get(model, [])
@@ -172,9 +184,36 @@ class StubSupervisor(threading.Thread):
             self._next_try[model] = time.monotonic() + self.RETRY_S
             return False
         self.retired |= old
+        self._retire(model, old)
         self.reloads.append((time.time(), model))
         self.log(f"supervisor: {model} reloaded: new stubs {', '.join(str(p) for p in sorted(new))} serving")
         return True
+
+    def _retire(self, model: str, pids: set[int]) -> None:
+        deadline = time.monotonic() + self.RETIRED_GRACE_S
+        for pid in pids:
+            try:
+                # The Process remembers its start time: a pid the system gives to a new process is not killed.
+                self._retiring.append((deadline, model, psutil.Process(pid)))
+            except psutil.Error:
+                continue
+
+    def _kill_lingering(self) -> None:
+        now, waiting, killed = time.monotonic(), [], {}
+        for deadline, model, process in self._retiring:
+            if now < deadline:
+                waiting.append((deadline, model, process))
+                continue
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()
+                    killed.setdefault(model, []).append(process.pid)
+            except psutil.Error:
+                continue
+        self._retiring = waiting
+        for model, pids in killed.items():
+            self.log(f"supervisor: {model}: killed retired stubs {', '.join(map(str, sorted(pids)))}, alive "
+                     f"{self.RETIRED_GRACE_S:.0f} s after the reload (Triton did not unload the instances it replaced)")
 
     def _wait_for_new_stubs(self, model: str, wanted: int, old: set[int]) -> list[int]:
         deadline = time.monotonic() + self.NEW_STUBS_TIMEOUT_S
