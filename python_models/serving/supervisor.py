@@ -25,8 +25,10 @@ reload replaced (seen with Triton 2.51, the CPU profile's: no "unloaded" for the
 at exit it still counts them live and waits out its exit timeout), and their surviving
 stubs live on with their memory, on a GPU their CUDA context and weights: every crash
 would leave the model's other instances behind. (Killed while idle, the old instances
-unload and their stubs exit within seconds.) Retired stubs still alive ``RETIRED_GRACE_S`` after the reload, long
-after any request the old instances held, are killed.
+unload and their stubs exit within seconds.) Retired stubs still alive
+``RETIRED_GRACE_S`` after the reload, long after any request the old instances held,
+are killed; a retired stub is forgotten once it is gone, so its pid, handed by the
+system to a new stub, is not taken for it.
 """
 
 from __future__ import annotations
@@ -136,10 +138,9 @@ class StubSupervisor(threading.Thread):
         self.expected: dict[str, int] = {}
         self.reloads: list[tuple[float, str]] = []
         self.generation = 0
-        self.retired: set[int] = set()
-        """Stubs of instances a reload replaced."""
-        self._retiring: list[tuple[float, str, psutil.Process]] = []
-        """(deadline, model, process): retired stubs to kill if still alive at the deadline."""
+        self.retired: dict[int, tuple[float, str, psutil.Process]] = {}
+        """Live stubs of instances a reload replaced, by pid: when to kill them, their model, and the process (which
+        knows its start time: a recycled pid is not taken for it)."""
         self._next_try: dict[str, float] = {}
         self._stop = threading.Event()
 
@@ -154,12 +155,12 @@ class StubSupervisor(threading.Thread):
         """One pass: reload every model with fewer live stubs than instances; return the models reloaded."""
         if not self.expected:
             self.refresh()
+        self._settle_retired()
         live: dict[str, list[Stub]] = {}
         all_stubs = python_stubs(self.server_pid)
         for stub in all_stubs:
             if stub.pid not in self.retired:
                 live.setdefault(stub.model, []).append(stub)
-        self._kill_lingering()
         reloaded = []
         for model, wanted in self.expected.items():
             have = live.get(model, [])
@@ -172,6 +173,12 @@ class StubSupervisor(threading.Thread):
 
     def _reload(self, model: str, wanted: int, old: set[int]) -> bool:
         self.generation += 1
+        replaced = []  # the processes, taken now: a pid that exits during the reload may come back as another's
+        for pid in old:
+            try:
+                replaced.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
         try:
             self.control.reload(model, self.generation)
             new = self._wait_for_new_stubs(model, wanted, old)
@@ -183,34 +190,25 @@ class StubSupervisor(threading.Thread):
             self.log(f"supervisor: reloading {model} failed ({why}); retrying in {self.RETRY_S:.0f} s")
             self._next_try[model] = time.monotonic() + self.RETRY_S
             return False
-        self.retired |= old
-        self._retire(model, old)
+        deadline = time.monotonic() + self.RETIRED_GRACE_S
+        self.retired.update({process.pid: (deadline, model, process) for process in replaced})
         self.reloads.append((time.time(), model))
         self.log(f"supervisor: {model} reloaded: new stubs {', '.join(str(p) for p in sorted(new))} serving")
         return True
 
-    def _retire(self, model: str, pids: set[int]) -> None:
-        deadline = time.monotonic() + self.RETIRED_GRACE_S
-        for pid in pids:
+    def _settle_retired(self) -> None:
+        """Forget retired stubs that are gone; kill those still alive past their deadline."""
+        now, killed = time.monotonic(), {}
+        for pid, (deadline, model, process) in list(self.retired.items()):
             try:
-                # The Process remembers its start time: a pid the system gives to a new process is not killed.
-                self._retiring.append((deadline, model, psutil.Process(pid)))
-            except psutil.Error:
-                continue
-
-    def _kill_lingering(self) -> None:
-        now, waiting, killed = time.monotonic(), [], {}
-        for deadline, model, process in self._retiring:
-            if now < deadline:
-                waiting.append((deadline, model, process))
-                continue
-            try:
-                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+                    del self.retired[pid]
+                elif now >= deadline:
                     process.kill()
-                    killed.setdefault(model, []).append(process.pid)
+                    del self.retired[pid]
+                    killed.setdefault(model, []).append(pid)
             except psutil.Error:
-                continue
-        self._retiring = waiting
+                del self.retired[pid]
         for model, pids in killed.items():
             self.log(f"supervisor: {model}: killed retired stubs {', '.join(map(str, sorted(pids)))}, alive "
                      f"{self.RETIRED_GRACE_S:.0f} s after the reload (Triton did not unload the instances it replaced)")
