@@ -1,1 +1,0 @@
-from python_models.runtime.triton.image_guard_model import TritonPythonModel  # noqa: F401
