@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import shlex
+import shutil
 import subprocess
+import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -191,3 +196,163 @@ def test_no_credential_is_committed():
         if path.suffix in (".yml", ".yaml", ".json", ".env", ".py", ".toml", ".md", ".sh") and path.is_file():
             for line in path.read_text(errors="replace").splitlines():
                 assert not pattern.search(line), f"{name}: {line.strip()}"
+
+
+def dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined and comment lines dropped, as Docker reads them."""
+    instructions, pending = [], ""
+    for line in dockerfile.splitlines():
+        if line.strip().startswith("#") or not line.strip():
+            continue
+        pending += line.strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        keyword, _, arguments = pending.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+# What tools/check_image.py leaves, run as root with the image's HOME=/tmp (seen running it with HOME, TMPDIR and
+# YOLO_CONFIG_DIR pointed at an empty folder): Ultralytics' settings, ONNX Runtime's device id under ~/.cache, and
+# in the temporary folder inductor's cache folder and ONNX Runtime's session file.
+FAKE_CHECK = """\
+import os, sys, tempfile
+from pathlib import Path
+for path in (Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics" / "settings.json",
+             Path(os.environ["HOME"]) / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid",
+             Path(tempfile.gettempdir()) / "torchinductor_root" / ".keep", Path(tempfile.gettempdir()) / ".ses"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("root's")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def run_the_image_check_step(dockerfile: str, fake_tmp: Path, check_status: int) -> int:
+    """Run the Dockerfile's RUN that calls tools/check_image.py with the image's ENV, /tmp standing for fake_tmp
+    and the check replaced by one that writes what the real one writes and exits with check_status."""
+    instructions = dockerfile_instructions(dockerfile)
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(fake_tmp)}  # the image's TMPDIR is unset: /tmp
+    for keyword, arguments in instructions:
+        if keyword == "ENV":
+            for assignment in shlex.split(arguments):
+                name, _, value = assignment.partition("=")
+                env[name] = value.replace("/tmp", str(fake_tmp))
+    (step,) = [a for k, a in instructions if k == "RUN" and "tools/check_image.py" in a]
+    fake = fake_tmp.parent / "fake_check.py"
+    fake.write_text(FAKE_CHECK)
+    command = step.replace("/tmp", str(fake_tmp)).replace("python3 tools/check_image.py",
+                                                          f"{sys.executable} {fake} {check_status}")
+    env["PATH"] = env["PATH"].replace("$PATH", "/usr/bin:/bin")
+    return subprocess.run(["/bin/sh", "-c", command], env=env, cwd=fake_tmp.parent).returncode
+
+
+def image_tmp_problems(compose: dict, tmp_path: Path) -> list[str]:
+    """Where the build leaves root's files that the run-time user writes; empty when it leaves none."""
+    problems = []
+    dockerfile = compose["services"]["triton"]["build"]["dockerfile_inline"]
+    image_env = dict(a.partition("=")[::2] for k, args in dockerfile_instructions(dockerfile) if k == "ENV"
+                     for a in shlex.split(args))
+    if image_env.get("HOME") != "/tmp":
+        problems.append(f"HOME is {image_env.get('HOME')!r}, not the /tmp the image leaves empty")
+    config_dirs = [image_env.get("YOLO_CONFIG_DIR", "")] + [
+        s.get("environment", {}).get("YOLO_CONFIG_DIR", "/tmp/") for s in compose["services"].values()
+        if s.get("image") == compose["services"]["triton"]["image"]]
+    if not all(d.startswith("/tmp/") for d in config_dirs):
+        problems.append(f"YOLO_CONFIG_DIR {config_dirs} must lie in the /tmp the image leaves empty")
+    for status in (0, 1):
+        fake_tmp = tmp_path / f"tmp{status}"
+        fake_tmp.mkdir(mode=0o755)
+        (fake_tmp / "left-by-pip").write_text("root's")  # an earlier step's leftover
+        code = run_the_image_check_step(dockerfile, fake_tmp, status)
+        if status and not code:
+            problems.append("a failing tools/check_image.py does not fail the build")
+        if status:
+            continue
+        if code:
+            problems.append(f"the check's step fails ({code}) when the check passes")
+        if left := sorted(str(p.relative_to(fake_tmp)) for p in fake_tmp.rglob("*")):
+            problems.append(f"the image keeps root's files in /tmp: {left}")
+        if fake_tmp.stat().st_mode & 0o7777 != 0o1777:
+            problems.append(f"/tmp is left mode {fake_tmp.stat().st_mode & 0o7777:o}, not 1777")
+    return problems
+
+
+def test_the_image_leaves_no_root_owned_files_where_the_run_time_user_writes(compose, tmp_path):
+    """The build runs as root, the containers as the operator's uid: Ultralytics' settings, HOME's caches and the
+    temporary folder must not be root's in the image (a root-owned /tmp/ultralytics left Ultralytics' settings
+    unwritable). Everything the run-time user writes lies under /tmp; the check's step leaves /tmp empty and
+    world-writable, whatever earlier steps left there, and a failing check still fails the build."""
+    assert image_tmp_problems(compose, tmp_path) == []
+
+
+def _check_step(c: dict, step: str) -> None:
+    _dockerfile(c, lambda d: re.sub(r"^RUN .*tools/check_image\.py.*$", step, d, flags=re.M))
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (lambda c: _check_step(c, "RUN python3 tools/check_image.py"), "ultralytics/Ultralytics/settings.json"),
+    (lambda c: _check_step(c, "RUN python3 tools/check_image.py && rm -rf /tmp/ultralytics"), ".cache"),
+    (lambda c: _check_step(c, "RUN python3 tools/check_image.py; find /tmp -mindepth 1 -delete && chmod 1777 /tmp"),
+     "does not fail the build"),
+    (lambda c: c["services"]["triton"]["environment"].__setitem__("YOLO_CONFIG_DIR", "/opt/yolo11-triton/.config"),
+     "YOLO_CONFIG_DIR"),
+])
+def test_each_root_owned_tmp_check_fires(compose, tmp_path, breakage, expected):
+    broken = copy.deepcopy(compose)
+    breakage(broken)
+    assert any(expected in p for p in image_tmp_problems(broken, tmp_path)), image_tmp_problems(broken, tmp_path)
+
+
+def _unwritable_as_run_time_user(home: Path) -> list[str]:
+    """tools/check_image.py's unwritable_run_time_folders() as the containers run it: not root (nobody, when
+    this is root), HOME and the temporary folder at ``home``, Ultralytics' settings under it. In a forked child:
+    the interpreter lives under /root, which another user cannot enter."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_image_tool", ROOT / "tools" / "check_image.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 70
+        try:
+            os.close(read)
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            os.environ.update(HOME=str(home), TMPDIR=str(home), YOLO_CONFIG_DIR=str(home / "ultralytics"))
+            tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+            os.write(write, json.dumps(tool.unwritable_run_time_folders()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    return json.loads(result)
+
+
+def test_check_image_names_root_owned_run_time_folders():
+    """Run as the containers' user, the image check names Ultralytics' settings folder when the build left it
+    root's (as it did before the check's step emptied /tmp), and nothing in a /tmp-like HOME that is not."""
+    home = Path(tempfile.mkdtemp(prefix="yolo11-home-"))  # not under pytest's private tmp: nobody can enter that
+    try:
+        home.chmod(0o1777)
+        assert _unwritable_as_run_time_user(home) == []
+        settings = home / "ultralytics" / "Ultralytics"
+        settings.mkdir(parents=True)
+        if os.getuid() != 0:  # owned by this user: take the write permission instead of the ownership
+            settings.chmod(0o555)
+            settings.parent.chmod(0o555)
+        unwritable = _unwritable_as_run_time_user(home)
+        assert [u.split(" (")[0] for u in unwritable] == [str(settings.parent), str(settings)], unwritable
+    finally:
+        for folder in (home / "ultralytics", home / "ultralytics" / "Ultralytics"):
+            if folder.exists():
+                folder.chmod(0o755)
+        shutil.rmtree(home, ignore_errors=True)

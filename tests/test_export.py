@@ -120,6 +120,10 @@ def test_an_unwritable_repository_is_refused_before_any_work():
                                        ["--weights", "yolo11n.yaml", "--artifacts", str(repo_dir)])
         assert code == 3, stderr
         assert "cannot write" in stderr and "YOLO11_UID" in stderr and str(repo_dir) in stderr, stderr
+        # The fix for NFS-backed ReadWriteMany volumes, which ignore the pod's fsGroup, with this process's ids.
+        ids = "65534:65534" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        assert "fsGroup" in stderr and "fsGroupPolicy: File" in stderr and "initContainer" in stderr, stderr
+        assert f"chown -R {ids}" in stderr and f"anonuid={ids.split(':')[0]}" in stderr, stderr
         assert time.monotonic() - start < 30 and not (repo_dir / "export.json").exists(), "refused before any work"
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -6,7 +6,8 @@ tools/check_image.py. Checks: the NGC release's Triton, its TensorRT, DALI and P
 an exact (four-component) libnvinfer version for the plans; a C compiler and the Python headers for the
 compiled network's Triton kernels; the DALI the backend serialises dali.py with
 equals the pinned one; numpy below 2 and everything the export needs importable, so nothing is ever
-installed at run time.
+installed at run time; run as the containers' user, that HOME, its caches, the temporary folder and Ultralytics'
+settings folder are writable (the build runs as root and must leave none of them root's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +27,23 @@ from python_models.build.engine_build import find_trtexec, runtime_tensorrt_vers
 from python_models.serving.triton import GPU_BACKENDS, NGC_ROOT  # noqa: E402
 
 EXPORT_MODULES = ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "onnxruntime", "cv2", "tritonclient.grpc")
+
+
+def unwritable_run_time_folders() -> list[str]:
+    """The folders the servers and the export write as the run-time user (HOME: Ultralytics', ONNX Runtime's,
+    matplotlib's and Triton's caches; the temporary folder: inductor's cache, the DALI backend's serialised
+    pipelines; YOLO_CONFIG_DIR: Ultralytics' settings) that exist but this process cannot write. Always empty
+    for root, as during the build."""
+    home = Path(os.environ.get("HOME") or Path.home())
+    folders = [home, home / ".cache", home / ".config", home / ".triton", Path(tempfile.gettempdir())]
+    if config := os.environ.get("YOLO_CONFIG_DIR"):
+        folders += [Path(config), Path(config) / "Ultralytics"]
+    unwritable = []
+    for folder in dict.fromkeys(folders):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            owner = folder.stat()
+            unwritable.append(f"{folder} (owned by {owner.st_uid}:{owner.st_gid}, mode {owner.st_mode & 0o7777:o})")
+    return unwritable
 
 
 def problems_and_facts() -> tuple[list[str], list[str]]:
@@ -71,6 +90,9 @@ def problems_and_facts() -> tuple[list[str], list[str]]:
         problems.append(f"Track A's compiled network (its default on a GPU) could not run here: {toolchain}")
     else:
         facts.append("a C compiler and the Python headers for Triton's kernel launchers (the compiled network)")
+    if unwritable := unwritable_run_time_folders():
+        problems.append(f"uid {os.getuid()} cannot write {'; '.join(unwritable)}: the image was built leaving "
+                        "them root's: rebuild the image (docker compose build), whose check step now empties /tmp")
     if os.environ.get("YOLO_AUTOINSTALL", "").lower() not in ("false", "0"):
         problems.append("YOLO_AUTOINSTALL is not false: Ultralytics could pip-install at run time")
     return problems, facts

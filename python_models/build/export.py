@@ -158,10 +158,17 @@ def check_writable(artifacts: Path) -> None:
             owner = existing.stat()
             problems[existing] = f"{existing} (owned by {owner.st_uid}:{owner.st_gid}, mode {owner.st_mode & 0o777:o})"
     if problems:
+        ids = f"{os.getuid()}:{os.getgid()}"
         raise RepositoryNotWritable(
             f"the export runs as uid {os.getuid()} gid {os.getgid()} and cannot write: " + "; ".join(problems.values())
             + ". Run it as the owner of the repository (docker compose: YOLO11_UID and YOLO11_GID in .env, "
-              "see the README) or make those folders writable.")
+              "see the README) or make those folders writable. Kubernetes: the pod's fsGroup makes a volume "
+              "writable only where its plugin applies it, and NFS and many ReadWriteMany volumes do not (a CSI "
+              "driver applies it to them only with fsGroupPolicy: File, and an NFS server squashing root refuses "
+              "it); run the Job as the owner above (runAsUser, runAsGroup), or give the volume to "
+              f"{ids} once: on the NFS server (chown -R {ids} the exported directory, or export it with "
+              f"all_squash,anonuid={os.getuid()},anongid={os.getgid()}), or from an initContainer running as root "
+              f"(chown -R {ids} on the mount; needs no_root_squash).")
 
 
 def _source_key(weights: str, options: ExportOptions) -> str:
