@@ -1,14 +1,20 @@
 """deploy/kubernetes: every overlay renders (kustomize build) and validates against the OpenAPI schema of a pinned
 Kubernetes release; the promises the serving stack rests on hold, each shown to fire on a broken copy.
 
-No cluster can run here. What Triton's metrics must offer the autoscaler is checked against a live server in
+No cluster can run here. The readiness probe's script runs here, against a fake Triton's health endpoints in each
+case it must tell apart (tests/test_launcher.py shows the real server serving the others beside a model that failed
+to load). What Triton's metrics must offer the autoscaler is checked against a live server in
 tests/test_monitoring.py (the prometheus-adapter rule, on a real Prometheus)."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kubernetes_validate
@@ -16,6 +22,7 @@ import pytest
 import yaml
 
 from python_models.build.export import EXPORT_COMPLETE
+from python_models.contract import PUBLIC_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -74,8 +81,9 @@ def test_schema_validation_fires_on_a_broken_copy(rendered):
 
 # --- the promises -----------------------------------------------------------------------------------------------
 
-def by_kind(docs: list[dict], kind: str, component: str | None = None) -> dict:
-    (doc,) = [d for d in docs if d["kind"] == kind and (component is None or component_of(d) == component)]
+def by_kind(docs: list[dict], kind: str, component: str | None = None, prefix: str = "") -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and (component is None or component_of(d) == component)
+              and d["metadata"]["name"].startswith(prefix)]
     return doc
 
 
@@ -104,6 +112,103 @@ def volume(doc: dict, name: str) -> dict:
     return next((v for v in pod_spec(doc).get("volumes", []) if v["name"] == name), {})
 
 
+def env_value(docs: list[dict], c: dict, name: str) -> str | None:
+    """The value ``c`` gets for ``name``: given in the manifest or read from a rendered ConfigMap's key."""
+    entry = next((e for e in c.get("env", []) if e["name"] == name), {})
+    if "value" in entry:
+        return entry["value"]
+    ref = entry.get("valueFrom", {}).get("configMapKeyRef", {})
+    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref.get("name")), {})
+    return config.get("data", {}).get(ref.get("key"))
+
+
+def served_models(c: dict) -> list[str]:
+    """The public models tools/serve.py serves with the container's arguments (--models, default all)."""
+    args = c.get("args", [])
+    return args[args.index("--models") + 1].split(",") if "--models" in args[:-1] else list(PUBLIC_MODELS)
+
+
+class FakeTriton(BaseHTTPRequestHandler):
+    """Triton's health endpoints as 2.51 answers them: live always; a model's ready 200 when it is, else 400;
+    the server's ready (strict readiness) 200 only when every served model is."""
+
+    ready: set[str] = set()
+    served: set[str] = set()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path == "/v2/health/live":
+            ok = True
+        elif self.path == "/v2/health/ready":
+            ok = self.served <= self.ready
+        else:
+            model = self.path.removeprefix("/v2/models/").removesuffix("/ready")
+            ok = self.path == f"/v2/models/{model}/ready" and model in self.ready
+        self.send_response(200 if ok else 400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@functools.cache
+def fake_triton() -> int:
+    """The port of a FakeTriton serving for the rest of the session."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTriton)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+@functools.cache
+def probe_passes(command: tuple[str, ...], http: int, env: tuple[tuple[str, str], ...], ready: frozenset[str],
+                 served: frozenset[str], timeout_s: float) -> bool:
+    """Runs an exec probe's command here against a FakeTriton on which ``ready`` are ready: True when it passes
+    (exits 0). The probe's python3 is this interpreter; the pod's address 127.0.0.1:<http> is the fake's."""
+    port = fake_triton()
+    FakeTriton.ready, FakeTriton.served = set(ready), set(served)
+    argv = [sys.executable if i == 0 and word == "python3" else word.replace(f"127.0.0.1:{http}", f"127.0.0.1:{port}")
+            for i, word in enumerate(command)]
+    try:
+        return subprocess.run(argv, env={"PATH": os.environ["PATH"], **dict(env)}, capture_output=True,
+                              timeout=timeout_s).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def readiness_problems(docs: list[dict], triton: dict) -> list[str]:
+    """The pod takes traffic while any model of READINESS_MODELS is ready, and only then: checked by running the
+    rendered probe against a fake Triton in each case."""
+    served = served_models(triton)
+    wanted = env_value(docs, triton, "READINESS_MODELS")
+    models = wanted.split(",") if wanted else []
+    if not models or set(models) - set(served):
+        return [f"readiness: READINESS_MODELS ({wanted}) must name public models the pod serves ({','.join(served)})"]
+    probe = triton.get("readinessProbe", {})
+    command = probe.get("exec", {}).get("command", [])
+    http = named_port(triton, "http")
+    if not command or f"127.0.0.1:{http}" not in " ".join(command):
+        return [f"readiness: the readinessProbe must be an exec probe asking Triton on 127.0.0.1:{http} which "
+                "models are ready (no httpGet can say 'any of these')"]
+    problems = []
+
+    def passes(ready: set[str]) -> bool:
+        return probe_passes(tuple(command), http, (("READINESS_MODELS", wanted),), frozenset(ready),
+                            frozenset(served), probe.get("timeoutSeconds", 1) + 5)
+
+    # The models the probe asks first and last failed, only one or none of them serves, only others do, all do.
+    cases = (set(served) - {models[0]}, set(served) - {models[-1]}, {models[-1]}, set(), set(served) - set(models),
+             set(served))
+    for ready in dict.fromkeys(frozenset(c) for c in cases):
+        ready_text = ",".join(sorted(ready)) or "none"
+        if ready & set(models) and not passes(ready):
+            problems.append(f"readiness: Ready while any model of READINESS_MODELS is ready, whichever failed: the "
+                            f"probe failed with {ready_text} ready")
+        elif not ready & set(models) and passes(ready):
+            problems.append(f"readiness: not Ready while no model of READINESS_MODELS is ready: the probe passed "
+                            f"with {ready_text} ready")
+    return problems
+
+
 def compose_service(name: str) -> dict:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return compose["services"][name]
@@ -123,18 +228,29 @@ def promises(docs: list[dict]) -> list[str]:
         if str(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")) != "1":
             problems.append(f"GPU: the {what} must ask for exactly one nvidia.com/gpu")
 
-    # Probes on Triton's health endpoints and its HTTP port.
+    # Probes on Triton's HTTP port. What restarts a pod (startup, liveness) asks only whether the server is up:
+    # whole-server readiness there (strict: every model) or any model's would restart it for one failed model.
     http = named_port(triton, "http")
     if http != 8000 or named_port(triton, "grpc") != 8001 or named_port(triton, "metrics") != 8002:
         problems.append("ports: http 8000, grpc 8001 and metrics 8002 as tools/serve.py serves them")
-    for probe, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
-                        ("livenessProbe", "/v2/health/live")):
+    for probe in ("startupProbe", "livenessProbe"):
         get = triton.get(probe, {}).get("httpGet", {})
-        if get.get("path") != path or get.get("port") not in ("http", http):
-            problems.append(f"probes: {probe} must GET {path} on the http port")
+        if set(triton.get(probe, {})) & {"exec", "grpc", "tcpSocket"} or get.get("path") != "/v2/health/live" \
+                or get.get("port") not in ("http", http):
+            problems.append(f"probes: {probe} must GET /v2/health/live on the http port, never a readiness: a "
+                            "model that fails to load must not restart the pod")
     startup = triton.get("startupProbe", {})
     if startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) < 300:
         problems.append("probes: the startup probe must allow the warm-up (compose's start_period, 300 s) at least")
+    problems += readiness_problems(docs, triton)
+
+    # The image's entrypoint runs (the NGC one sets up CUDA forward compatibility): a container of the serving
+    # image gives args:, as compose's command: does, never command:, which would replace the entrypoint.
+    for doc in (server, job):
+        for c in pod_spec(doc).get("initContainers", []) + pod_spec(doc)["containers"]:
+            if c.get("image") == triton.get("image") and "command" in c:
+                problems.append(f"entrypoint: {c['name']} must give args:, not command:, so that the serving "
+                                "image's entrypoint runs")
 
     # Non-root, nothing to escalate, read-only root filesystem.
     for what, doc in (("serving pod", server), ("export Job", job)):
@@ -170,11 +286,11 @@ def promises(docs: list[dict]) -> list[str]:
         problems.append(f"export: an init container must wait for {EXPORT_COMPLETE} before Triton starts")
     if job["spec"].get("backoffLimit") != 0:
         problems.append("export: a failed export must fail the Job (backoffLimit 0), not rebuild for minutes")
-    if export.get("command") != [w.replace("${WEIGHTS:-yolo11n.pt}", "$(WEIGHTS)")
-                                 for w in compose_service("export")["command"]]:
-        problems.append("export: the Job must run the command compose's export runs")
-    if triton.get("command") != compose_service("triton")["command"]:
-        problems.append("serving: the pods must run the command compose's triton runs")
+    if export.get("args") != [w.replace("${WEIGHTS:-yolo11n.pt}", "$(WEIGHTS)")
+                              for w in compose_service("export")["command"]]:
+        problems.append("export: the Job must run (args:) the command compose's export runs")
+    if triton.get("args") != compose_service("triton")["command"]:
+        problems.append("serving: the pods must run (args:) the command compose's triton runs")
     if pod_spec(job).get("nodeSelector") != pod_spec(server).get("nodeSelector"):
         problems.append("GPU kind: the Job must build on the GPU kind the pods serve on (same nodeSelector)")
 
@@ -240,8 +356,26 @@ def _set(path_owner, key, value):
 
 BREAKS = {
     "GPU": lambda d: _triton(d)["resources"]["limits"].pop("nvidia.com/gpu"),
-    "probes: readinessProbe": lambda d: _set(_triton(d)["readinessProbe"]["httpGet"], "path", "/v2/health/live"),
     "probes: livenessProbe": lambda d: _set(_triton(d)["livenessProbe"]["httpGet"], "port", 8002),
+    # What the manifests said before: one model that cannot load restarted the pod every ten minutes.
+    "probes: startupProbe": lambda d: _set(_triton(d)["startupProbe"]["httpGet"], "path", "/v2/health/ready"),
+    "probes: livenessProbe must GET": lambda d: _set(_triton(d), "livenessProbe", {"exec": {"command": [
+        "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/models/"
+                         "yolo11_pytorch/ready')"]}}),
+    "readiness: the readinessProbe": lambda d: _set(_triton(d), "readinessProbe",
+                                                     {"httpGet": {"path": "/v2/health/ready", "port": "http"}}),
+    # Strict readiness as an exec probe: a pod with one failed model never Ready.
+    "readiness: Ready while": lambda d: _set(_triton(d)["readinessProbe"]["exec"], "command", [
+        "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready')"]),
+    # Ready while the server answers, whatever its models.
+    "readiness: not Ready while": lambda d: _set(_triton(d)["readinessProbe"]["exec"], "command", [
+        "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live')"]),
+    "readiness: READINESS_MODELS": lambda d: _set(by_kind(d, "ConfigMap", None, "yolo11-serving")["data"],
+                                                  "READINESS_MODELS", "yolo11_pytorch,yolo11_onnx"),
+    "entrypoint: triton": lambda d: _set(_triton(d), "command", _triton(d).pop("args")),
+    "entrypoint: wait-for-export": lambda d: _set(pod_spec(_server(d))["initContainers"][0], "command",
+                                                  pod_spec(_server(d))["initContainers"][0].pop("args")),
+    "entrypoint: export": lambda d: _set(container(_job(d), "export"), "command", ["python3", "tools/export.py"]),
     "probes: the startup probe": lambda d: _set(_triton(d)["startupProbe"], "failureThreshold", 3),
     "non-root: the serving pod": lambda d: _set(pod_spec(_server(d))["securityContext"], "runAsUser", 0),
     "non-root: triton": lambda d: _set(_triton(d)["securityContext"], "readOnlyRootFilesystem", False),
@@ -252,7 +386,7 @@ BREAKS = {
                                                  "claimName", "elsewhere"),
     "export: a failed export": lambda d: _set(_job(d)["spec"], "backoffLimit", 6),
     "GPU kind": lambda d: _set(pod_spec(_job(d)), "nodeSelector", {"nvidia.com/gpu.product": "NVIDIA-A100"}),
-    "serving: the pods must run": lambda d: _set(_triton(d), "command", _triton(d)["command"][:-2]),
+    "serving: the pods must run": lambda d: _set(_triton(d), "args", _triton(d)["args"][:-2]),
     "admin key": lambda d: _set(_triton(d), "env", [{"name": "TRITON_ADMIN_KEY", "value": "in-the-manifest"}]),
     "services: yolo11-triton-pods": lambda d: _set(
         next(s for s in d if s["metadata"]["name"] == "yolo11-triton-pods")["spec"], "selector",
