@@ -33,7 +33,6 @@ PYTORCH = "yolo11_pytorch"
 TRT_ENSEMBLE = "yolo11_trt"
 END2END_ENSEMBLE = "yolo11_trt_end2end"
 PREPROCESS = "yolo11_preprocess"
-IMAGE_GUARD = "yolo11_image_guard"
 RAW_TRT = "yolo11_raw_trt"
 ULTRALYTICS_RAW_TRT = "yolo11_ultralytics_raw_trt"
 """The raw network as Ultralytics exports it (float32 NCHW in [0, 1]): what Ultralytics' own Triton client sends."""
@@ -52,8 +51,6 @@ OUTPUT_SCORES = "detection_scores"
 OUTPUT_CLASSES = "detection_classes"
 
 # Tensors that pass between the steps of an ensemble.
-CHECKED_IMAGES = "checked_images"
-"""Track D: the encoded rows the CPU guard let through to the DALI leaf (bytes unchanged)."""
 LETTERBOXED_IMAGES = "letterboxed_images"
 LETTERBOX_TRANSFORM = "letterbox_transform"
 RAW_PREDICTIONS = "raw_predictions"
@@ -74,7 +71,6 @@ class TensorSpec:
 
 PUBLIC_INPUTS = (TensorSpec(INPUT_IMAGES, np.dtype(np.uint8), (-1,)),)
 PUBLIC_OUTPUT_NAMES = (OUTPUT_NUM_DETECTIONS, OUTPUT_BOXES, OUTPUT_SCORES, OUTPUT_CLASSES)
-CHECKED_SPEC = TensorSpec(CHECKED_IMAGES, np.dtype(np.uint8), (-1,))
 TRANSFORM_SPEC = TensorSpec(LETTERBOX_TRANSFORM, np.dtype(np.float32), (len(TRANSFORM_FIELDS),))
 
 METADATA = "metadata"
@@ -208,6 +204,16 @@ DALI_TIERS = (
     Tier("balanced", max_batch_size=64, max_queue_delay_us=500, instances=2),
     Tier("batch", max_batch_size=128, max_queue_delay_us=5000, instances=1),
 )
+
+
+def dali_guard_name(tier: Tier) -> str:
+    """Track D's first step: probes the rows, calls the tier's DALI leaf, isolates a batch the leaf failed."""
+    return f"yolo11_dali_guard_{tier.name}"
+
+
+DALI_CPU_FALLBACK_METRIC = "yolo11_dali_cpu_fallback_rows"
+"""Counter on Triton's metrics endpoint (labels ``model``: the guard, ``dali_model``: its leaf): rows Track D decoded
+on the CPU because the DALI leaf failed their batch."""
 
 
 def dali_preprocess_name(tier: Tier) -> str:

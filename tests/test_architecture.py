@@ -72,7 +72,7 @@ def test_no_import_crosses_the_boundaries():
 
 def test_the_boundary_check_fires_on_a_planted_import():
     files = package_sources()
-    guard = PACKAGE / "runtime" / "triton" / "image_guard_model.py"
+    guard = PACKAGE / "runtime" / "triton" / "dali_guard_model.py"
     files[guard] += "\n\ndef _planted():\n    from python_models.client.matching import differences  # noqa: F401\n"
     client = PACKAGE / "client" / "__init__.py"
     files[client] += "\nfrom python_models.runtime.preprocess import decode  # noqa: E402,F401\n"

@@ -1,10 +1,13 @@
 """Track D against the real server: the DALI twin fails as Triton's DALI backend fails (one bad row, every request
-of its batch gets UNKNOWN), and the CPU guard in front of it is what keeps bad rows away from good requests."""
+of its batch gets UNKNOWN), and each tier's guard in front of it is what keeps bad rows from failing good requests:
+what a header check can see never reaches the leaf, and a batch the leaf fails is answered row by row on the CPU."""
 
 from __future__ import annotations
 
 import queue
 import time
+
+import pytest
 
 import tritonclient.grpc as grpcclient
 from conftest import assert_same_detections, burst, detections_of, tolerance
@@ -13,14 +16,15 @@ from tritonclient.utils import InferenceServerException
 from python_models import contract as c
 from python_models.build import repository as repo
 from python_models.client import infer_grpc, pack_images, unpack_detections
-from python_models.client.bad_inputs import bad_inputs
+from python_models.client.bad_inputs import bad_inputs, damaged_scans
 from python_models.client.metrics import scrape
 
 BATCH_TIER = next(t for t in c.DALI_TIERS if t.name == "batch")  # the widest batching window: 5 ms
 LEAF = repo.dali_preprocess_name(BATCH_TIER)
+GUARD = repo.dali_guard_name(BATCH_TIER)
 ENSEMBLE = repo.dali_ensemble_name(BATCH_TIER)
-FAMILIES = ("nv_inference_exec_count", "nv_inference_count", "nv_inference_request_failure",
-            "nv_inference_request_success")
+FAMILIES = ("nv_inference_exec_count", "nv_inference_count", "nv_inference_request_success",
+            c.DALI_CPU_FALLBACK_METRIC)
 
 
 def delta(before: dict, after: dict, family: str, model: str) -> float:
@@ -57,8 +61,10 @@ def test_the_dali_twin_fails_every_request_of_a_batch_that_holds_a_bad_row(serve
     assert good.as_numpy(c.LETTERBOX_TRANSFORM).shape == (1, len(c.TRANSFORM_FIELDS))
 
 
-def test_the_guard_refuses_every_bad_row_and_its_batch_mates_get_correct_detections(server, samples):
-    catalogue = bad_inputs(samples["bus.jpg"], samples["zidane_640x480.png"])
+def test_what_the_header_check_refuses_never_reaches_the_dali_leaf(server, samples):
+    damaged = set(damaged_scans(samples["bus.jpg"]))
+    catalogue = {label: bad for label, bad in bad_inputs(samples["bus.jpg"], samples["zidane_640x480.png"]).items()
+                 if label not in damaged}
     reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["zidane.jpg"]]))[0]
     rows, kinds = [], []
     for label, bad in catalogue.items():
@@ -76,8 +82,33 @@ def test_the_guard_refuses_every_bad_row_and_its_batch_mates_get_correct_detecti
             assert result.status() == "StatusCode.INVALID_ARGUMENT", (kind, result)
             assert catalogue[kind].message in result.message(), (kind, result.message())
     good = kinds.count("good")
-    assert delta(before, after, "nv_inference_request_failure", LEAF) == 0, "a bad row reached the DALI leaf"
-    assert delta(before, after, "nv_inference_request_success", LEAF) == good
-    guard_rows = delta(before, after, "nv_inference_count", repo.IMAGE_GUARD)
-    guard_runs = delta(before, after, "nv_inference_exec_count", repo.IMAGE_GUARD)
+    # A Python model's requests count as successes whatever they answer (Triton 2.51): the leaf answered only the good.
+    assert delta(before, after, "nv_inference_request_success", LEAF) == good, "a bad row reached the DALI leaf"
+    assert delta(before, after, c.DALI_CPU_FALLBACK_METRIC, GUARD) == 0, "nothing failed in DALI, so nothing is decoded on the CPU"
+    guard_rows = delta(before, after, "nv_inference_count", GUARD)
+    guard_runs = delta(before, after, "nv_inference_exec_count", GUARD)
     assert guard_rows == len(rows) and guard_runs < len(rows), "good and bad rows must have met in the guard's batches"
+
+
+@pytest.mark.parametrize("tier", c.DALI_TIERS, ids=lambda t: t.name)
+def test_a_batch_the_dali_leaf_fails_is_answered_row_by_row_on_the_cpu(server, samples, tier):
+    """A damaged scan passes the header check and fails its whole DALI batch (as the real backend does): the guard
+    answers that batch's requests on the CPU, so the damaged one alone fails, INVALID_ARGUMENT naming the row."""
+    leaf, guard, ensemble = repo.dali_preprocess_name(tier), repo.dali_guard_name(tier), repo.dali_ensemble_name(tier)
+    reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["bus.jpg"]]))[0]
+    damaged = list(damaged_scans(samples["bus.jpg"]).values())
+    rows = [samples["bus.jpg"]] * 15
+    for index, data in enumerate(damaged):
+        rows.insert(3 * index + 1, data)
+    before = scrape(server.metrics_url, FAMILIES)
+    results = burst(server, ensemble, rows)
+    after = scrape(server.metrics_url, FAMILIES)
+    for data, result in zip(rows, results):
+        if data in damaged:
+            assert isinstance(result, InferenceServerException), "a damaged scan got detections"
+            assert result.status() == "StatusCode.INVALID_ARGUMENT" and "corrupt JPEG" in result.message(), result
+        else:
+            assert not isinstance(result, Exception), f"a good request next to a damaged scan failed: {result}"
+            assert_same_detections(detections_of(result), reference, *tolerance(ensemble), f"{ensemble}: good request")
+    # The damaged scans did reach DALI (no header check caught them), and the rows it failed were decoded on the CPU.
+    assert delta(before, after, c.DALI_CPU_FALLBACK_METRIC, guard) >= len(damaged)

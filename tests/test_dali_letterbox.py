@@ -11,6 +11,7 @@ from conftest import SAMPLE_NAMES
 
 from python_models import contract as c
 from python_models.build import repository as repo
+from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
 from python_models.runtime.dali_letterbox import letterbox_graph, letterbox_pipeline
 from python_models.runtime.preprocess import decode, letterbox_rgb
 
@@ -58,6 +59,17 @@ def test_geometry_rounds_like_ultralytics(width, height):
     encoded = cv2.imencode(".png", pixels)[1].tobytes()
     _, transforms = cpu_letterbox([encoded])
     np.testing.assert_array_equal(transforms[0], letterbox_rgb(pixels, SIZE)[1].to_array())
+
+
+@pytest.mark.parametrize("orientation", EXIF_ORIENTATIONS)
+def test_exif_rotated_photos_come_out_upright_as_opencv_decodes_them(samples, orientation):
+    """Phones store portrait photos sideways with an EXIF tag; OpenCV, and so every other track, turns them upright.
+    DALI's plain decoder ignores the tag (its docs say so) and would letterbox the sideways picture."""
+    data = exif_rotated(samples["bus.jpg"], orientation)
+    (image,), (transform,) = cpu_letterbox([data])
+    expected, expected_transform = letterbox_rgb(decode(data), SIZE)
+    np.testing.assert_array_equal(transform, expected_transform.to_array())
+    assert mean_abs_diff(image, expected) <= MAX_MEAN_ABS_DIFF
 
 
 def test_the_graph_rejects_an_unknown_decoder_device():
@@ -111,7 +123,7 @@ def test_check_dali_serialises_runs_and_compares_the_graph(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["passed"] and set(report["tiers"]) == {t.name for t in c.DALI_TIERS}
-    assert all(len(images) == 5 for images in report["tiers"].values())
+    assert all(len(images) == 5 + len(EXIF_ORIENTATIONS) - 1 for images in report["tiers"].values())
 
 
 def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):

@@ -117,8 +117,8 @@ def test_each_tier_has_its_own_engine_sized_to_its_batch(tmp_path):
     assert set(specs) == {n for n, d in defs.items() if d.config.platform == "tensorrt_plan"}
     engines = []
     for tier in c.DALI_TIERS:
-        steps = [s.model_name for s in defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step]
-        assert steps == [repo.IMAGE_GUARD, repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
+        steps = repo.request_path(repo.dali_ensemble_name(tier), defs)
+        assert steps == [repo.dali_guard_name(tier), repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
         engine = defs[repo.dali_end2end_name(tier)].config
         assert engine.max_batch_size == tier.max_batch_size == defs[repo.dali_preprocess_name(tier)].config.max_batch_size
         spec = specs[engine.name]

@@ -77,8 +77,8 @@ def test_the_preprocessing_benchmark_ensemble_fits_its_leaves_and_preprocesses_a
 def test_dali_tiers_have_their_own_leaves_with_tier_settings():
     defs = repo.definitions_by_name(repo.default_spec())
     for tier in c.DALI_TIERS:
-        leaves = repo.leaf_models(defs[repo.dali_ensemble_name(tier)].config)
-        assert leaves == [repo.IMAGE_GUARD, repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
+        leaves = repo.request_path(repo.dali_ensemble_name(tier), defs)
+        assert leaves == [repo.dali_guard_name(tier), repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
         for leaf in leaves[1:]:
             config = defs[leaf].config
             assert config.max_batch_size == tier.max_batch_size
@@ -163,16 +163,28 @@ def test_server_command_restricts_the_apis_that_change_the_server():
     assert all(a.endswith("=127.0.0.1") for a in cmd if a.split("=")[0] in ("--http-address", "--grpc-address", "--metrics-address"))
 
 
-def test_every_track_d_ensemble_checks_rows_on_the_cpu_before_dali_sees_them():
+def test_every_track_d_ensemble_checks_rows_on_the_cpu_and_calls_its_dali_leaf_from_there():
+    """Each tier's guard takes the public request first, calls the tier's DALI leaf (so that a batch DALI fails can be
+    answered request by request) and hands the engine what the leaf returns."""
     defs = repo.definitions_by_name(repo.default_spec())
-    guard = defs[repo.IMAGE_GUARD].config
-    assert guard.backend == "python" and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in guard.instance_group)
-    assert guard.max_batch_size >= max(t.max_batch_size for t in c.DALI_TIERS)
-    assert [(o.name, o.data_type, list(o.dims)) for o in guard.output] == [(c.CHECKED_IMAGES, mc.TYPE_UINT8, [-1])]
     for tier in c.DALI_TIERS:
-        first, dali, _ = defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step
-        assert first.model_name == repo.IMAGE_GUARD and dict(first.input_map) == {c.INPUT_IMAGES: c.INPUT_IMAGES}
-        assert dict(dali.input_map) == {c.INPUT_IMAGES: c.CHECKED_IMAGES}, "DALI must read only the guarded rows"
+        guard = defs[repo.dali_guard_name(tier)]
+        config = guard.config
+        assert config.backend == "python" and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+        assert guard.calls == config.parameters["dali_model"].string_value == repo.dali_preprocess_name(tier)
+        assert config.max_batch_size == tier.max_batch_size
+        assert config.instance_group[0].count == tier.instances + repo.GUARD_SPARE_INSTANCES
+        dali = defs[guard.calls].config
+        assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == \
+            [(i.name, i.data_type, list(i.dims)) for i in dali.input]
+        assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == \
+            [(o.name, o.data_type, list(o.dims)) for o in dali.output], "the guard hands on what the leaf returns"
+        first, engine = defs[repo.dali_ensemble_name(tier)].config.ensemble_scheduling.step
+        assert first.model_name == guard.name and dict(first.input_map) == {c.INPUT_IMAGES: c.INPUT_IMAGES}
+        assert engine.model_name == repo.dali_end2end_name(tier)
+        assert guard.calls in repo.models_behind(repo.dali_ensemble_name(tier), defs), "the leaf is loaded with it"
+        twin_group = repo.cpu_profile_config(guard).instance_group
+        assert [g.count for g in twin_group] == [repo.TWIN_INSTANCES + repo.GUARD_SPARE_INSTANCES]
 
 
 def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
@@ -238,3 +250,15 @@ def test_gpu_command_sizes_the_pools_and_a_failed_model_leaves_the_others_servin
     for command in (gpu, cpu):
         assert "--exit-on-error=false" in command and "--strict-readiness=true" in command
         assert "--exit-on-error=true" not in command
+
+
+def test_dali_leaves_name_their_python_pipeline_so_the_backend_never_runs_model_dali_as_python():
+    """The DALI backend (r26.05 dali_model.h, LoadModel) tries default_model_filename as a serialised pipeline, then
+    autoserialises that same file, then dali.py. Left at model.dali, the second step imports a file without .py:
+    importlib finds no loader and a traceback is logged at every load. Naming dali.py skips that step."""
+    for definition in repo.model_definitions(repo.default_spec()):
+        if definition.config.backend != "dali":
+            continue
+        (name,) = repo.version_files(definition)
+        assert definition.config.default_model_filename == name and name.endswith(".py"), definition.name
+        assert not repo.cpu_twin(definition).default_model_filename, "the Python twin loads its model.py"

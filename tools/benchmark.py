@@ -65,8 +65,9 @@ def cpu_name() -> str:
 
 
 def models_of(public: str) -> list[str]:
-    config = repo.definitions_by_name(repo.default_spec())[public].config  # the steps are the same for every spec
-    return [public, *(repo.leaf_models(config) if config.platform == "ensemble" else [])]
+    definitions = repo.definitions_by_name(repo.default_spec())  # the steps are the same for every spec
+    return [public, *(repo.request_path(public, definitions) if definitions[public].config.platform == "ensemble"
+                      else [])]
 
 
 def main() -> int:

@@ -5,7 +5,8 @@
 At load time the DALI backend runs ``invoke_autoserialize`` on the version folder's dali.py with the DALI
 first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
 environment's DALI, deserialises the pipeline, runs it on the sample images (bus.jpg, zidane.jpg, a PNG, a
-tall JPEG, a grayscale JPEG) with the mixed (nvJPEG) decoder of dali.py, and compares images and transforms
+tall JPEG, a grayscale JPEG, bus.jpg stored with each EXIF orientation 2-8) with the mixed (nvJPEG) decoder of
+dali.py, and compares images and transforms
 with python_models.runtime.preprocess. Exit 1, naming the tier and the image, on any difference beyond one grey level
 on average. On the GPU host: docker compose run --rm export python3 tools/check_dali.py (it needs a GPU:
 a mixed-decoder pipeline cannot be built without one). --cpu checks the same path with the CPU decoder
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from python_models import contract as c  # noqa: E402
 from python_models.build import repository as repo  # noqa: E402
+from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated  # noqa: E402
 
 MAX_MEAN_DIFF = 2 / 255
 """Mean absolute difference allowed against OpenCV's letterbox: DALI's decoders differ by up to a grey level."""
@@ -47,11 +49,14 @@ def sample_images(repository: Path) -> dict[str, bytes]:
         originals = {"bus.jpg": warmup.read_bytes()}
     bus = cv2.imdecode(np.frombuffer(originals["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
     wide = cv2.imdecode(np.frombuffer(originals.get("zidane.jpg", originals["bus.jpg"]), np.uint8), cv2.IMREAD_COLOR)
+    # Phone photos: stored sideways (or mirrored) with the EXIF tag that turns them upright.
+    rotated = {f"bus_exif_{k}.jpg": exif_rotated(originals["bus.jpg"], k) for k in EXIF_ORIENTATIONS if k != 1}
     return {
         **originals,
         "png_640x480.png": cv2.imencode(".png", cv2.resize(wide, (640, 480), interpolation=cv2.INTER_AREA))[1].tobytes(),
         "bus_480x1280.jpg": cv2.imencode(".jpg", cv2.resize(bus, (480, 1280), interpolation=cv2.INTER_AREA))[1].tobytes(),
         "bus_gray.jpg": cv2.imencode(".jpg", cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY))[1].tobytes(),
+        **rotated,
     }
 
 
@@ -93,17 +98,19 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
     pipe.build()
     names = list(images)
-    pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(images[n], np.uint8) for n in names])
-    outputs, transforms = pipe.run()
-    outputs = outputs.as_cpu() if hasattr(outputs, "as_cpu") else outputs
-    transforms = transforms.as_cpu() if hasattr(transforms, "as_cpu") else transforms
+    outputs, transforms = [], []
+    for start in range(0, len(names), batch):  # the tier's batch size bounds what one run takes
+        pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(images[n], np.uint8) for n in names[start : start + batch]])
+        images_out, transforms_out = (o.as_cpu() if hasattr(o, "as_cpu") else o for o in pipe.run())
+        outputs += [np.asarray(image) for image in images_out]
+        transforms += [np.asarray(transform) for transform in transforms_out]
     results = {}
     for index, name in enumerate(names):
         expected, transform = letterbox_rgb(decode(images[name]), size)
-        got = np.asarray(outputs[index])
+        got = outputs[index]
         shape_ok = got.shape == expected.shape and got.dtype == expected.dtype
         mean = float(np.abs(got.astype(np.int16) - expected.astype(np.int16)).mean()) / 255 if shape_ok else float("inf")
-        same_transform = bool(np.allclose(np.asarray(transforms[index]), transform.to_array(), atol=1e-4))
+        same_transform = bool(np.allclose(transforms[index], transform.to_array(), atol=1e-4))
         results[name] = {"shape": list(got.shape), "mean_abs_diff_grey_levels": round(mean * 255, 3),
                          "transform_equal": same_transform, "passed": shape_ok and mean <= MAX_MEAN_DIFF and same_transform}
     return results

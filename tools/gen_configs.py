@@ -1,6 +1,7 @@
-"""Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs and the
-README's map of tracks to modules from python_models/build/repository.py, for the default export (yolo11n.pt: COCO's
-80 classes at 640). tools/export.py writes the same files for whatever model it exports."""
+"""Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs, and the
+README's map of tracks to modules (python_models/build/repository.py) and table of memory pools
+(python_models/serving/triton.py), for the default export (yolo11n.pt: COCO's 80 classes at 640). tools/export.py
+writes the same files for whatever model it exports."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from python_models.build.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
+from python_models.serving.triton import POOLS_BEGIN, POOLS_END, memory_pools_table  # noqa: E402
 
 
 def readme_with_map(readme: str) -> str:
-    """The README with the block between the map markers replaced by the generated map."""
-    start, end = readme.find(MAP_BEGIN), readme.find(MAP_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"README.md has no map markers ({MAP_BEGIN} ... {MAP_END})")
-    return readme[:start] + architecture_map() + readme[end + len(MAP_END) + 1:]
+    """The README with the blocks between the map's and the pools' markers replaced by what the code generates."""
+    for begin, end_marker, text in ((MAP_BEGIN, MAP_END, architecture_map()),
+                                    (POOLS_BEGIN, POOLS_END, memory_pools_table(default_spec()))):
+        start, end = readme.find(begin), readme.find(end_marker)
+        if start < 0 or end < start:
+            raise SystemExit(f"README.md has no generated-block markers ({begin} ... {end_marker})")
+        readme = readme[:start] + text + readme[end + len(end_marker) + 1:]
+    return readme
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ from python_models import contract as c
 from python_models.contract import (  # noqa: F401 - this module's vocabulary
     END2END_ENSEMBLE,
     END2END_TRT,
-    IMAGE_GUARD,
     NMS,
     PREPROCESS,
     PUBLIC_MODELS,
@@ -33,6 +32,7 @@ from python_models.contract import (  # noqa: F401 - this module's vocabulary
     ULTRALYTICS_RAW_TRT,
     dali_end2end_name,
     dali_ensemble_name,
+    dali_guard_name,
     dali_preprocess_name,
 )
 
@@ -65,6 +65,8 @@ class ModelDefinition:
     """For a TensorRT leaf: the model whose version folder holds the exported ONNX its engine is built from."""
     entry: str | None = None
     """For a Python-backend model: the module its ``model.py`` imports (``python_models.runtime.triton``)."""
+    calls: str | None = None
+    """The model it calls through BLS (Track D's guard calls its DALI leaf), loaded whenever it is."""
     logic: tuple[str, ...] = ()
     """The modules (under ``python_models/``) that hold what this step does, for the README's map."""
 
@@ -276,9 +278,22 @@ def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU
     return config
 
 
-IMAGE_GUARD_INSTANCES = 2
-"""The guard reads headers only (about 0.1 ms an image on one core); two processes keep one busy batch from
-delaying the next."""
+GUARD_SPARE_INSTANCES = 1
+"""Track D's guard runs one instance more than the DALI leaf it calls: an instance waits for the leaf while its batch
+is decoded, so with one per leaf instance plus one, every leaf instance stays fed while another batch is probed."""
+
+
+def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
+    """The tier's entry step: probes rows, calls the tier's DALI leaf through BLS, decodes a batch the leaf failed on
+    the CPU (``runtime/triton/dali_guard_model.py``). It takes the ensemble's requests as they come (no delay): the
+    leaf's batcher does the tier's batching."""
+    leaf = dali_preprocess_name(tier)
+    config = _threaded(_python(dali_guard_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                               _outputs(_preprocess_outputs(spec)),
+                               _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU), 0),
+                       "decode_threads")
+    config.parameters["dali_model"].string_value = leaf
+    return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/preprocess.py",))
 
 
 def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> list[ModelDefinition]:
@@ -332,22 +347,20 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
             _step(END2END_TRT, _ENGINE_INPUTS, _PUBLIC_OUT),
         ], spec)),
     ]
-    # Track D: one CPU guard for every tier, sized to the largest tier's batch.
-    largest = max(tier.max_batch_size for tier in c.DALI_TIERS)
-    defs.append(ModelDefinition(
-        _python(IMAGE_GUARD, largest, _inputs(c.PUBLIC_INPUTS, ragged=True), _outputs([c.CHECKED_SPEC]),
-                _instances(IMAGE_GUARD_INSTANCES, mc.ModelInstanceGroup.KIND_CPU), 0),
-        entry=RUNTIME + "image_guard_model", logic=("runtime/preprocess.py",)))
+    # Track D: per tier, the guard (which calls the DALI leaf) and the End2End engine.
     for tier in c.DALI_TIERS:
         dali = _leaf(dali_preprocess_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
                      _outputs(_preprocess_outputs(spec)), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
                      tier.max_queue_delay_us, backend="dali")
+        # Autoserialised from dali.py at once: left at the default model.dali, which does not exist, the backend first
+        # runs that name as Python (not a .py: a traceback in the log at every load) before falling back to dali.py.
+        dali.default_model_filename = DALI_FILE
         defs += [
+            _dali_guard(tier, spec),
             ModelDefinition(_warmed(dali), twin=TWINS + "dali_twin_model", logic=("runtime/dali_letterbox.py",)),
             _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances, spec),
             ModelDefinition(_ensemble(dali_ensemble_name(tier), tier.max_batch_size, [
-                _step(IMAGE_GUARD, images, {c.CHECKED_IMAGES: c.CHECKED_IMAGES}),
-                _step(dali_preprocess_name(tier), {c.INPUT_IMAGES: c.CHECKED_IMAGES}, _PREPROCESSED),
+                _step(dali_guard_name(tier), images, _PREPROCESSED),
                 _step(dali_end2end_name(tier), _ENGINE_INPUTS, _PUBLIC_OUT),
             ], spec)),
         ]
@@ -425,6 +438,7 @@ def python_entry(module: str) -> str:
     return f"from {module} import TritonPythonModel  # noqa: F401\n"
 
 
+DALI_FILE = "dali.py"
 DALI_ENTRY = f'''"""Track D preprocessing. {GENERATED_HEADER[2:-1]}
 
 Triton's DALI backend serialises this pipeline when it loads the model (on the GPU host:
@@ -452,7 +466,7 @@ def version_files(definition: ModelDefinition) -> dict[str, str]:
         return {"model.py": python_entry(definition.entry)}
     if definition.config.backend == "dali":
         (letterboxed,) = [o for o in definition.config.output if o.name == c.LETTERBOXED_IMAGES]
-        return {"dali.py": DALI_ENTRY.replace("{batch}", str(definition.config.max_batch_size))
+        return {DALI_FILE: DALI_ENTRY.replace("{batch}", str(definition.config.max_batch_size))
                 .replace("{size}", str(letterboxed.dims[0]))}
     return {}
 
@@ -465,6 +479,9 @@ def parse_pbtxt(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
 
 
+TWIN_INSTANCES = 1
+
+
 def cpu_twin(definition: ModelDefinition) -> mc.ModelConfig:
     """The Python-backend stand-in for a TensorRT/DALI leaf: same name, I/O and batching, on the CPU."""
     if definition.twin is None:
@@ -473,9 +490,10 @@ def cpu_twin(definition: ModelDefinition) -> mc.ModelConfig:
     twin.CopyFrom(definition.config)
     twin.ClearField("platform")
     twin.backend = "python"
+    twin.ClearField("default_model_filename")  # the twin's entry is the Python backend's model.py
     twin.ClearField("instance_group")
     # One instance: ONNX Runtime and DALI already use every core inside it.
-    twin.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
+    twin.instance_group.append(mc.ModelInstanceGroup(count=TWIN_INSTANCES, kind=mc.ModelInstanceGroup.KIND_CPU))
     # Same warm-up inputs, batch 1 only: a CPU warm-up at batch 128 would only delay the start.
     kept = [w for w in twin.model_warmup if w.batch_size == 1]
     twin.ClearField("model_warmup")
@@ -487,11 +505,19 @@ def cpu_twin(definition: ModelDefinition) -> mc.ModelConfig:
 def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
     """The config the CPU profile serves instead of the production one, or None when it serves it unchanged.
 
-    TensorRT and DALI leaves become their Python twins (``cpu_twin``); a Python model placed on
-    the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core, and decodes there.
+    TensorRT and DALI leaves become their Python twins (``cpu_twin``); Track D's guard is sized to its twin leaf; a
+    Python model placed on the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core,
+    and decodes there.
     """
     if definition.twin:
         return cpu_twin(definition)
+    if definition.calls:
+        # Sized to the leaf it calls, which the CPU profile runs as one twin instance.
+        config = mc.ModelConfig()
+        config.CopyFrom(definition.config)
+        (group,) = config.instance_group
+        group.count = TWIN_INSTANCES + GUARD_SPARE_INSTANCES
+        return config
     if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in definition.config.instance_group):
         config = mc.ModelConfig()
         config.CopyFrom(definition.config)
@@ -510,16 +536,23 @@ def leaf_models(ensemble: mc.ModelConfig) -> list[str]:
     return [step.model_name for step in ensemble.ensemble_scheduling.step]
 
 
+def request_path(public: str, definitions: dict[str, ModelDefinition]) -> list[str]:
+    """The models one request to ``public`` runs through, in order: its ensemble steps (itself when it is none),
+    each followed by the model it calls through BLS (Track D's guard, then its DALI leaf)."""
+    config = definitions[public].config
+    steps = leaf_models(config) if config.platform == "ensemble" else [public]
+    return [name for step in steps for name in (step, definitions[step].calls) if name]
+
+
 SERVED_BESIDE = {TRT_ENSEMBLE: (ULTRALYTICS_RAW_TRT,)}
 """Models served whenever a public model is, outside its ensemble: Track B's network in the form Ultralytics'
 own Triton client calls."""
 
 
 def models_behind(public: str, definitions: dict[str, ModelDefinition]) -> list[str]:
-    """Every model a public model needs loaded (and, for TensorRT leaves, built): its steps and what is served
-    beside it."""
-    config = definitions[public].config
-    steps = leaf_models(config) if config.platform == "ensemble" else []
+    """Every model a public model needs loaded (and, for TensorRT leaves, built): its steps, what they call, and what
+    is served beside it."""
+    steps = request_path(public, definitions) if definitions[public].config.platform == "ensemble" else []
     return [*steps, *SERVED_BESIDE.get(public, ())]
 
 
@@ -554,12 +587,13 @@ def architecture_map() -> str:
     lines = [MAP_BEGIN, "", "| public model | step | runs on (production) | what the step does is in | entry (production / CPU twin) |",
              "|---|---|---|---|---|"]
     for public in PUBLIC_MODELS:
-        config = by_name[public].config
-        steps = leaf_models(config) if config.platform == "ensemble" else [public]
-        for index, step in enumerate(steps):
+        callers = {d.calls: d.name for d in by_name.values() if d.calls}
+        for index, step in enumerate(request_path(public, by_name)):
             definition = by_name[step]
-            lines.append(f"| {'`' + public + '`' if index == 0 else ''} | {index + 1}. `{step}` | {_runs_on(definition.config)} "
-                         f"| {', '.join(_module_link(p) for p in definition.logic)} | {_adapter(definition)} |")
+            called = f" (called by `{callers[step]}`)" if step in callers else ""
+            lines.append(f"| {'`' + public + '`' if index == 0 else ''} | {index + 1}. `{step}`{called} "
+                         f"| {_runs_on(definition.config)} | {', '.join(_module_link(p) for p in definition.logic)} "
+                         f"| {_adapter(definition)} |")
     lines += ["", MAP_END]
     return "\n".join(lines) + "\n"
 
@@ -567,6 +601,4 @@ def architecture_map() -> str:
 def track_logic(public: str) -> list[str]:
     """The modules, in order and without repeats, that take a public model's request from bytes to boxes."""
     by_name = definitions_by_name(default_spec())
-    config = by_name[public].config
-    steps = leaf_models(config) if config.platform == "ensemble" else [public]
-    return list(dict.fromkeys(path for step in steps for path in by_name[step].logic))
+    return list(dict.fromkeys(path for step in request_path(public, by_name) for path in by_name[step].logic))

@@ -3,6 +3,7 @@ for ``tools/check_server.py``."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -44,6 +45,116 @@ def corrupt_pixels(png: bytes) -> bytes:
     return bytes(data)
 
 
+def jpeg_segments(jpeg: bytes) -> list[tuple[int, int, int]]:
+    """(offset, marker, length) of every marker segment from the start of the image to the first scan header
+    (inclusive): where the frame, table and scan headers lie."""
+    segments, offset = [], 2
+    while offset + 4 <= len(jpeg):
+        if jpeg[offset] != 0xFF:
+            raise ValueError(f"not a JPEG marker at byte {offset}")
+        marker = jpeg[offset + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            offset += 1
+            continue
+        (length,) = struct.unpack_from(">H", jpeg, offset + 2)
+        segments.append((offset, marker, length))
+        if marker == 0xDA:
+            return segments
+        offset += 2 + length
+    raise ValueError("no scan header: not a complete JPEG")
+
+
+def _table_ids(jpeg: bytes, segments, marker: int) -> set[int]:
+    """Table ids defined by the DQT (0xDB) or DHT (0xC4) segments, as (class << 4 | id) for DHT, id for DQT."""
+    ids = set()
+    for offset, kind, length in segments:
+        if kind != marker:
+            continue
+        pos, end = offset + 4, offset + 2 + length
+        while pos < end:
+            info = jpeg[pos]
+            ids.add(info if marker == 0xC4 else info & 0x0F)
+            if marker == 0xC4:
+                pos += 17 + sum(jpeg[pos + 1 : pos + 17])
+            else:
+                pos += 1 + (128 if info >> 4 else 64)
+    return ids
+
+
+def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
+    """``jpeg`` with its headers intact but its first scan undecodable, in kinds a header check cannot see and
+    libjpeg (OpenCV, and DALI's CPU decoder) refuses: the scan header names more components than a JPEG may have,
+    a component the frame does not have, a Huffman table never defined, or has the wrong length; the frame names
+    a quantisation table never defined. DALI's decoders fail the whole batch on each of them."""
+    segments = jpeg_segments(jpeg)
+    sos, _, sos_length = segments[-1]
+    frame = next(s for s in segments if 0xC0 <= s[1] <= 0xCF and s[1] not in (0xC4, 0xC8, 0xCC))
+    components = jpeg[frame[0] + 9]
+    frame_ids = {jpeg[frame[0] + 10 + 3 * i] for i in range(components)}
+    huffman = _table_ids(jpeg, segments, 0xC4)
+    quant = _table_ids(jpeg, segments, 0xDB)
+
+    def edit(offset: int, value: bytes) -> bytes:
+        data = bytearray(jpeg)
+        data[offset : offset + len(value)] = value
+        return bytes(data)
+
+    unknown_component = next(i for i in range(255, 0, -1) if i not in frame_ids)
+    undefined_huffman = next(t for t in range(4) if (t not in {h & 0x0F for h in huffman if h >> 4 == 0})
+                             and (t not in {h & 0x0F for h in huffman if h >> 4 == 1}))
+    undefined_quant = next(t for t in range(4) if t not in quant)
+    return {
+        "scan_header_7_components": edit(sos + 4, bytes([7])),
+        "scan_header_unknown_component": edit(sos + 5, bytes([unknown_component])),
+        "scan_header_undefined_huffman_table": edit(sos + 6, bytes([undefined_huffman << 4 | undefined_huffman])),
+        "scan_header_wrong_length": edit(sos + 2, struct.pack(">H", sos_length + 4)),
+        "frame_undefined_quantisation_table": edit(frame[0] + 12, bytes([undefined_quant])),
+    }
+
+
+def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
+    """``jpeg`` with damage inside its entropy-coded data that libjpeg decodes through (with warnings, as OpenCV
+    does) but a stricter decoder (nvJPEG) may refuse: a marker where scan data should be, and flipped bits. Every
+    track must answer these within the contract or refuse them alone; none may fail a batch-mate."""
+    segments = jpeg_segments(jpeg)
+    sos, _, sos_length = segments[-1]
+    start = sos + 2 + sos_length
+    middle = start + (len(jpeg) - start) // 2
+    marker = bytearray(jpeg)
+    marker[middle : middle + 4] = b"\xff\xc4\x00\x02"  # a Huffman-table marker where entropy-coded data should be
+    flipped = bytearray(jpeg)
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(start, len(jpeg) - 2, 200):
+        if flipped[pos] != 0xFF and flipped[pos] ^ 0x5A != 0xFF:  # never make or break a marker
+            flipped[pos] ^= 0x5A
+    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped)}
+
+
+EXIF_ORIENTATIONS = tuple(range(1, 9))
+"""EXIF orientation tag values: 1 upright, 2 mirrored, 3 rotated 180, 4 flipped, 5-8 the transposed ones (phones
+write 6 and 8 for portrait photos)."""
+
+
+def exif_rotated(jpeg: bytes, orientation: int, quality: int = 95) -> bytes:
+    """A JPEG that a viewer (and ``cv2.imread``, and Ultralytics) shows as ``jpeg``'s picture, but stored transformed
+    with the EXIF orientation tag that undoes it: what phones write. Orientation 1 is the same picture, re-encoded."""
+    from PIL import Image
+
+    undo = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+            7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+    if orientation not in undo:
+        raise ValueError(f"EXIF orientation must be 1 to 8, not {orientation}")
+    with Image.open(io.BytesIO(jpeg)) as image:
+        upright = image.convert("RGB")
+    stored = upright if undo[orientation] is None else upright.transpose(undo[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=quality, exif=exif.tobytes())
+    return out.getvalue()
+
+
 GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 
 
@@ -63,4 +174,6 @@ def bad_inputs(jpeg: bytes, png: bytes) -> dict[str, BadInput]:
         # Headers that claim 30000 x 30000 pixels: refused from the header, before any decoding.
         "huge_png_header": BadInput(huge_png(), "over the limit of 40000000"),
         "huge_jpeg_header": BadInput(huge_jpeg(jpeg), "over the limit of 40000000"),
+        # Headers intact, scan undecodable: only a decoder tells, and DALI's fails its whole batch.
+        **{label: BadInput(data, "corrupt JPEG") for label, data in damaged_scans(jpeg).items()},
     }

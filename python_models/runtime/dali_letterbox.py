@@ -9,6 +9,12 @@ The same graph runs in two places, differing only in where JPEGs are decoded:
 The geometry is Ultralytics' ``LetterBox`` (``python_models.runtime.preprocess``), computed in
 float64 on DALI's CPU side so the transform equals the CPU letterbox's: Python's
 round-half-to-even is reproduced, since DALI only has floor.
+
+Images are turned upright by their EXIF orientation tag, as OpenCV (and so every other track and the
+Ultralytics predictor) does: phones store portrait photos sideways with a tag. DALI's ``fn.decoders.image``
+and ``fn.peek_image_shape`` ignore the tag (their documentation says so); the nvImageCodec-based
+``fn.experimental`` decoder and peek apply it (``adjust_orientation``, on the CPU and the ``mixed`` backend
+alike) and decode upright JPEGs to the same pixels as the legacy CPU decoder.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ def letterbox_graph(size: int, decoder_device: str = "mixed"):
     if decoder_device not in DECODER_DEVICES:
         raise ValueError(f"decoder_device must be one of {DECODER_DEVICES}, not {decoder_device!r}")
     encoded = fn.external_source(name=INPUT_IMAGES, dtype=types.UINT8, ndim=1)
-    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT64)  # H, W, C with EXIF orientation applied, as decoded
+    # H, W, C of the upright image, as decoded below.
+    shape = fn.experimental.peek_image_shape(encoded, dtype=types.FLOAT64, adjust_orientation=True)
     height, width = shape[0], shape[1]
     ratio = dmath.min(size / height, size / width)
     new_w = dmath.max(_round_half_even(width * ratio), 1.0)
@@ -44,7 +51,8 @@ def letterbox_graph(size: int, decoder_device: str = "mixed"):
     left = dmath.floor((size - new_w) / 2 - 0.1 + 0.5)  # never a tie: x.4 or x.9
     top = dmath.floor((size - new_h) / 2 - 0.1 + 0.5)
 
-    images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    images = fn.experimental.decoders.image(encoded, device=decoder_device, output_type=types.RGB,
+                                            adjust_orientation=True)
     # Linear without antialiasing is what cv2.INTER_LINEAR, and so Ultralytics, does.
     resized = fn.resize(images, resize_x=fn.cast(new_w, dtype=types.FLOAT), resize_y=fn.cast(new_h, dtype=types.FLOAT),
                         interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.UINT8)

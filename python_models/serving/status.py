@@ -55,7 +55,7 @@ def load_report(states: list[ModelState], expected: list[str]) -> tuple[list[str
         if state and state.state == "READY":
             continue
         failed.append(name)
-        leaves = repo.leaf_models(definitions[name].config) if name in definitions else []
+        leaves = repo.models_behind(name, definitions) if name in definitions else []
         causes = [f"{leaf}: {by_name[leaf].state} {by_name[leaf].reason}".strip() for leaf in leaves
                   if leaf in by_name and by_name[leaf].state != "READY"]
         own = f"{state.state} {state.reason}".strip() if state else "not loaded"

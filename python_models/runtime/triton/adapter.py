@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from python_models.contract import INPUT_IMAGES, ModelSpec
+from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC, ModelSpec
 from python_models.runtime.preprocess import InvalidImageError, decode, map_rows
 from python_models.runtime.preprocess import LetterboxTransform, letterbox_rgb
 
@@ -174,7 +174,17 @@ def letterbox_requests(
     return batch, transforms, outcome
 
 
-def _error_response(item: Exception):
+def letterboxed_responses(requests: Sequence, buffer: BatchBuffer, pool: Executor | None = None) -> list:
+    """Tracks B and C's preprocessing, one response per request: its letterboxed rows and their transforms, or its
+    own error (``letterbox_requests``)."""
+    batch, transforms, outcome = letterbox_requests(requests, buffer, pool)
+    params = (np.stack([t.to_array() for t in transforms]) if transforms
+              else np.zeros((0, *TRANSFORM_SPEC.dims), TRANSFORM_SPEC.dtype))
+    return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})
+
+
+def error_response(item: Exception):
+    """INVALID_ARGUMENT for bad client data, INTERNAL for anything else."""
     if isinstance(item, InvalidImageError):
         return invalid_argument(str(item))
     return internal_error(f"{type(item).__name__}: {item}")
@@ -182,12 +192,12 @@ def _error_response(item: Exception):
 
 def respond(outcome: Sequence[slice | Exception], build: Callable[[slice], dict[str, np.ndarray]]) -> list:
     """One response per request: its slice of the batch results, or its own error."""
-    return [_error_response(item) if isinstance(item, Exception) else tensors_response(build(item)) for item in outcome]
+    return [error_response(item) if isinstance(item, Exception) else tensors_response(build(item)) for item in outcome]
 
 
 def respond_each(requests: Sequence, outcome: Sequence[slice | Exception], build: Callable[[object], dict]) -> list:
     """One response per request, built from the request itself (``build(request)``), or its own error."""
-    return [_error_response(item) if isinstance(item, Exception) else tensors_response(build(request))
+    return [error_response(item) if isinstance(item, Exception) else tensors_response(build(request))
             for request, item in zip(requests, outcome)]
 
 

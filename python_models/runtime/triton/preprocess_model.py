@@ -6,11 +6,8 @@ twice the server's cores shared out over every instance on the host, as Track A 
 
 from __future__ import annotations
 
-import numpy as np
-
-from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
-from python_models.runtime.triton.adapter import (BatchBuffer, guarded, letterbox_requests, output_dims, respond,
-                                                   thread_pool)
+from python_models.contract import LETTERBOXED_IMAGES
+from python_models.runtime.triton.adapter import BatchBuffer, guarded, letterboxed_responses, output_dims, thread_pool
 
 
 class TritonPythonModel:
@@ -26,9 +23,7 @@ class TritonPythonModel:
         return guarded(requests, self._run)
 
     def _run(self, requests):
-        batch, transforms, outcome = letterbox_requests(requests, self.buffer, self.pool)
-        params = np.stack([t.to_array() for t in transforms]) if transforms else np.zeros((0, *TRANSFORM_SPEC.dims), np.float32)
-        return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})
+        return letterboxed_responses(requests, self.buffer, self.pool)
 
     def finalize(self) -> None:
         if self.pool is not None:
