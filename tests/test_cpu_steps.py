@@ -60,3 +60,28 @@ def test_the_pool_is_sized_from_the_parameter_or_from_the_cores_and_instances(ad
         pool.shutdown()
     assert adapter.threads_per_instance(_args({"threads": "5"}, groups), "threads") == 5  # the NMS step's
     assert adapter.threads_per_instance(_args({}, groups), "threads") == automatic
+
+
+def test_track_d_guard_groups_requests_so_padding_stays_bounded():
+    """The guard sends a batch's rows to the DALI leaf as one zero-padded array: one 4 MB photo among small ones must
+    not pad them all to 4 MB, and every request is sent exactly once, its rows intact."""
+    from python_models.runtime.preprocess import MAX_PADDING, padded_groups, payload, stack_padded
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 140_000)] * 30 + [(2, 50_000), (1, 4_000_000), (3, 137_000)]
+    groups = padded_groups(shapes)
+    assert sorted(i for g in groups for i in g) == list(range(len(shapes)))
+    for group in groups:
+        own = sum(shapes[i][0] * shapes[i][1] for i in group)
+        padded = sum(shapes[i][0] for i in group) * max(shapes[i][1] for i in group)
+        assert padded <= MAX_PADDING * own, (group, padded, own)
+    (big,) = [g for g in groups if 31 in g]
+    assert len(big) <= 2, "the 4 MB photo pads at most one small row to its length"
+    assert len(groups) <= 3, "similar sizes share a request to the leaf"
+    # Rows keep their bytes and lose only zero padding: what payload() strips again.
+    arrays = [rng.integers(1, 256, (rows, length), dtype=np.uint8) for rows, length in [(1, 7), (2, 5), (1, 9)]]
+    stacked = stack_padded(arrays)
+    assert stacked.shape == (4, 9)
+    for got, want in zip(stacked, [row for a in arrays for row in a]):
+        np.testing.assert_array_equal(payload(got), want)
+    assert stack_padded(arrays[:1]) is arrays[0]

@@ -123,7 +123,7 @@ def test_check_dali_serialises_runs_and_compares_the_graph(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["passed"] and set(report["tiers"]) == {t.name for t in c.DALI_TIERS}
-    assert all(len(images) == 5 + len(EXIF_ORIENTATIONS) - 1 for images in report["tiers"].values())
+    assert all(len(images) == 6 + len(EXIF_ORIENTATIONS) - 1 for images in report["tiers"].values())
 
 
 def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):

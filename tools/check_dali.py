@@ -5,7 +5,7 @@
 At load time the DALI backend runs ``invoke_autoserialize`` on the version folder's dali.py with the DALI
 first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
 environment's DALI, deserialises the pipeline, runs it on the sample images (bus.jpg, zidane.jpg, a PNG, a
-tall JPEG, a grayscale JPEG, bus.jpg stored with each EXIF orientation 2-8) with the mixed (nvJPEG) decoder of
+tall JPEG, a grayscale JPEG, bus.jpg zero-padded, and stored with each EXIF orientation 2-8) with the mixed decoder of
 dali.py, and compares images and transforms
 with python_models.runtime.preprocess. Exit 1, naming the tier and the image, on any difference beyond one grey level
 on average. On the GPU host: docker compose run --rm export python3 tools/check_dali.py (it needs a GPU:
@@ -20,6 +20,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from python_models import contract as c  # noqa: E402
 from python_models.build import repository as repo  # noqa: E402
-from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated  # noqa: E402
+from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans  # noqa: E402
+from python_models.client.bad_inputs import exif_rotated  # noqa: E402
 
 MAX_MEAN_DIFF = 2 / 255
 """Mean absolute difference allowed against OpenCV's letterbox: DALI's decoders differ by up to a grey level."""
@@ -56,14 +58,14 @@ def sample_images(repository: Path) -> dict[str, bytes]:
         "png_640x480.png": cv2.imencode(".png", cv2.resize(wide, (640, 480), interpolation=cv2.INTER_AREA))[1].tobytes(),
         "bus_480x1280.jpg": cv2.imencode(".jpg", cv2.resize(bus, (480, 1280), interpolation=cv2.INTER_AREA))[1].tobytes(),
         "bus_gray.jpg": cv2.imencode(".jpg", cv2.cvtColor(bus, cv2.COLOR_BGR2GRAY))[1].tobytes(),
+        # As the rows of one request arrive, and as Track D's guard sends a batch: zero-padded to the longest.
+        "bus_zero_padded.jpg": originals["bus.jpg"] + bytes(65536),
         **rotated,
     }
 
 
 def throughput(serialized: Path, batch: int, device_id: int | None, data: bytes, seconds: float) -> float:
     """Images per second of the deserialised pipeline on full batches of one image, fed one batch at a time."""
-    import time
-
     from nvidia.dali import Pipeline
 
     pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
@@ -116,6 +118,66 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     return results
 
 
+def orientation_cost(images: dict[str, bytes], batch: int, device_id: int | None, size: int, seconds: float) -> dict:
+    """Images per second of the served graph (EXIF-aware decoder and peek) and of the same graph on DALI's legacy
+    decoder, which ignores the tag, on full batches of an upright JPEG and of the same photo stored sideways
+    (orientation 6), alternating the two graphs: what turning photos upright costs per image."""
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
+
+    decoder = "cpu" if device_id is None else "mixed"
+    cases = {"bus.jpg (upright)": images["bus.jpg"], "bus.jpg stored sideways (EXIF 6)": images["bus_exif_6.jpg"]}
+    pipes = {}
+    for upright in (True, False):
+        pipe = letterbox_pipeline(size=size, batch_size=batch, num_threads=4, device_id=device_id,
+                                  decoder_device=decoder, upright=upright, prefetch_queue_depth=1)
+        pipe.build()
+        pipes["served (EXIF-aware)" if upright else "legacy decoder (ignores EXIF)"] = pipe
+    rates: dict[str, dict[str, list[float]]] = {case: {graph: [] for graph in pipes} for case in cases}
+    for _ in range(3):  # alternate, so drift of the machine falls on both graphs alike
+        for case, data in cases.items():
+            rows = [np.frombuffer(data, np.uint8)] * batch
+            for graph, pipe in pipes.items():
+                pipe.feed_input(c.INPUT_IMAGES, rows)
+                pipe.run()  # warm
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds / 3:
+                    pipe.feed_input(c.INPUT_IMAGES, rows)
+                    pipe.run()
+                    done += batch
+                rates[case][graph].append(done / (time.perf_counter() - start))
+    report = {}
+    for case, by_graph in rates.items():
+        best = {graph: max(values) for graph, values in by_graph.items()}
+        served, legacy = best["served (EXIF-aware)"], best["legacy decoder (ignores EXIF)"]
+        report[case] = {"batch": batch, **{f"images_per_s {g}": round(v, 1) for g, v in best.items()},
+                        "cost_ms_per_image": round(1e3 / served - 1e3 / legacy, 4),
+                        "cost_percent": round(100 * (legacy / served - 1), 1)}
+    return report
+
+
+def damaged_batches(images: dict[str, bytes], batch: int, device_id: int | None, size: int) -> dict:
+    """For each kind of damaged JPEG: does the served graph decode a batch holding it and ``batch - 1`` good photos,
+    or fail the whole batch (which the guard then answers on the CPU)?"""
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
+
+    kinds = {**damaged_scans(images["bus.jpg"]), **damaged_but_decodable(images["bus.jpg"])}
+    report = {}
+    for kind, data in kinds.items():
+        pipe = letterbox_pipeline(size=size, batch_size=batch, num_threads=4, device_id=device_id,
+                                  decoder_device="cpu" if device_id is None else "mixed", prefetch_queue_depth=1)
+        pipe.build()
+        rows = [np.frombuffer(images["bus.jpg"], np.uint8)] * (batch - 1) + [np.frombuffer(data, np.uint8)]
+        try:
+            pipe.feed_input(c.INPUT_IMAGES, rows)
+            pipe.run()
+            report[kind] = "decoded"
+        except Exception as exc:  # noqa: BLE001 - DALI's own words are the finding
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            named = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("encountered:")]
+            report[kind] = "failed the batch: " + (named or lines)[0][:300]
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
@@ -123,6 +185,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--seconds", type=float, default=0, help="also time each tier's pipeline on full batches "
                         "of bus.jpg for this long (one batch at a time, as a single backend instance runs)")
+    parser.add_argument("--orientation-cost", type=float, default=0, metavar="SECONDS",
+                        help="also time the served graph against the legacy decoder (which ignores EXIF) on upright "
+                             "and sideways-stored photos, this long in all")
+    parser.add_argument("--damaged", action="store_true",
+                        help="also report whether a batch holding each kind of damaged JPEG decodes or fails whole")
     args = parser.parse_args()
     import nvidia.dali
 
@@ -154,6 +221,15 @@ def main() -> int:
             for name, result in results.items():
                 print(f"{tier.name:9s} {name:20s} {'ok  ' if result['passed'] else 'FAIL'} "
                       f"{json.dumps({k: v for k, v in result.items() if k != 'passed'})}", flush=True)
+    device_id = None if args.cpu else 0
+    if args.orientation_cost:
+        report["orientation_cost"] = orientation_cost(images, 64, device_id, size, args.orientation_cost)
+        for case, row in report["orientation_cost"].items():
+            print(f"orientation {case}: {json.dumps(row)}", flush=True)
+    if args.damaged:
+        report["damaged"] = damaged_batches(images, 8, device_id, size)
+        for kind, outcome in report["damaged"].items():
+            print(f"damaged {kind:40s} {outcome}", flush=True)
     passed = all(r["passed"] for tier in report["tiers"].values() for r in tier.values())
     report["passed"] = passed
     if args.out:

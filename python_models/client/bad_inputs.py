@@ -82,10 +82,11 @@ def _table_ids(jpeg: bytes, segments, marker: int) -> set[int]:
 
 
 def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
-    """``jpeg`` with its headers intact but its first scan undecodable, in kinds a header check cannot see and
-    libjpeg (OpenCV, and DALI's CPU decoder) refuses: the scan header names more components than a JPEG may have,
-    a component the frame does not have, a Huffman table never defined, or has the wrong length; the frame names
-    a quantisation table never defined. DALI's decoders fail the whole batch on each of them."""
+    """``jpeg`` with its headers intact but its first scan undecodable, in kinds a header check cannot see and every
+    decoder seen refuses: libjpeg (OpenCV, DALI's CPU decoder) and DALI 2.1's mixed decoder (nvImageCodec, nvJPEG on
+    an H200), which fails its whole batch on each: the scan header names more components than a JPEG may have, a
+    component the frame does not have, or a Huffman table never defined; the frame names a quantisation table never
+    defined."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     frame = next(s for s in segments if 0xC0 <= s[1] <= 0xCF and s[1] not in (0xC4, 0xC8, 0xCC))
@@ -107,19 +108,21 @@ def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
         "scan_header_7_components": edit(sos + 4, bytes([7])),
         "scan_header_unknown_component": edit(sos + 5, bytes([unknown_component])),
         "scan_header_undefined_huffman_table": edit(sos + 6, bytes([undefined_huffman << 4 | undefined_huffman])),
-        "scan_header_wrong_length": edit(sos + 2, struct.pack(">H", sos_length + 4)),
         "frame_undefined_quantisation_table": edit(frame[0] + 12, bytes([undefined_quant])),
     }
 
 
 def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
-    """``jpeg`` with damage inside its entropy-coded data that libjpeg decodes through (with warnings, as OpenCV
-    does) but a stricter decoder (nvJPEG) may refuse: a marker where scan data should be, and flipped bits. Every
-    track must answer these within the contract or refuse them alone; none may fail a batch-mate."""
+    """``jpeg`` damaged in ways some decoders read through and others refuse, so that tracks may rightly differ on
+    them: a scan header of the wrong length (libjpeg refuses it, DALI's mixed decoder decodes it), a marker where
+    scan data should be and flipped bits (libjpeg, and so OpenCV, decodes through both with warnings). Every track
+    must answer these within the contract or refuse them alone; none may fail a batch-mate."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     start = sos + 2 + sos_length
     middle = start + (len(jpeg) - start) // 2
+    wrong_length = bytearray(jpeg)
+    wrong_length[sos + 2 : sos + 4] = struct.pack(">H", sos_length + 4)
     marker = bytearray(jpeg)
     marker[middle : middle + 4] = b"\xff\xc4\x00\x02"  # a Huffman-table marker where entropy-coded data should be
     flipped = bytearray(jpeg)
@@ -127,7 +130,8 @@ def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
     for pos in rng.integers(start, len(jpeg) - 2, 200):
         if flipped[pos] != 0xFF and flipped[pos] ^ 0x5A != 0xFF:  # never make or break a marker
             flipped[pos] ^= 0x5A
-    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped)}
+    return {"scan_header_wrong_length": bytes(wrong_length), "marker_inside_scan": bytes(marker),
+            "bit_flips_in_scan": bytes(flipped)}
 
 
 EXIF_ORIENTATIONS = tuple(range(1, 9))

@@ -37,13 +37,19 @@ def _round_half_even(x):
     return nearest - tie * odd
 
 
-def letterbox_graph(size: int, decoder_device: str = "mixed"):
-    """Outputs, in the order of the model config: letterboxed images [size, size, 3] uint8 RGB, transform [6] float32."""
+def letterbox_graph(size: int, decoder_device: str = "mixed", upright: bool = True):
+    """Outputs, in the order of the model config: letterboxed images [size, size, 3] uint8 RGB, transform [6] float32.
+
+    ``upright=False`` builds the same graph on DALI's legacy decoder and peek, which ignore the EXIF tag: never
+    served, kept so that ``tools/check_dali.py`` can measure what turning photos upright costs."""
     if decoder_device not in DECODER_DEVICES:
         raise ValueError(f"decoder_device must be one of {DECODER_DEVICES}, not {decoder_device!r}")
     encoded = fn.external_source(name=INPUT_IMAGES, dtype=types.UINT8, ndim=1)
     # H, W, C of the upright image, as decoded below.
-    shape = fn.experimental.peek_image_shape(encoded, dtype=types.FLOAT64, adjust_orientation=True)
+    if upright:
+        shape = fn.experimental.peek_image_shape(encoded, dtype=types.FLOAT64, adjust_orientation=True)
+    else:
+        shape = fn.peek_image_shape(encoded, dtype=types.FLOAT64)
     height, width = shape[0], shape[1]
     ratio = dmath.min(size / height, size / width)
     new_w = dmath.max(_round_half_even(width * ratio), 1.0)
@@ -51,8 +57,11 @@ def letterbox_graph(size: int, decoder_device: str = "mixed"):
     left = dmath.floor((size - new_w) / 2 - 0.1 + 0.5)  # never a tie: x.4 or x.9
     top = dmath.floor((size - new_h) / 2 - 0.1 + 0.5)
 
-    images = fn.experimental.decoders.image(encoded, device=decoder_device, output_type=types.RGB,
-                                            adjust_orientation=True)
+    if upright:
+        images = fn.experimental.decoders.image(encoded, device=decoder_device, output_type=types.RGB,
+                                                adjust_orientation=True)
+    else:
+        images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
     # Linear without antialiasing is what cv2.INTER_LINEAR, and so Ultralytics, does.
     resized = fn.resize(images, resize_x=fn.cast(new_w, dtype=types.FLOAT), resize_y=fn.cast(new_h, dtype=types.FLOAT),
                         interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.UINT8)

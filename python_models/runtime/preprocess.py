@@ -76,6 +76,44 @@ def payload(data: bytes | np.ndarray) -> np.ndarray:
     return array[:0]
 
 
+MAX_PADDING = 2
+"""``padded_groups`` keeps the padded bytes of a group within this many times the bytes it pads."""
+
+
+def padded_groups(shapes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Indices of requests (each ``(rows, row length)``) grouped so that padding each group's rows to its longest
+    costs at most ``MAX_PADDING`` times their own bytes: one 4 MB photo among small ones gets a group of its own
+    instead of padding them all to 4 MB. Longest first; every index once."""
+    order = sorted(range(len(shapes)), key=lambda i: -shapes[i][1])
+    groups: list[list[int]] = []
+    padded = own = 0
+    for index in order:
+        rows, length = shapes[index]
+        if groups:
+            longest = shapes[groups[-1][0]][1]
+            if (padded + rows * longest) <= MAX_PADDING * (own + rows * length):
+                groups[-1].append(index)
+                padded, own = padded + rows * longest, own + rows * length
+                continue
+        groups.append([index])
+        padded = own = rows * length
+    return groups
+
+
+def stack_padded(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The rows of several requests (each ``rows x length``, uint8) as one array, zero-padded to the longest: how the
+    rows of one client request already arrive (``payload`` strips the zeros again)."""
+    longest = max(a.shape[1] for a in arrays)
+    if all(a.shape[1] == longest for a in arrays):
+        return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    out = np.zeros((sum(len(a) for a in arrays), longest), np.uint8)
+    start = 0
+    for array in arrays:
+        out[start : start + len(array), : array.shape[1]] = array
+        start += len(array)
+    return out
+
+
 def probe(data: bytes | np.ndarray) -> ImageHeader:
     """Read format and size from the header alone, and reject what decoding would get wrong.
 

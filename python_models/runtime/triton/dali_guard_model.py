@@ -7,9 +7,10 @@ no size limit. So, for each batch of requests:
 
 1. every row is probed (``preprocess.probe``: format, header, truncation, PNG chunk CRCs, the pixel limit; no
    decoding), and a request with a bad row is answered INVALID_ARGUMENT naming the row, as on every other track;
-2. every other request goes to the DALI leaf through BLS, unchanged and all at once, so that the leaf's dynamic
-   batcher batches them as it batched the ensemble's requests; the leaf's answer, left where DALI put it (on the
-   GPU), is the response;
+2. the rows of every other request go to the DALI leaf through BLS in one request (a few when their lengths differ
+   widely: ``preprocess.padded_groups``), zero-padded to the longest as the rows of one client request are, so one
+   inter-process round trip serves the whole batch; the leaf's answer, left where DALI put it (on the GPU), is split
+   back into one response per request without a copy;
 3. a request whose DALI batch failed (a JPEG whose scan is damaged behind intact headers, in this request or in any
    other of that batch) is decoded and letterboxed on the CPU, as tracks B and C do: its rows get the answer they
    would have got, and a row OpenCV cannot read either fails its own request alone, INVALID_ARGUMENT naming it.
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import DALI_CPU_FALLBACK_METRIC, INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.runtime.preprocess import probe
-from python_models.runtime.triton.adapter import (BatchBuffer, error_response, guarded, letterboxed_responses,
-                                                   model_config, output_dims, parameter, read_rows, thread_pool)
+from python_models.runtime.preprocess import padded_groups, probe, stack_padded
+from python_models.runtime.triton.adapter import (BatchBuffer, error_response, guarded, input_array,
+                                                   letterboxed_responses, model_config, output_dims, parameter,
+                                                   read_rows, thread_pool)
 
 OUTPUTS = [LETTERBOXED_IMAGES, LETTERBOX_TRANSFORM]
 
@@ -52,9 +55,8 @@ class TritonPythonModel:
         self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[0])
         cv2.setNumThreads(1)
         self.pool = thread_pool(args, "decode_threads")
-        # One waiting thread per request of a full batch: BLS calls block (without the GIL) until the leaf answers,
-        # and the leaf's batcher must see the whole batch at once to batch it.
-        self.callers = ThreadPoolExecutor(config["max_batch_size"], thread_name_prefix="bls")
+        # BLS calls block (without the GIL) until the leaf answers; the few of one batch go out together.
+        self.callers = ThreadPoolExecutor(4, thread_name_prefix="bls")
         # The family must outlive its metric (the stub refuses to count into a deleted family).
         self.fallback_family = pb_utils.MetricFamily(
             name=DALI_CPU_FALLBACK_METRIC, kind=pb_utils.MetricFamily.COUNTER,
@@ -64,36 +66,64 @@ class TritonPythonModel:
     def execute(self, requests):
         return guarded(requests, self._run)
 
-    def _call_leaf(self, request):
-        return pb_utils.InferenceRequest(model_name=self.leaf, requested_output_names=OUTPUTS,
-                                         inputs=[pb_utils.get_input_tensor_by_name(request, INPUT_IMAGES)]).exec()
+    def _call_leaf(self, images):
+        return pb_utils.InferenceRequest(model_name=self.leaf, requested_output_names=OUTPUTS, inputs=[images]).exec()
 
     def _run(self, requests):
         _, outcome = read_rows(requests, probe)
-        checked = [i for i, item in enumerate(outcome) if not isinstance(item, Exception)]
-        answers = list(self.callers.map(self._call_leaf, [requests[i] for i in checked]))
         responses = [error_response(item) if isinstance(item, Exception) else None for item in outcome]
+        checked = [i for i, item in enumerate(outcome) if not isinstance(item, Exception)]
+        arrays = [input_array(requests[i], INPUT_IMAGES) for i in checked]
+        groups = padded_groups([a.shape for a in arrays])
+        # A request alone passes its own input tensor on; several are stacked into one.
+        calls = [pb_utils.get_input_tensor_by_name(requests[checked[group[0]]], INPUT_IMAGES) if len(group) == 1
+                 else pb_utils.Tensor(INPUT_IMAGES, stack_padded([arrays[g] for g in group])) for group in groups]
         failed, reasons = [], set()
-        for index, answer in zip(checked, answers):
+        for group, answer in zip(groups, self.callers.map(self._call_leaf, calls)):
+            indices = [checked[g] for g in group]
             if not answer.has_error():
-                responses[index] = pb_utils.InferenceResponse(output_tensors=answer.output_tensors())
+                counts = [len(arrays[g]) for g in group]
+                for index, tensors in zip(indices, split_tensors(answer.output_tensors(), counts)):
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             elif answer.error().code() in self.passed_on:
-                responses[index] = pb_utils.InferenceResponse(error=answer.error())
+                for index in indices:
+                    responses[index] = pb_utils.InferenceResponse(error=answer.error())
             else:
-                failed.append(index)
+                failed += indices
                 reasons.add(answer.error().message().strip().splitlines()[0][:300])
         if failed:
             # What tracks B and C do: each request's own answer, or its own INVALID_ARGUMENT.
             on_cpu = letterboxed_responses([requests[i] for i in failed], self.buffer, self.pool)
             for index, response in zip(failed, on_cpu):
                 responses[index] = response
-            rows = sum(len(pb_utils.get_input_tensor_by_name(requests[i], INPUT_IMAGES).as_numpy()) for i in failed)
+            rows = sum(len(input_array(requests[i], INPUT_IMAGES)) for i in failed)
             self.fallback_rows.increment(rows)
-            print(f"{self.name}: {self.leaf} failed the batch of {len(failed)} request(s) ({rows} rows) of this step: "
-                  f"{'; '.join(sorted(reasons))}; decoded them on the CPU", flush=True)
+            print(f"{self.name}: {self.leaf} failed a batch holding {len(failed)} of this step's requests ({rows} "
+                  f"rows): {'; '.join(sorted(reasons))}; those were decoded on the CPU", flush=True)
         return responses
 
     def finalize(self) -> None:
         self.callers.shutdown(wait=False)
         if self.pool is not None:
             self.pool.shutdown(wait=False)
+
+
+def split_tensors(tensors: list, counts: list[int]) -> list[list]:
+    """The leaf's output tensors for one BLS request, as one list of tensors per client request holding ``counts``
+    rows each: views of the same memory (on the GPU through DLPack, so nothing is copied there)."""
+    if len(counts) == 1:
+        return [tensors]
+    parts: list[list] = [[] for _ in counts]
+    for tensor in tensors:
+        if tensor.is_cpu():
+            whole, wrap = tensor.as_numpy(), lambda view: pb_utils.Tensor(tensor.name(), view)
+        else:
+            import torch.utils.dlpack as dlpack  # only where the leaf answers on the GPU
+
+            whole = dlpack.from_dlpack(tensor.to_dlpack())
+            wrap = lambda view: pb_utils.Tensor.from_dlpack(tensor.name(), dlpack.to_dlpack(view))  # noqa: E731
+        start = 0
+        for part, count in zip(parts, counts):
+            part.append(wrap(whole[start : start + count]))
+            start += count
+    return parts
