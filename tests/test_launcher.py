@@ -33,9 +33,10 @@ def check_server(server: Server, out: Path, *args: str) -> subprocess.CompletedP
         capture_output=True, text=True, timeout=1200)
 
 
-def test_check_server_passes_against_the_cpu_profile(server, sample_dir, tmp_path):
-    result = check_server(server, tmp_path, "--images", str(sample_dir), "--perf-concurrency", "2",
-                          "--perf-window-ms", "1000", "--batching-clients", "8")
+def test_check_server_passes_against_the_cpu_profile_with_its_defaults(server, tmp_path):
+    """No option but where the server and its weights are: on this slow host too, perf_analyzer's windows are sized
+    from a request's latency, and a level too slow to measure in the budget is reported as such, not failed."""
+    result = check_server(server, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["passed"] and (tmp_path / "check.md").read_text().startswith("# Server check: PASSED")
@@ -48,6 +49,11 @@ def test_check_server_passes_against_the_cpu_profile(server, sample_dir, tmp_pat
     assert (repo.PYTORCH, "same_as_predictor") in seen
     assert {r["model"] for r in report["perf"]} == set(repo.PUBLIC_MODELS)
     assert "THE UNTRAINED TEST NETWORK" in report["meta"]["weights"]
+    # Phone photos in every orientation went through every comparison, and the damaged scans through the bad inputs.
+    images = {f["image"] for f in report["findings"] if f["check"] == "same_as_track_a"}
+    assert {f"bus_exif_{k}.jpg" for k in range(1, 9)} <= images, images
+    bad = {f["image"] for f in report["findings"] if f["check"] == "bad_input"}
+    assert {"scan_header_7_components", "frame_undefined_quantisation_table"} <= bad, bad
 
 
 def test_check_server_fails_on_a_wrong_model_and_names_it(server, tmp_path):
@@ -72,6 +78,12 @@ def failing_server(tmp_path_factory):
     with open(srv.log, "wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     srv.process = process
+    # The self-check started with the server, as `docker compose up -d; docker compose run --rm check` does.
+    srv.early_check = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "check_server.py"), "--grpc-url", srv.grpc_url, "--http-url", srv.http_url,
+         "--metrics-url", srv.metrics_url.removesuffix("/metrics"), "--models", repo.PYTORCH, "--skip-perf",
+         "--weights", str(srv.artifacts / repo.PYTORCH / "1" / "model.pt"), "--out", str(work / "early_check")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait_ready(f"http://{srv.http_url}/v2/health/live", process, SERVER_START_TIMEOUT_S):
         process.kill()
         pytest.fail(f"the server with a failing model never came up:\n{srv.log_tail()}")
@@ -99,6 +111,13 @@ def test_a_model_that_fails_to_load_is_named_and_the_others_serve(failing_server
     client = failing_server.grpc()
     assert client.is_model_ready(repo.PYTORCH) and not client.is_model_ready(FAILING)
     assert len(unpack_detections(infer_grpc(client, repo.PYTORCH, [samples["bus.jpg"]]))[0]) > 0
+
+
+def test_check_server_started_with_the_server_waits_for_it_and_passes(failing_server):
+    output, _ = failing_server.early_check.communicate(timeout=900)
+    assert failing_server.early_check.returncode == 0, output[-3000:]
+    assert "waiting for the server" in output and "to finish loading its models" in output, output[:2000]
+    assert "the server answers after" in output
 
 
 def test_check_server_fails_on_a_model_that_did_not_load_and_names_it(failing_server, tmp_path):

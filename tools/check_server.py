@@ -5,7 +5,8 @@ and a short perf_analyzer sweep. Exit 0 only when all of it holds; each failure 
     python3 tools/check_server.py --grpc-url 127.0.0.1:8001 --http-url 127.0.0.1:8000 --metrics-url 127.0.0.1:8002 \\
         [--images DIR] [--weights model_repository/yolo11_pytorch/1/model.pt] [--out reports/check]
 
-On the GPU host: ``docker compose run --rm check`` (same image, same URLs inside compose's network).
+On the GPU host: ``docker compose run --rm check`` (same image, same URLs inside compose's network), also straight
+after ``docker compose up -d``: it waits (``--wait-s``, saying so) until the server has loaded its models.
 Writes check.json and check.md into --out.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +44,34 @@ def served_weights(weights: Path) -> str:
     return f"{weights}, exported from {manifest.weights!r} ({manifest.source}){untrained}"
 
 
+def wait_for_server(http_url: str, wait_s: float) -> bool:
+    """Wait, saying so, until the server answers ``/v2/health/live``: Triton opens its ports once its start-up loads are
+    over (failed ones included), so a server still loading does not answer yet. False, with the reason, after
+    ``wait_s``."""
+    started = time.monotonic()
+    said = -1.0
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{http_url}/v2/health/live", timeout=10) as response:
+                if response.status == 200:
+                    if said >= 0:
+                        print(f"check: the server answers after {time.monotonic() - started:.0f} s", flush=True)
+                    return True
+                reason = f"it answers {response.status}"
+        except OSError as exc:
+            reason = f"{exc}"
+        waited = time.monotonic() - started
+        if waited > wait_s:
+            print(f"check: the server at {http_url} did not answer within {wait_s:.0f} s ({reason}); "
+                  "docker compose logs triton says why", file=sys.stderr)
+            return False
+        if said < 0 or waited - said >= 30:
+            print(f"check: waiting for the server at {http_url} to finish loading its models ({waited:.0f} s of at "
+                  f"most {wait_s:.0f} s; {reason})", flush=True)
+            said = waited
+        time.sleep(2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc-url", type=url, default="127.0.0.1:8001")
@@ -53,21 +83,21 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(repo.PUBLIC_MODELS), help="comma-separated models to check")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
                         help="served precision, for the tolerances (auto: Track A's config)")
+    parser.add_argument("--decode", choices=("auto", "gpu", "cpu"), default="auto",
+                        help="where the served Track A decodes JPEGs, for the tolerances (auto: Track A's config)")
     parser.add_argument("--perf-concurrency", default="1,16")
-    parser.add_argument("--perf-window-ms", type=int, default=2000)
+    parser.add_argument("--perf-window-ms", type=int, default=2000,
+                        help="shortest perf_analyzer window; longer where one request takes long on this server")
+    parser.add_argument("--perf-budget-s", type=float, default=15,
+                        help="a concurrency level whose windows would take longer is reported as not measured")
+    parser.add_argument("--wait-s", type=float, default=900,
+                        help="how long to wait for a server still loading its models before giving up")
     parser.add_argument("--skip-perf", action="store_true", help="no perf_analyzer sweep")
     parser.add_argument("--batching-clients", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "check")
     args = parser.parse_args()
 
-    try:
-        with urllib.request.urlopen(f"http://{args.http_url}/v2/health/live", timeout=10) as response:
-            live = response.status == 200
-    except OSError as exc:
-        print(f"check: the server at {args.http_url} does not answer: {exc}", file=sys.stderr)
-        return 2
-    if not live:
-        print(f"check: the server at {args.http_url} is not live", file=sys.stderr)
+    if not wait_for_server(args.http_url, args.wait_s):
         return 2
 
     images = default_images()
@@ -85,7 +115,8 @@ def main() -> int:
             perf = None
     settings = CheckSettings(
         grpc_url=args.grpc_url, metrics_url=f"http://{args.metrics_url}/metrics", models=args.models.split(","),
-        images=images, weights=args.weights if args.weights.is_file() else None, precision=args.precision,
+        images=images, weights=args.weights, precision=args.precision,
+        decode=args.decode, perf_budget_s=args.perf_budget_s,
         perf_analyzer=perf, skip_perf=args.skip_perf,
         perf_concurrency=[int(c) for c in args.perf_concurrency.split(",")], perf_window_ms=args.perf_window_ms,
         batching_clients=args.batching_clients, out=args.out)

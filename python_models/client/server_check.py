@@ -10,18 +10,27 @@ the model and the image; the server passes only when every row passes:
 - ``same_as_track_a``: every track's detections equal Track A's on the same server and image;
 - ``same_as_predictor``: Track A's equal the Ultralytics predictor's on the weights file the server serves;
 - ``batched_request``: one request of all images answers each as its single request does;
-- ``bad_input``: every kind of bad row gets INVALID_ARGUMENT naming the problem;
-- ``batch_mates``: good requests sent together with bad ones get their own correct answers;
+- ``bad_input``: every kind of bad row (damaged scans behind intact headers among them) gets INVALID_ARGUMENT
+  naming the problem;
+- ``batch_mates``: good requests sent together with bad ones, and with damage a decoder may read through, get their
+  own correct answers; each damaged one is answered within the contract or refused alone;
 - ``still_ready``: the server and the model are still ready afterwards;
 - ``batching``: concurrent requests are batched (average batch above 1 on some step, from the metrics);
-- ``perf``: a short perf_analyzer sweep runs (images/s, p50, p99 recorded);
+- ``perf``: a short perf_analyzer sweep runs (images/s, p50, p99 recorded), its window sized from the latency of
+  one request here; a level this host is too slow to measure within ``perf_budget_s`` is reported as not measured;
 - ``inconclusive`` (at most a note): an image on which the reference detected nothing proves nothing,
   and a run where no image had detections fails.
+
+The images include the first JPEG stored with each EXIF orientation 1-8 (phone photos), so every comparison above
+holds on them too. Tolerances follow what the server states: Track A's precision and where it decodes (its config's
+``decode``: nvJPEG pixels are not OpenCV's).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import tempfile
 import threading
 import time
@@ -35,7 +44,7 @@ import numpy as np
 from python_models import contract as c
 from python_models.client import Detections, contract_violations, image_size, infer_grpc, served_spec
 from python_models.client import unpack_detections
-from python_models.client.bad_inputs import bad_inputs
+from python_models.client.bad_inputs import EXIF_ORIENTATIONS, bad_inputs, damaged_but_decodable, exif_rotated
 from python_models.client.matching import differences, predictor_detections, tolerance
 
 PYTORCH = c.PYTORCH
@@ -58,19 +67,26 @@ class CheckSettings:
     images: dict[str, bytes]
     """Name -> encoded bytes; the first JPEG and the first PNG also seed the bad inputs."""
     weights: Path | None = None
-    """The ``.pt`` Track A serves, for the predictor comparison; None skips it (a failure)."""
+    """The ``.pt`` Track A serves, for the predictor comparison (read when the comparison runs: a server started
+    with the check exports it meanwhile); None or no such file fails that comparison."""
     precision: str = "auto"
+    decode: str = "auto"
+    """Where the served Track A decodes JPEGs (``gpu``: nvJPEG, ``cpu``); ``auto``: its config says."""
     perf_analyzer: Path | None = None
     """None: no perf sweep (a failure unless ``skip_perf``)."""
     skip_perf: bool = False
     perf_concurrency: list[int] = field(default_factory=lambda: [1, 16])
     perf_window_ms: int = 2000
+    """At least this long a measurement window; longer where one request takes long here (``perf``)."""
+    perf_budget_s: float = 15
+    """A concurrency level whose windows would take longer in all is reported as not measured, not as a failure."""
     batching_clients: int = 16
     out: Path | None = None
 
 
 def default_images() -> dict[str, bytes]:
-    """The photos the ultralytics wheel ships, and one of them as a PNG (the bad inputs need a real PNG too)."""
+    """The photos the ultralytics wheel ships, one of them as a PNG (the bad inputs need a real PNG too), and bus.jpg
+    as a phone stores it with each EXIF orientation (turned upright, it is the same photo)."""
     import cv2
     from ultralytics.utils import ASSETS
 
@@ -78,7 +94,34 @@ def default_images() -> dict[str, bytes]:
     zidane = cv2.imread(str(Path(ASSETS) / "zidane.jpg"))
     small = cv2.resize(zidane, (640, 360), interpolation=cv2.INTER_AREA)
     images["zidane_640x360.png"] = cv2.imencode(".png", small)[1].tobytes()
+    images.update({f"bus_exif_{k}.jpg": exif_rotated(images["bus.jpg"], k) for k in EXIF_ORIENTATIONS})
     return images
+
+
+PERF_WINDOWS = 3
+"""perf_analyzer judges stability over its last three windows; with stability off (9999%) it stops after three."""
+PERF_REQUEST_SPAN = 3
+"""A window spans this many times what ``concurrency`` requests take one after another on this server, so that many
+start and end inside it (a window shorter than one request under load records none)."""
+
+
+def perf_window_ms(floor_ms: int, concurrency: int, latency_s: float) -> int:
+    """perf_analyzer's measurement window for ``concurrency`` requests in flight where one request alone takes
+    ``latency_s``: at least ``floor_ms``, longer on a host slow enough that requests would outlast it."""
+    return max(floor_ms, math.ceil(1000 * PERF_REQUEST_SPAN * concurrency * latency_s))
+
+
+def served_choices(config: dict, precision: str = "auto", decode: str = "auto") -> tuple[str, str]:
+    """(precision, decode) that Track A's served ``config`` (the server's JSON) runs with: its parameters on a GPU
+    instance (Track A's own fallbacks where one is not stated), FP32 and OpenCV on a CPU one; a value other than
+    ``auto`` is taken as given."""
+    on_gpu = any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group", []))
+    stated = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
+    if precision == "auto":
+        precision = (stated.get("precision") or c.TRACK_A_UNSTATED["precision"]) if on_gpu else "fp32"
+    if decode == "auto":
+        decode = (stated.get("decode") or c.TRACK_A_UNSTATED["decode"]) if on_gpu else "cpu"
+    return precision, decode
 
 
 class ServerCheck:
@@ -93,6 +136,8 @@ class ServerCheck:
         self.perf_rows: list[dict] = []
         self.sizes = {name: image_size(data) for name, data in settings.images.items()}
         self.answers: dict[str, dict[str, Detections]] = {}
+        self.latency_s: dict[str, float] = {}
+        """Median seconds one request of one image took, per model, alone on the server (``detections``)."""
         self.specs: dict[str, c.ModelSpec] = {}
         """The served model as each public model's config states it (``metadata``)."""
         self._local = threading.local()
@@ -114,23 +159,20 @@ class ServerCheck:
     def passed(self) -> bool:
         return all(f.passed for f in self.findings)
 
-    def precision(self) -> str:
-        """The served precision: Track A's ``precision`` parameter when it runs on a GPU, else FP32."""
-        if self.s.precision != "auto":
-            return self.s.precision
+    def served_track_a(self) -> tuple[str, str]:
+        """(precision, decode) of the served Track A: its ``precision`` and ``decode`` parameters when it runs on a
+        GPU, else FP32 and OpenCV (the CPU profile's); ``CheckSettings`` may say otherwise."""
         try:
             config = self.client().get_model_config(PYTORCH, as_json=True)["config"]
-        except Exception:  # noqa: BLE001 - Track A absent: nothing says FP16
-            return "fp32"
-        on_gpu = any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group", []))
-        wanted = config.get("parameters", {}).get("precision", {}).get("string_value", "fp32")
-        return wanted if on_gpu else "fp32"
+        except Exception:  # noqa: BLE001 - Track A absent: nothing says FP16 or nvJPEG
+            config = {}
+        return served_choices(config, self.s.precision, self.s.decode)
 
     # -- checks --------------------------------------------------------------------------------------------
     def run(self) -> list[Finding]:
-        precision = self.precision()
-        self.log(f"checking {', '.join(self.s.models)} on {self.s.grpc_url} at {precision}, "
-                 f"{len(self.s.images)} images")
+        precision, self.decode = self.served_track_a()
+        self.log(f"checking {', '.join(self.s.models)} on {self.s.grpc_url} at {precision}, Track A decoding on the "
+                 f"{self.decode.upper()}, {len(self.s.images)} images")
         ready = [m for m in self.s.models if self.ready_and_io(m)]
         for model in ready:
             self.detections(model, precision)
@@ -182,10 +224,12 @@ class ServerCheck:
 
     def detections(self, model: str, precision: str) -> None:
         """Each image alone (kept for the comparisons), then all of them in requests of up to max batch."""
-        answers = {}
+        answers, seconds = {}, []
         for name, data in self.s.images.items():
             try:
+                started = time.perf_counter()
                 outputs = self.infer(model, [data])
+                seconds.append(time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - any failure is a finding
                 self.add("contract", model, name, False, f"request failed: {exc}")
                 continue
@@ -193,6 +237,8 @@ class ServerCheck:
             if self.add("contract", model, name, not problems, "; ".join(problems)):
                 answers[name] = unpack_detections(outputs, self.specs[model])[0]
         self.answers[model] = answers
+        if seconds:
+            self.latency_s[model] = statistics.median(seconds)
         max_batch = self.client().get_model_config(model, as_json=True)["config"].get("max_batch_size", 1)
         names = [n for n in self.s.images if n in answers]
         for start in range(0, len(names), max(1, int(max_batch))):
@@ -205,7 +251,8 @@ class ServerCheck:
                 self.add("batched_request", model, ",".join(chunk), False, f"request failed: {exc}")
                 continue
             for name, got in zip(chunk, together):
-                problems = differences(got, answers[name], self.specs[model], *tolerance(model, precision))
+                allowed = tolerance(model, precision, decode=self.decode)
+                problems = differences(got, answers[name], self.specs[model], *allowed)
                 self.add("batched_request", model, name, not problems,
                          "; ".join(problems) and f"row of a {len(chunk)}-image request vs its own request: "
                          + "; ".join(problems))
@@ -225,7 +272,7 @@ class ServerCheck:
                     continue
                 if not len(ref):
                     self.add("inconclusive", model, name, True, "Track A found nothing on this image")
-                problems = differences(got, ref, self.specs[model], *tolerance(model, precision))
+                problems = differences(got, ref, self.specs[model], *tolerance(model, precision, decode=self.decode))
                 self.add("same_as_track_a", model, name, not problems, "; ".join(problems))
         if not any(len(d) for d in reference.values()):
             self.add("inconclusive", PYTORCH, "*", False,
@@ -245,7 +292,7 @@ class ServerCheck:
 
         half = precision == "fp16" and torch.cuda.is_available()
         model = YOLO(str(self.s.weights))
-        allowed = tolerance(PYTORCH, "fp16" if half else "fp32", against="predictor")
+        allowed = tolerance(PYTORCH, "fp16" if half else "fp32", against="predictor", decode=self.decode)
         note = "" if half or precision == "fp32" else " (the server runs FP16, the predictor here FP32 on the CPU)"
         with tempfile.TemporaryDirectory() as folder:
             for name, data in self.s.images.items():
@@ -292,20 +339,28 @@ class ServerCheck:
                      + f" (expected INVALID_ARGUMENT containing {bad.message!r})")
         good_name = next(n for n, d in self.s.images.items() if d is jpeg)
         own = self.answers.get(model, {}).get(good_name)
-        jobs = [("good", jpeg) if i % 2 == 0 else ("bad", list(catalogue.values())[i % len(catalogue)].data or b"x")
-                for i in range(12)]
+        # Every bad kind and every damage a decoder may read through, each between good requests, all at once.
+        odd = damaged_but_decodable(jpeg)
+        jobs = [job for label, bad in catalogue.items() for job in (("good", good_name, jpeg), ("bad", label, bad.data))]
+        jobs += [job for label, data in odd.items() for job in (("good", good_name, jpeg), ("odd", label, data))]
         with ThreadPoolExecutor(len(jobs)) as pool:
-            results = list(pool.map(lambda job: (job[0], self._mixed(model, job[1])), jobs))
-        for index, (kind, result) in enumerate(results):
+            results = list(pool.map(lambda job: self._mixed(model, job[2], raw=job[0] == "odd"), jobs))
+        for index, ((kind, label, _), result) in enumerate(zip(jobs, results)):
+            refused = getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"
             if kind == "good":
                 if isinstance(result, Exception):
-                    self.add("batch_mates", model, good_name, False, f"good request {index} failed next to bad ones: {result}")
+                    self.add("batch_mates", model, good_name, False,
+                             f"good request {index} failed next to bad ones: {result}")
                 elif own is not None:
-                    problems = differences(result, own, self.specs[model], *tolerance(model, precision))
+                    problems = differences(result, own, self.specs[model], *tolerance(model, precision, decode=self.decode))
                     self.add("batch_mates", model, good_name, not problems, "; ".join(problems))
-            else:
-                ok = isinstance(result, Exception) and getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"
-                self.add("batch_mates", model, f"bad request {index}", ok, "" if ok else f"got {result!r}")
+            elif kind == "bad":
+                self.add("batch_mates", model, f"bad request {index} ({label})", refused, "" if refused else f"got {result!r}")
+            else:  # answered within the contract, or refused alone: a decoder may read through such damage or not
+                problems = [] if refused else (
+                    [f"got {result!r}"] if isinstance(result, Exception)
+                    else contract_violations(result, [self.sizes[good_name]], self.specs[model]))
+                self.add("batch_mates", model, f"damaged request {index} ({label})", not problems, "; ".join(problems))
         try:
             # The server's own readiness must not drop (it may already be false for another model's failure).
             ready = (self.client().is_server_live() and self.client().is_model_ready(model)
@@ -316,13 +371,15 @@ class ServerCheck:
             exc_text = ""
         self.add("still_ready", model, "", ready, exc_text or ("" if ready else "not ready after the bad inputs"))
 
-    def _mixed(self, model: str, data: bytes):
+    def _mixed(self, model: str, data: bytes, raw: bool = False):
+        """The detections of one image (with ``raw``: the output tensors), or the server's error."""
         from tritonclient.utils import InferenceServerException
 
         try:
-            return unpack_detections(self.infer(model, [data]))[0]
+            outputs = self.infer(model, [data])
         except InferenceServerException as exc:
             return exc
+        return outputs if raw else unpack_detections(outputs)[0]
 
     def _steps(self, model: str) -> list[str]:
         config = self.client().get_model_config(model, as_json=True)["config"]
@@ -360,22 +417,33 @@ class ServerCheck:
                 files[-1].write_bytes(data)
             input_data = pa.write_input_data(files, work / "input.json")
             for level in self.s.perf_concurrency:
+                window_ms = perf_window_ms(self.s.perf_window_ms, level, self.latency_s.get(model, 0.0))
+                needed_s = PERF_WINDOWS * window_ms / 1000
+                if needed_s > self.s.perf_budget_s:
+                    self.add("perf", model, f"concurrency {level}", True,
+                             f"not measured: one request takes {1e3 * self.latency_s[model]:.0f} ms alone here, so "
+                             f"{PERF_WINDOWS} windows at concurrency {level} need about {needed_s:.0f} s, over the "
+                             f"budget of {self.s.perf_budget_s:.0f} s (--perf-budget-s)")
+                    continue
                 csv_path = work / f"{model}_c{level}.csv"
                 command = pa.command(self.s.perf_analyzer, model, self.s.grpc_url, input_data, level, csv_path,
-                                     measurement_ms=self.s.perf_window_ms, max_trials=3, stability_percent=9999)
+                                     measurement_ms=window_ms, max_trials=PERF_WINDOWS, stability_percent=9999)
                 try:
                     run = measure(command, csv_path, model, self.s.metrics_url, self._steps(model))
                 except PerfAnalyzerFailed as exc:
-                    self.add("perf", model, f"concurrency {level}", False, str(exc))
+                    # A window that no request both started and ended in measures nothing about the deployment.
+                    unmeasured = "No valid requests recorded" in str(exc)
+                    self.add("perf", model, f"concurrency {level}", unmeasured,
+                             (f"not measured in {window_ms} ms windows: " if unmeasured else "") + str(exc))
                     continue
                 row = {"model": model, "concurrency": level, "images_per_s": round(run.perf.throughput, 1),
                        "p50_ms": round(run.perf.p50_ms, 1), "p99_ms": round(run.perf.p99_ms, 1),
-                       "failures": run.failures}
+                       "failures": run.failures, "window_ms": window_ms}
                 self.perf_rows.append(row)
                 ok = run.perf.throughput > 0 and not run.failures
                 self.add("perf", model, f"concurrency {level}", ok,
                          f"{row['images_per_s']} images/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-                         f"{run.failures:.0f} failed requests")
+                         f"{run.failures:.0f} failed requests ({window_ms} ms windows)")
 
     # -- report --------------------------------------------------------------------------------------------
     def write_report(self, out: Path, meta: dict) -> tuple[Path, Path]:

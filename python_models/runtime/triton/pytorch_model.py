@@ -21,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from python_models.contract import TRACK_A_NETWORKS
+from python_models.contract import TRACK_A_NETWORKS, TRACK_A_UNSTATED
 from python_models.runtime.gpu_decode import decode_mode, letterbox_rows, nvjpeg_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
 from python_models.runtime.nms import nms, pack_detections
@@ -44,11 +44,11 @@ class TritonPythonModel:
             # CUDA graph pools, capture streams and pinned staging follow the current device, which is cuda:0
             # unless set: an instance Triton placed on another GPU would capture its graphs on the wrong one.
             torch.cuda.set_device(self.device)
-        precision = parameter(config, "precision", "fp16")
+        precision = parameter(config, "precision", TRACK_A_UNSTATED["precision"])
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        self.decoder = nvjpeg_decoder(self.device) if decode_mode(parameter(config, "decode", "cpu"), on_gpu) == "gpu" else None
+        self.decoder = nvjpeg_decoder(self.device) if decode_mode(parameter(config, "decode", TRACK_A_UNSTATED["decode"]), on_gpu) == "gpu" else None
         self.pool = thread_pool(args, "decode_threads", on_gpu)
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
