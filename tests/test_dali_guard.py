@@ -94,7 +94,7 @@ def test_what_the_header_check_refuses_never_reaches_the_dali_leaf(server, sampl
 def test_a_batch_the_dali_leaf_fails_is_answered_row_by_row_on_the_cpu(server, samples, tier):
     """A damaged scan passes the header check and fails its whole DALI batch (as the real backend does): the guard
     answers that batch's requests on the CPU, so the damaged one alone fails, INVALID_ARGUMENT naming the row."""
-    leaf, guard, ensemble = repo.dali_preprocess_name(tier), repo.dali_guard_name(tier), repo.dali_ensemble_name(tier)
+    guard, ensemble = repo.dali_guard_name(tier), repo.dali_ensemble_name(tier)
     reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["bus.jpg"]]))[0]
     damaged = list(damaged_scans(samples["bus.jpg"]).values())
     rows = [samples["bus.jpg"]] * 15

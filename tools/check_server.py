@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--perf-concurrency", default="1,16")
     parser.add_argument("--perf-window-ms", type=int, default=2000,
                         help="shortest perf_analyzer window; longer where one request takes long on this server")
-    parser.add_argument("--perf-budget-s", type=float, default=15,
+    parser.add_argument("--perf-budget-s", type=float, default=10,
                         help="a concurrency level whose windows would take longer is reported as not measured")
     parser.add_argument("--wait-s", type=float, default=900,
                         help="how long to wait for a server still loading its models before giving up")

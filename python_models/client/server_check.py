@@ -78,7 +78,7 @@ class CheckSettings:
     perf_concurrency: list[int] = field(default_factory=lambda: [1, 16])
     perf_window_ms: int = 2000
     """At least this long a measurement window; longer where one request takes long here (``perf``)."""
-    perf_budget_s: float = 15
+    perf_budget_s: float = 10
     """A concurrency level whose windows would take longer in all is reported as not measured, not as a failure."""
     batching_clients: int = 16
     out: Path | None = None

@@ -18,15 +18,14 @@ no size limit. So, for each batch of requests:
 
 The leaf's UNAVAILABLE, CANCELLED and NOT_FOUND (it is busy past its queue's timeout, stopping, or not loaded) are
 passed on unchanged: overload must not turn into CPU decoding. The guard's own queue bounds what it sends: its
-instances never hold more requests than the leaf's queue takes. Config parameters: ``dali_model``, the leaf to call; ``decode_threads``, the
-threads of the CPU fallback (0: as Track A's).
+instances never hold more requests than the leaf's queue takes. Config parameters: ``dali_model``, the leaf to
+call; ``decode_threads``, the threads of the CPU fallback (0: as Track A's).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import DALI_CPU_FALLBACK_METRIC, INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
@@ -110,7 +109,7 @@ class TritonPythonModel:
 
 def split_tensors(tensors: list, counts: list[int]) -> list[list]:
     """The leaf's output tensors for one BLS request, as one list of tensors per client request holding ``counts``
-    rows each: views of the same memory (on the GPU through DLPack, so nothing is copied there)."""
+    rows each: on the GPU views of the same memory through DLPack (nothing is copied there), on the host copies."""
     if len(counts) == 1:
         return [tensors]
     parts: list[list] = [[] for _ in counts]
