@@ -136,6 +136,8 @@ class ServerCheck:
         self.perf_rows: list[dict] = []
         self.sizes = {name: image_size(data) for name, data in settings.images.items()}
         self.answers: dict[str, dict[str, Detections]] = {}
+        self.decode = "cpu"
+        """Where the served Track A decodes (``served_track_a``, read when ``run`` starts)."""
         self.latency_s: dict[str, float] = {}
         """Median seconds one request of one image took, per model, alone on the server (``detections``)."""
         self.specs: dict[str, c.ModelSpec] = {}
