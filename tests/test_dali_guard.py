@@ -7,7 +7,6 @@ from __future__ import annotations
 import queue
 import time
 
-import pytest
 
 import tritonclient.grpc as grpcclient
 from conftest import assert_same_detections, burst, detections_of, tolerance
@@ -88,27 +87,3 @@ def test_what_the_header_check_refuses_never_reaches_the_dali_leaf(server, sampl
     guard_rows = delta(before, after, "nv_inference_count", GUARD)
     guard_runs = delta(before, after, "nv_inference_exec_count", GUARD)
     assert guard_rows == len(rows) and guard_runs < len(rows), "good and bad rows must have met in the guard's batches"
-
-
-@pytest.mark.parametrize("tier", c.DALI_TIERS, ids=lambda t: t.name)
-def test_a_batch_the_dali_leaf_fails_is_answered_row_by_row_on_the_cpu(server, samples, tier):
-    """A damaged scan passes the header check and fails its whole DALI batch (as the real backend does): the guard
-    answers that batch's requests on the CPU, so the damaged one alone fails, INVALID_ARGUMENT naming the row."""
-    guard, ensemble = repo.dali_guard_name(tier), repo.dali_ensemble_name(tier)
-    reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["bus.jpg"]]))[0]
-    damaged = list(damaged_scans(samples["bus.jpg"]).values())
-    rows = [samples["bus.jpg"]] * 15
-    for index, data in enumerate(damaged):
-        rows.insert(3 * index + 1, data)
-    before = scrape(server.metrics_url, FAMILIES)
-    results = burst(server, ensemble, rows)
-    after = scrape(server.metrics_url, FAMILIES)
-    for data, result in zip(rows, results):
-        if data in damaged:
-            assert isinstance(result, InferenceServerException), "a damaged scan got detections"
-            assert result.status() == "StatusCode.INVALID_ARGUMENT" and "corrupt JPEG" in result.message(), result
-        else:
-            assert not isinstance(result, Exception), f"a good request next to a damaged scan failed: {result}"
-            assert_same_detections(detections_of(result), reference, *tolerance(ensemble), f"{ensemble}: good request")
-    # The damaged scans did reach DALI (no header check caught them), and the rows it failed were decoded on the CPU.
-    assert delta(before, after, c.DALI_CPU_FALLBACK_METRIC, guard) >= len(damaged)

@@ -8,9 +8,11 @@ import pytest
 from conftest import assert_same_detections, burst, detections_of, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
+from python_models import contract as c
 from python_models.build import repository as repo
 from python_models.client import contract_violations, infer_grpc, unpack_detections
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans, exif_rotated
+from python_models.client.metrics import scrape
 from python_models.contract import PUBLIC_OUTPUT_NAMES
 
 PUBLIC = repo.PUBLIC_MODELS
@@ -53,15 +55,19 @@ def test_every_track_answers_rotated_photos_as_track_a(server, rotated, track_a_
 
 @pytest.mark.parametrize("model", PUBLIC)
 def test_damaged_scans_fail_alone_while_fifteen_good_requests_are_in_flight(server, samples, model):
-    """Five kinds of undecodable scan behind intact headers, interleaved with 15 good requests in one burst: the good
+    """Every kind of undecodable scan behind intact headers, interleaved with 15 good requests in one burst: the good
     ones get their own answers, each damaged one INVALID_ARGUMENT. On Track D the damaged ones share DALI batches
-    with good ones (the twin fails such a batch whole, as the DALI backend does)."""
+    with good ones (the twin fails such a batch whole, as the DALI backend does) and the guard answers those on the
+    CPU."""
     reference = unpack_detections(infer_grpc(server.grpc(), repo.PYTORCH, [samples["bus.jpg"]]))[0]
     damaged = list(damaged_scans(samples["bus.jpg"]).values())
     rows = [samples["bus.jpg"]] * 15
     for index, data in enumerate(damaged):
         rows.insert(3 * index + 1, data)
-    for data, result in zip(rows, burst(server, model, rows)):
+    before = scrape(server.metrics_url, [c.DALI_CPU_FALLBACK_METRIC])
+    results = burst(server, model, rows)
+    after = scrape(server.metrics_url, [c.DALI_CPU_FALLBACK_METRIC])
+    for data, result in zip(rows, results):
         if data in damaged:
             assert isinstance(result, InferenceServerException), f"{model}: a damaged scan got detections"
             assert result.status() == "StatusCode.INVALID_ARGUMENT", (model, result.status(), result.message())
@@ -69,6 +75,12 @@ def test_damaged_scans_fail_alone_while_fifteen_good_requests_are_in_flight(serv
         else:
             assert not isinstance(result, Exception), f"{model}: a good request next to damaged scans failed: {result}"
             assert_same_detections(detections_of(result), reference, *tolerance(model), f"{model}: good request")
+    tier = next((t for t in c.DALI_TIERS if c.dali_ensemble_name(t) == model), None)
+    if tier is not None:
+        # The damaged scans reached DALI (no header check caught them): the batches it failed were decoded on the CPU.
+        guard = c.dali_guard_name(tier)
+        key = (c.DALI_CPU_FALLBACK_METRIC, guard)
+        assert after.get(key, 0.0) - before.get(key, 0.0) >= len(damaged), f"{guard} decoded nothing on the CPU"
 
 
 @pytest.mark.parametrize("model", PUBLIC)

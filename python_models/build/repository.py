@@ -586,8 +586,8 @@ def architecture_map() -> str:
     by_name = definitions_by_name(default_spec())
     lines = [MAP_BEGIN, "", "| public model | step | runs on (production) | what the step does is in | entry (production / CPU twin) |",
              "|---|---|---|---|---|"]
+    callers = {d.calls: d.name for d in by_name.values() if d.calls}
     for public in PUBLIC_MODELS:
-        callers = {d.calls: d.name for d in by_name.values() if d.calls}
         for index, step in enumerate(request_path(public, by_name)):
             definition = by_name[step]
             called = f" (called by `{callers[step]}`)" if step in callers else ""

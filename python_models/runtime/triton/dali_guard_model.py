@@ -77,7 +77,7 @@ class TritonPythonModel:
         # A request alone passes its own input tensor on; several are stacked into one.
         calls = [pb_utils.get_input_tensor_by_name(requests[checked[group[0]]], INPUT_IMAGES) if len(group) == 1
                  else pb_utils.Tensor(INPUT_IMAGES, stack_padded([arrays[g] for g in group])) for group in groups]
-        failed, reasons = [], set()
+        failed, rows, reasons = [], 0, set()
         for group, answer in zip(groups, self.callers.map(self._call_leaf, calls)):
             indices = [checked[g] for g in group]
             if not answer.has_error():
@@ -89,13 +89,13 @@ class TritonPythonModel:
                     responses[index] = pb_utils.InferenceResponse(error=answer.error())
             else:
                 failed += indices
+                rows += sum(len(arrays[g]) for g in group)
                 reasons.add(answer.error().message().strip().splitlines()[0][:300])
         if failed:
             # What tracks B and C do: each request's own answer, or its own INVALID_ARGUMENT.
             on_cpu = letterboxed_responses([requests[i] for i in failed], self.buffer, self.pool)
             for index, response in zip(failed, on_cpu):
                 responses[index] = response
-            rows = sum(len(input_array(requests[i], INPUT_IMAGES)) for i in failed)
             self.fallback_rows.increment(rows)
             print(f"{self.name}: {self.leaf} failed a batch holding {len(failed)} of this step's requests ({rows} "
                   f"rows): {'; '.join(sorted(reasons))}; those were decoded on the CPU", flush=True)
