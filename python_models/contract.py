@@ -39,7 +39,9 @@ ULTRALYTICS_RAW_TRT = "yolo11_ultralytics_raw_trt"
 NMS = "yolo11_nms"
 TRACK_A_DECODES = ("gpu", "cpu")
 """Where Track A decodes JPEGs (its parameter ``decode``): nvJPEG on its GPU, or OpenCV on the host's threads."""
-TRACK_A_UNSTATED = {"precision": "fp16", "decode": "cpu"}
+TRACK_A_NMS = ("device", "host")
+"""Where a Track A instance on a GPU suppresses and packs (its parameter ``nms``): on the GPU, or on the host."""
+TRACK_A_UNSTATED = {"precision": "fp16", "decode": "cpu", "nms": "host"}
 """What a Track A instance on a GPU runs when its config does not state the parameter (the export always states it;
 a client reading the served config falls back to the same)."""
 TRACK_A_NETWORKS = ("compiled", "eager")

@@ -24,8 +24,8 @@ SIZE = DEFAULT_IMAGE_SIZE
 
 
 class StandInDecoder:
-    """Decodes as nvJPEG is asked to (RGB CHW uint8 tensors, one call per batch), counting calls; like nvJPEG it fails
-    the whole call when one row is one it refuses."""
+    """Decodes as nvJPEG is asked to (RGB CHW uint8 tensors of the stored pixels, EXIF orientation not applied, one
+    call per batch), counting calls; like nvJPEG it fails the whole call when one row is one it refuses."""
 
     def __init__(self, refuse: set[int] | None = None, channels_reversed: bool = False):
         self.refuse = refuse or set()  # rows refused, by their byte length
@@ -36,7 +36,7 @@ class StandInDecoder:
         self.calls.append(len(rows))
         if any(len(row) in self.refuse for row in rows):
             raise RuntimeError("nvjpegDecodeBatched failed: NVJPEG_STATUS_BAD_JPEG")
-        images = [cv2.imdecode(row.numpy(), cv2.IMREAD_COLOR) for row in rows]
+        images = [cv2.imdecode(row.numpy(), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) for row in rows]
         order = cv2.COLOR_BGR2RGB if not self.channels_reversed else cv2.COLOR_BGR2BGRA
         return [torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(i, order)[..., :3])).permute(2, 0, 1)
                 for i in images]
@@ -135,10 +135,10 @@ def test_images_of_one_size_are_resized_together_and_land_in_their_own_rows():
     (SAMPLES["bus.jpg"], True),
     (lambda: pil_jpeg("L"), True),  # grey: nvJPEG's RGB output replicates it, as OpenCV does
     (lambda: cv2.imencode(".png", smooth(100, 120))[1].tobytes(), False),
-    (lambda: pil_jpeg("RGB", exif_orientation=6), False),  # rotated by EXIF: torchvision applies it on the CPU only
+    (lambda: pil_jpeg("RGB", exif_orientation=6), True),  # a phone photo: turned upright on the device
     (lambda: pil_jpeg("CMYK"), False),
 ], ids=["jpeg", "grey jpeg", "png", "exif-rotated jpeg", "cmyk jpeg"])
-def test_only_upright_rgb_or_grey_jpegs_go_to_nvjpeg(data, goes_to_nvjpeg):
+def test_rgb_or_grey_jpegs_go_to_nvjpeg_whatever_their_orientation(data, goes_to_nvjpeg):
     routed = gpu_decode.route(np.frombuffer(data(), np.uint8))
     assert isinstance(routed, gpu_decode.JpegRow) if goes_to_nvjpeg else routed is None
 
@@ -156,13 +156,50 @@ def test_a_mixed_batch_lands_in_request_order_each_row_by_its_path():
     decoder = StandInDecoder()
     out = torch.zeros((4, SIZE, SIZE, 3), dtype=torch.uint8)
     results = gpu_decode.letterbox_rows(rows, SIZE, decoder, out)
-    assert decoder.calls == [2], "the two JPEGs in one call"
+    assert decoder.calls == [3], "the three JPEGs in one call"
     np.testing.assert_array_equal(out[0].numpy(), expected_padded(png))  # CPU path: exactly the CPU letterbox
-    np.testing.assert_array_equal(out[2].numpy(), expected_padded(rotated))
     assert out[2].shape == (SIZE, SIZE, 3) and results[2].width == 240, "EXIF rotation applied: 240 wide"
-    for index, data in ((1, bus), (3, zidane)):
+    for index, data in ((1, bus), (2, rotated), (3, zidane)):
         assert letterbox_differences(out[index].numpy(), expected_padded(data)) == []
     assert [r.width for r in results] == [401, 810, 240, 1280]
+
+
+def phone_photos(orient=gpu_decode.orient) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """bus.jpg stored with each EXIF orientation, letterboxed through the GPU path (one batch, the stand-in decoder,
+    ``orient`` turning each upright), with the CPU letterbox of the same bytes (OpenCV applies the tag)."""
+    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
+
+    photos = [exif_rotated(SAMPLES["bus.jpg"](), o) for o in EXIF_ORIENTATIONS]
+    out = torch.zeros((len(photos), SIZE, SIZE, 3), dtype=torch.uint8)
+    decoder = StandInDecoder()
+    original = gpu_decode.orient
+    gpu_decode.orient = orient
+    try:
+        results = gpu_decode.letterbox_rows(rows_of(*photos), SIZE, decoder, out)
+    finally:
+        gpu_decode.orient = original
+    assert decoder.calls == [len(photos)], "every phone photo decoded on the device, in one call"
+    return {o: (out[i].numpy(), expected_padded(photos[i]), results[i]) for i, o in enumerate(EXIF_ORIENTATIONS)}
+
+
+def test_phone_photos_are_decoded_on_the_device_and_turned_upright_there_as_opencv_turns_them():
+    for orientation, (got, expected, transform) in phone_photos().items():
+        assert letterbox_differences(got, expected) == [], f"EXIF orientation {orientation}"
+        assert (transform.width, transform.height) == (810, 1080), "the transform of the upright picture"
+
+
+def test_the_phone_photo_check_fires_when_the_orientation_is_ignored_or_mixed_up():
+    ignored = phone_photos(lambda image, orientation: image)
+    assert all(letterbox_differences(*ignored[o][:2]) for o in (2, 3, 4)), "mirrored or turned, not turned back"
+    assert all(ignored[o][2].width == 1080 for o in (5, 6, 7, 8)), "stored sideways, left sideways"
+    real = gpu_decode.orient
+    mixed = phone_photos(lambda image, o: real(image, {6: 8, 8: 6}.get(o, o)))
+    assert letterbox_differences(*mixed[6][:2]) and letterbox_differences(*mixed[8][:2])
+
+
+def test_orient_refuses_an_orientation_exif_does_not_define():
+    with pytest.raises(ValueError, match="1 to 8"):
+        gpu_decode.orient(torch.zeros((3, 4, 5), dtype=torch.uint8), 9)
 
 
 def test_a_batch_nvjpeg_refuses_is_retried_row_by_row_and_the_refused_row_decoded_on_the_cpu():

@@ -9,7 +9,11 @@ from ultralytics.utils.nms import non_max_suppression
 
 from python_models.contract import ModelSpec
 from python_models.runtime.preprocess import LetterboxTransform
-from python_models.runtime.nms import nms, pack_detections
+import torchvision
+
+from python_models.contract import OUTPUT_NUM_DETECTIONS
+from python_models.runtime import nms as nms_module
+from python_models.runtime.nms import nms, nms_on_device, pack_detections
 
 
 SPEC = ModelSpec(names=tuple(f"class{i}" for i in range(80)))
@@ -107,3 +111,93 @@ def untrained_net_outputs() -> torch.Tensor:
     net = untrained_detector().model.eval()
     batch = np.stack([letterbox(image, SPEC.imgsz)[0] for image in calibration_images()])
     return forward(net, batch, torch.device("cpu"))
+
+
+def device_and_host(raw, spec: ModelSpec = SPEC, seed: int = 0):
+    """Track A's answers from the device path (``nms_on_device``) and from the host path (``nms`` then
+    ``pack_detections``) for the same head output and transforms."""
+    rng = np.random.default_rng(seed)
+    transforms = [LetterboxTransform(*(float(v) for v in rng.uniform([0.3, 0.3, 0, 0, 200, 200], [1.2, 1.2, 80, 80, 1900, 1900])))
+                  for _ in range(len(raw))]
+    params = torch.from_numpy(np.stack([t.to_array() for t in transforms]))
+    return nms_on_device(torch.as_tensor(raw), spec, params), pack_detections(nms(raw, spec), transforms, spec.max_det)
+
+
+def assert_same_answers(got: dict, expected: dict) -> None:
+    assert got is not None
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_on_the_device_gives_the_host_path_answers_exactly(seed):
+    """Same rows, order, boxes in original pixels, scores and classes, bit for bit: images with objects, with none,
+    with only weak candidates, in float32 and float16 head outputs."""
+    raw = synthetic_raw(6, seed)
+    raw[1, 4:] = 0.0
+    raw[3, 4:] = 0.1
+    for dtype in (np.float32, np.float16):
+        got, expected = device_and_host(raw.astype(dtype), seed=seed)
+        assert expected[OUTPUT_NUM_DETECTIONS][[0, 2]].min() > 5 and expected[OUTPUT_NUM_DETECTIONS][1, 0] == 0
+        assert_same_answers(got, expected)
+
+
+def test_nms_on_the_device_on_the_served_network_and_past_max_det(untrained_net_outputs):
+    got, expected = device_and_host(untrained_net_outputs)
+    assert expected[OUTPUT_NUM_DETECTIONS].sum() > 10
+    assert_same_answers(got, expected)
+    few = ModelSpec(names=SPEC.names, max_det=3)  # more kept boxes than max_det: the best 3 of each image
+    got, expected = device_and_host(synthetic_raw(3, 5), few)
+    assert expected[OUTPUT_NUM_DETECTIONS].ravel().tolist() == [3, 3, 3]
+    assert_same_answers(got, expected)
+
+
+def test_nms_on_the_device_of_a_batch_without_candidates_and_one_with_too_many():
+    got, expected = device_and_host(np.zeros((2, 4 + NUM_CLASSES, NUM_ANCHORS), np.float32))
+    assert_same_answers(got, expected)
+    crowded = synthetic_raw(2, 1)
+    crowded[0, 4, : nms_module.MAX_DEVICE_CANDIDATES + 1] = 0.9
+    got, _ = device_and_host(crowded)
+    assert got is None, "an image over MAX_DEVICE_CANDIDATES takes the host path"
+
+
+def chained_boxes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes in a row, each overlapping the next by more than the threshold: suppressions that depend on earlier
+    ones (b suppresses c only if a did not suppress b), with random scores."""
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.uniform(3, 12, count)).astype(np.float32)
+    boxes = np.stack([x, np.zeros(count), x + 40, np.full(count, 40)], 1).astype(np.float32)
+    return torch.from_numpy(boxes), torch.from_numpy(rng.uniform(0.3, 1, count).astype(np.float32))
+
+
+def greedy_after(boxes, scores, rounds: int | None = None):
+    order = torch.sort(scores, descending=True, stable=True).indices
+    sorted_boxes = boxes[order][None]
+    valid = torch.ones((1, len(boxes)), dtype=torch.bool)
+    suppresses = nms_module.overlaps(sorted_boxes) > SPEC.iou
+    if rounds is None:
+        keep = nms_module.greedy_keep(suppresses, valid)
+    else:  # the planted shortcut: a fixed number of rounds, as Fast NMS does in one
+        keep = valid
+        earlier = torch.ones((len(boxes),) * 2, dtype=torch.bool).triu_(1)
+        for _ in range(rounds):
+            keep = valid & ~((keep[:, :, None] & suppresses & earlier).any(1))
+    return sorted(order[keep[0]].tolist())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_keep_is_torchvisions_greedy_nms_on_chains_of_suppressions(seed):
+    boxes, scores = chained_boxes(60, seed)
+    expected = sorted(torchvision.ops.nms(boxes, scores, SPEC.iou).tolist())
+    assert greedy_after(boxes, scores) == expected
+    assert greedy_after(boxes, scores, rounds=1) != expected, "the chains need more than one round"
+
+
+def test_eager_graphs_kept_beside_a_compiled_forward_are_the_faster_ones():
+    from python_models.runtime.network import faster_eager_sizes
+
+    measured = {1: 1.5, 2: 1.7, 4: 2.1, 8: 3.1, 16: 5.2, 32: 4.7}  # an H200, yolo11s fp16 (results/h200_issue25)
+    assert faster_eager_sizes(measured, [32]) == [1, 2, 4, 8]
+    assert faster_eager_sizes({1: 5.0, 2: 6.0, 32: 4.7}, [32]) == [], "a compiled forward faster everywhere"
+    assert faster_eager_sizes({1: 1.0, 8: 2.0, 16: 3.0}, [8]) == [1, 16], "no compiled size covers 16"

@@ -74,6 +74,29 @@ def test_the_preprocessing_benchmark_ensemble_fits_its_leaves_and_preprocesses_a
     assert _ensemble_problems(broken, [repo.PREPROCESS_ONLY]), "a step whose inputs do not fit is found"
 
 
+def test_the_preprocessing_step_decodes_on_the_gpu_only_on_gpu_instances_and_its_benchmark_keeps_images_there():
+    """Tracks B and C's step in GPU mode (``decode gpu``) is a KIND_GPU model with the same I/O as the CPU one; the
+    served default is the CPU mode; the benchmark's consumer takes device tensors where they are."""
+    spec = repo.default_spec()
+    served = repo.definitions_by_name(spec)[repo.PREPROCESS].config
+    gpu = repo.preprocess_definition(spec, "gpu").config
+    assert served.parameters["decode"].string_value == "cpu"
+    assert served.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert gpu.parameters["decode"].string_value == "gpu" and gpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert (list(gpu.input), list(gpu.output)) == (list(served.input), list(served.output))
+    defs = {d.name: d for d in repo.preprocess_only_definitions(spec, "gpu")}
+    assert _ensemble_problems(defs, [repo.PREPROCESS_ONLY]) == []
+    assert defs[repo.CONSUME].config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+    with pytest.raises(ValueError, match="must be one of"):
+        repo.preprocess_definition(spec, "nvjpeg")
+
+
+def test_track_a_states_where_it_suppresses_and_the_served_default_is_what_measured_faster():
+    config = repo.definitions_by_name(repo.default_spec())[repo.PYTORCH].config
+    assert config.parameters["nms"].string_value == repo.PYTORCH_NMS == "host"  # results/h200_issue25
+    assert repo.PYTORCH_NMS in c.TRACK_A_NMS
+
+
 def test_dali_tiers_have_their_own_leaves_with_tier_settings():
     defs = repo.definitions_by_name(repo.default_spec())
     for tier in c.DALI_TIERS:

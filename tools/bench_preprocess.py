@@ -1,13 +1,14 @@
 """What bounds tracks B and C on the host's CPU: their preprocessing step, served by Triton, measured alone.
 
-    .venv/bin/python tools/bench_preprocess.py [--decode-threads 1,0] [--concurrency 16,64] [--images DIR]
-        [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
+    .venv/bin/python tools/bench_preprocess.py [--decode cpu,gpu] [--decode-threads 1,0] [--concurrency 16,64]
+        [--images DIR] [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
 
 Serves ``yolo11_preprocess`` exactly as exported (4 instances on the CPU), followed by a step that only consumes
 its output (``yolo11_consume``), as the ensemble ``yolo11_preprocess_only``: perf_analyzer's requests carry the
 encoded images in and a few bytes out, so the figure is the step's own, not gRPC carrying 4.9 MB per image back.
-One server per ``--decode-threads`` value (the step's parameter: 1 is one thread per instance, the behaviour
-before it had a pool; 0 shares twice the cores out over the instances). Prints and writes images/s, latency and
+One server per ``--decode`` mode (the step's parameter: ``cpu``, four KIND_CPU instances; ``gpu``, KIND_GPU
+instances decoding JPEGs with nvJPEG, a GPU host only) and ``--decode-threads`` value (1 is one thread per
+instance, the behaviour before it had a pool; 0 shares twice the cores out over the instances). Prints and writes images/s, latency and
 where Triton spent the time (queue / compute per request, average batch) for each setting and concurrency.
 """
 
@@ -35,9 +36,9 @@ from python_models.serving.status import wait_ready  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
 
 
-def layout(root: Path, threads: int) -> Path:
+def layout(root: Path, threads: int, decode: str = "cpu") -> Path:
     """The three models of ``preprocess_only_definitions``, the step's ``decode_threads`` set to ``threads``."""
-    for definition in repo.preprocess_only_definitions(repo.default_spec()):
+    for definition in repo.preprocess_only_definitions(repo.default_spec(), decode):
         config = type(definition.config)()
         config.CopyFrom(definition.config)
         if definition.name == repo.PREPROCESS:
@@ -50,14 +51,22 @@ def layout(root: Path, threads: int) -> Path:
     return root
 
 
-def resolved_threads(threads: int) -> int:
-    groups = [{"kind": "KIND_CPU", "count": g.count}
-              for g in repo.definitions_by_name(repo.default_spec())[repo.PREPROCESS].config.instance_group]
-    return decode_threads(threads, available_cores(), groups, 0)
+def resolved_threads(threads: int, decode: str = "cpu") -> int:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = repo.preprocess_definition(repo.default_spec(), decode).config
+    groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": g.count} for g in config.instance_group]
+    gpus = 0
+    if decode == "gpu":
+        from python_models.serving.triton import gpu_count
+
+        gpus = gpu_count()
+    return decode_threads(threads, available_cores(), groups, gpus)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decode", default="cpu", help="the step's decode modes, one server each: cpu, gpu")
     parser.add_argument("--decode-threads", default="1,0", help="values of the step's decode_threads, one server each")
     parser.add_argument("--concurrency", default="16,64")
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG (default: the ultralytics sample images)")
@@ -74,25 +83,29 @@ def main() -> int:
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
     rows = []
-    for threads in [int(t) for t in args.decode_threads.split(",")]:
-        repository = layout(args.out / f"threads{threads}" / "repository", threads)
-        log = open(args.out / f"threads{threads}" / "server.log", "wb")
+    settings = [(mode, int(t)) for mode in args.decode.split(",") for t in args.decode_threads.split(",")]
+    for decode, threads in settings:
+        name = f"threads{threads}" if decode == "cpu" else f"{decode}_threads{threads}"
+        repository = layout(args.out / name / "repository", threads, decode)
+        log = open(args.out / name / "server.log", "wb")
         server = subprocess.Popen(server_command(install, repository, ports),
                                   env=server_env(install, args.stub_python_bin), stdout=log, stderr=subprocess.STDOUT)
         try:
             if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=300):
                 raise SystemExit(f"tritonserver did not become ready: see {log.name}")
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                csv_path = args.out / f"threads{threads}" / f"c{concurrency}.csv"
+                csv_path = args.out / name / f"c{concurrency}.csv"
                 command = pa.command(binary, repo.PREPROCESS_ONLY, grpc_url, input_data, concurrency, csv_path,
                                      args.measurement_ms, max_trials=8, stability_percent=args.stability_percent)
                 try:
                     run = measure(command, csv_path, repo.PREPROCESS_ONLY, metrics_url, [repo.PREPROCESS])
                 except PerfAnalyzerFailed as exc:
-                    rows.append({"decode_threads": threads, "concurrency": concurrency, "error": str(exc)[-300:]})
+                    rows.append({"decode": decode, "decode_threads": threads, "concurrency": concurrency,
+                                 "error": str(exc)[-300:]})
                     continue
                 step = run.server[repo.PREPROCESS]
-                rows.append({"decode_threads": threads, "threads_per_instance": resolved_threads(threads),
+                rows.append({"decode": decode, "decode_threads": threads,
+                             "threads_per_instance": resolved_threads(threads, decode),
                              "concurrency": concurrency, "images_per_s": round(run.perf.throughput, 1),
                              "p50_ms": round(run.perf.p50_ms, 1), "p99_ms": round(run.perf.p99_ms, 1),
                              "avg_batch": round(step.avg_batch, 1), "queue_ms": round(step.queue_ms, 1),
@@ -101,16 +114,16 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    lines = ["| decode_threads (per instance) | concurrency | images/s | p50 ms | p99 ms | avg batch | queue / compute ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| decode | decode_threads (per instance) | concurrency | images/s | p50 ms | p99 ms | avg batch "
+             "| queue / compute ms |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['decode_threads']} ({r.get('threads_per_instance', '')}) | {r['concurrency']} | " + (
+        lines.append(f"| {r['decode']} | {r['decode_threads']} ({r.get('threads_per_instance', '')}) | {r['concurrency']} | " + (
             f"{r['images_per_s']:,.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['avg_batch']} | "
             f"{r['queue_ms']} / {r['compute_ms']} |" if "error" not in r else f"failed: {r['error'][:120]} |||||"))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.processor() or platform.machine(),
             "cores": available_cores(), "command": " ".join(["python3", *sys.argv])}
     (args.out / "preprocess.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / "preprocess.md").write_text(f"# Tracks B and C: the CPU preprocessing step alone\n\n{meta}\n\n"
+    (args.out / "preprocess.md").write_text(f"# Tracks B and C: the preprocessing step alone\n\n{meta}\n\n"
                                             + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all("error" not in r for r in rows) else 1

@@ -58,7 +58,7 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
            cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE,
-           network: str = repo.PYTORCH_NETWORK) -> tuple[Path, bool, dict | None]:
+           network: str = repo.PYTORCH_NETWORK, nms: str = repo.PYTORCH_NMS) -> tuple[Path, bool, dict | None]:
     """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``;
     with ``network`` compiled, its caches built (or kept, when up to date) as the export builds them. Returns the
     repository, whether the network is untrained, and the caches' record."""
@@ -73,6 +73,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     config = repo.pytorch_config(model_spec(model), mc.ModelInstanceGroup.KIND_GPU, instances, precision, decode, network)
     config.parameters["decode_threads"].string_value = str(decode_threads)
     config.parameters["cuda_graphs"].string_value = "true" if cuda_graphs else "false"
+    config.parameters["nms"].string_value = nms
     if gpus is not None:
         for group in config.instance_group:
             group.gpus[:] = list(range(gpus))
@@ -170,8 +171,9 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     from ultralytics.utils import ASSETS
 
     from python_models.runtime import gpu_decode, network
-    from python_models.runtime.nms import nms, pack_detections
-    from python_models.runtime.preprocess import decode, letterbox_padded
+    from python_models.runtime.nms import nms, nms_on_device, pack_detections
+    from python_models.runtime.preprocess import LetterboxTransform, decode, letterbox_padded, probe
+    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
     from python_models.client.matching import predictor_detections
 
     device, half = torch.device("cuda:0"), precision == "fp16"
@@ -219,6 +221,8 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
 
     decoder = gpu_decode.nvjpeg_decoder(device)
     canvas = torch.empty((batch, size, size, 3), dtype=torch.uint8, device=device)
+    tensors = [torch.from_numpy(r.copy()) for r in rows]
+    decoded = decoder(tensors)
     out["pipeline_forward"] = "compiled, CUDA graph" if run_forward is not graphed else "eager network, CUDA graph"
     with ThreadPoolExecutor(8) as pool:
         def pipeline(with_nms: bool = True):
@@ -227,11 +231,31 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
             if with_nms:
                 pack_detections(nms(raw, spec), transforms, spec.max_det)
 
+        def pipeline_device_nms():
+            transforms = gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool)
+            params = torch.from_numpy(np.stack([t.to_array() for t in transforms])).to(device, non_blocking=True)
+            nms_on_device(run_forward(canvas[: len(transforms)]), spec, params)
+
         out["pipeline_images_per_s"] = {
+            "header reading alone (preprocess.probe, one thread)": rate(lambda: [probe(r) for r in rows], batch),
+            "nvJPEG decode alone (torchvision, one call)": rate(lambda: decoder(tensors), batch),
+            "device letterbox alone (decoded images)": rate(lambda: gpu_decode.letterbox_on_device(decoded, size, canvas), batch),
             "decode + letterbox (nvJPEG, device)": rate(lambda: gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool), batch),
             "decode + letterbox + forward": rate(lambda: pipeline(False), batch),
-            "decode + letterbox + forward + NMS + pack (as served)": rate(pipeline, batch),
+            "decode + letterbox + forward + NMS + pack on the host (nms host)": rate(pipeline, batch),
+            "decode + letterbox + forward + NMS + pack on the device (nms device)": rate(pipeline_device_nms, batch),
         }
+        raw = run_forward(canvas[:batch]).clone()
+        params = torch.from_numpy(np.stack([t.to_array() for t in gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool)])).to(device)
+        host_transforms = [LetterboxTransform.from_array(p) for p in params.cpu().numpy()]
+        out["nms_alone_batches_per_s"] = {
+            "host (nms + pack_detections)": rate(lambda: pack_detections(nms(raw, spec), host_transforms, spec.max_det), 1),
+            "device (nms_on_device)": rate(lambda: nms_on_device(raw, spec, params), 1),
+        }
+        host, on_device = pack_detections(nms(raw, spec), host_transforms, spec.max_det), nms_on_device(raw, spec, params)
+        out["nms_device_vs_host"] = {name: ("identical" if np.array_equal(host[name], on_device[name]) else
+                                            f"max abs diff {np.abs(host[name].astype(float) - on_device[name]).max()}")
+                                     for name in host} | {"detections": int(host["num_detections"].sum())}
     letterbox = {}
     for name in PARITY_IMAGES:
         data = np.frombuffer((Path(ASSETS) / name).read_bytes(), np.uint8)
@@ -239,7 +263,14 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
         diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(data), size)[0])
         letterbox[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3),
                            "share_differing": round(float((diff > 0).mean()), 3)}
+    for orientation in EXIF_ORIENTATIONS:  # phone photos: decoded by nvJPEG, turned upright on the device
+        data = np.frombuffer(exif_rotated((Path(ASSETS) / "bus.jpg").read_bytes(), orientation), np.uint8)
+        gpu_decode.letterbox_rows([data], size, decoder, canvas[:1])
+        diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(data), size)[0])
+        letterbox[f"bus.jpg stored with EXIF orientation {orientation}"] = {
+            "max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3)}
     out["device_letterbox_vs_cpu_letterbox_grey_levels"] = letterbox
+    out["small_batches_beside_a_compiled_forward"] = hybrid_graphs_check(net, device, half, batch, size, padded)
 
     images = [decode(r) for r in rows]
     predictor_detections(model, images[0], spec, half=half, device=0)  # warm
@@ -250,6 +281,31 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
 
     out["ultralytics_predictor_images_per_s"] = rate(predictor_batch, batch)
     return out
+
+
+def hybrid_graphs_check(net, device, half: bool, batch: int, size: int, padded) -> dict:
+    """``GraphedForward`` given a compiled forward (one batch size) keeps the eager network's graphs for the small
+    batches they run faster: checked here with a stand-in for the compiled forward (the eager network padded to
+    ``batch`` rows, as ``compiled_forward`` pads), so that it needs no build: which sizes it kept, their replay
+    times, and every batch size's output against the eager network's graphs."""
+    import torch
+
+    from python_models.contract import PAD_VALUE
+    from python_models.runtime import network
+
+    def stand_in(rows_in):
+        rows = len(rows_in)
+        if rows < batch:
+            rows_in = torch.cat([rows_in, rows_in.new_full((batch - rows, *rows_in.shape[1:]), PAD_VALUE)])
+        return network.forward_padded(net, rows_in, device, half)[:rows]
+
+    stand_in.batch_sizes = [batch]
+    hybrid = network.GraphedForward(net, device, half, batch, size, stand_in)
+    eager = network.GraphedForward(net, device, half, batch, size)
+    worst = 0.0
+    for rows in range(1, batch + 1):
+        worst = max(worst, float((hybrid(padded[:rows]).float() - eager(padded[:rows]).float()).abs().max()))
+    return {"graphs": hybrid.describe(), "max_abs_diff_vs_eager_graphs_any_batch_size": round(worst, 4)}
 
 
 DALI_LOOPS = {
@@ -416,7 +472,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
     out.mkdir(parents=True, exist_ok=True)
     check_stub_environment(args.stub_python_bin)
     repository, untrained, package = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
-                                            not args.no_cuda_graphs, gpus, args.decode, args.network)
+                                            not args.no_cuda_graphs, gpus, args.decode, args.network, args.nms)
     install = find_triton()
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
@@ -442,6 +498,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                 "client_cores": len(client_cores) if client_cores else "shared with the server",
                 "load_s": round(time.monotonic() - started, 1),
                 "cuda_graphs": not args.no_cuda_graphs, "decode": args.decode, "network": args.network,
+                "nms": args.nms,
                 "compiled_package": package, "instance_load_s": instance_load_times(out / "server.log"),
                 "command": shlex.join(["python3", *sys.argv])}
         console.print(meta)
@@ -562,6 +619,9 @@ def main() -> int:
     parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
     parser.add_argument("--decode", choices=repo.TRACK_A_DECODES, default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
+    parser.add_argument("--nms", choices=c.TRACK_A_NMS, default=repo.PYTORCH_NMS, help="Track A's parameter nms")
+    parser.add_argument("--compare-before", action="store_true", help="serve Track A first as it was before "
+                        "issue 25 (nms host) at the same levels, then as configured; writes compare.md")
     parser.add_argument("--network", choices=repo.TRACK_A_NETWORKS, default=repo.PYTORCH_NETWORK,
                         help="Track A's parameter network (compiled: its caches are built first, or kept if up to date)")
     parser.add_argument("--build-only", action="store_true", help="lay out the repository and build the compiled "
@@ -614,7 +674,15 @@ def main() -> int:
         import torch
 
         torch.cuda.empty_cache()
+    before = None
+    if args.compare_before:
+        asked, args.nms = args.nms, "host"
+        before = serve_track_a(args, args.out / "before", console, levels)
+        args.nms = asked
     result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
+    if before is not None:
+        (args.out / "compare.md").write_text(comparison(before, result))
+        console.print((args.out / "compare.md").read_text())
     if in_process and result["runs"]:
         best = max(result["runs"], key=lambda r: r.perf.throughput)
         served = in_process["pipeline_images_per_s"]["decode + letterbox + forward + NMS + pack (as served)"]
@@ -630,6 +698,23 @@ def main() -> int:
         md.write(f"\n## DALI pipeline, mixed decoder, in-process\n\n```\n{json.dumps(dali, indent=2)}\n```\n")
     console.print(result["paths"]["report.md"].read_text())
     return 0 if result["parity"]["passed"] else 1
+
+
+def comparison(before: dict, after: dict) -> str:
+    """Per concurrency: images/s and p50/p99 served before (the previous defaults) and after, from one run."""
+    rows = {r.perf.concurrency: [r, None] for r in before["runs"]}
+    for r in after["runs"]:
+        rows.setdefault(r.perf.concurrency, [None, None])[1] = r
+    lines = [f"# Track A before and after, one server each, same GPU, same run\n\nbefore: nms {before['meta']['nms']}; "
+             f"after: nms {after['meta']['nms']}; network {after['meta']['network']}, decode {after['meta']['decode']}, "
+             f"{after['meta']['gpu']}\n\ncommand: `{after['meta']['command']}`\n",
+             "| concurrency | before images/s | p50 ms | p99 ms | after images/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for concurrency, pair in sorted(rows.items()):
+        cells = [f"{r.perf.throughput:,.0f} | {r.perf.p50_ms:.1f} | {r.perf.p99_ms:.1f}" if r else "not measured | |"
+                 for r in pair]
+        lines.append(f"| {concurrency} | {cells[0]} | {cells[1]} |")
+    lines.append(f"\nparity before: {before['parity']['passed']}, after: {after['parity']['passed']}")
+    return "\n".join(lines) + "\n"
 
 
 def scaling(args, console, per_gpu_levels: list[int]) -> int:

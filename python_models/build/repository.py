@@ -248,6 +248,15 @@ against 3,109 images/s (results/h100_issue16). The price is paid at export: abou
 host (yolo11s, max batch 32), and about 15 s more per instance at load."""
 
 
+PYTORCH_NMS = "host"
+"""Track A's suppression and packing on a GPU instance: ``host`` (candidates filtered on the device, one copy, per-image
+suppression on the host) or ``device`` (``nms.nms_on_device``: the same answers, one copy of them back). Measured on an
+H200 (yolo11s fp16, eager network, 4 instances, results/h200_issue25): alone in one process, a batch of 32, the
+device path is faster (516 against 323 batches/s); served, it is slower (1,863 against 2,172 images/s at concurrency
+192, p50 9.5 against 7.9 ms at concurrency 1), because its few synchronisations per batch each wait behind the other
+instances' work on the shared GPU, where the host path waits once."""
+
+
 @dataclass(frozen=True)
 class TrackAOptions:
     """Track A's choices on a GPU instance, its config's parameters (``tools/export.py --track-a-decode``,
@@ -273,6 +282,7 @@ def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU
     config.parameters["precision"].string_value = precision
     config.parameters["decode"].string_value = decode
     config.parameters["network"].string_value = network
+    config.parameters["nms"].string_value = PYTORCH_NMS
     _threaded(config, "decode_threads")
     config.parameters["cuda_graphs"].string_value = "true"
     return config
@@ -296,6 +306,23 @@ def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
     return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/preprocess.py",))
 
 
+PREPROCESS_DECODES = ("cpu", "gpu")
+"""Where the preprocessing step of tracks B and C decodes (its parameter ``decode``): four KIND_CPU instances decoding
+on the host's threads, or one KIND_GPU instance per GPU decoding JPEGs with nvJPEG and handing the letterboxed batch
+to the engine on the device (``runtime/triton/preprocess_model.py``)."""
+
+
+def preprocess_definition(spec: c.ModelSpec, decode: str = "cpu") -> ModelDefinition:
+    """Tracks B and C's preprocessing step (``PREPROCESS_DECODES``)."""
+    if decode not in PREPROCESS_DECODES:
+        raise ValueError(f"the preprocessing step's decode must be one of {PREPROCESS_DECODES}, not {decode!r}")
+    kind, count = ((mc.ModelInstanceGroup.KIND_GPU, 2) if decode == "gpu" else (mc.ModelInstanceGroup.KIND_CPU, 4))
+    config = _threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                               _outputs(_preprocess_outputs(spec)), _instances(count, kind), 500), "decode_threads")
+    config.parameters["decode"].string_value = decode
+    return ModelDefinition(config, entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",))
+
+
 def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> list[ModelDefinition]:
     """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
 
@@ -309,10 +336,7 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
         ModelDefinition(pytorch_config(spec, decode=track_a.decode, network=track_a.network), entry=RUNTIME + "pytorch_model",
                         logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
         # Tracks B and C share the CPU preprocessing step.
-        ModelDefinition(_threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                                          _outputs(_preprocess_outputs(spec)),
-                                          _instances(4, mc.ModelInstanceGroup.KIND_CPU), 500), "decode_threads"),
-                        entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",)),
+        preprocess_definition(spec),
         ModelDefinition(
             _warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH, _inputs([_engine_image(spec)]),
                               _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, raw.dtype, raw.dims)]),
@@ -371,18 +395,21 @@ CONSUME = "yolo11_consume"
 PREPROCESS_ONLY = "yolo11_preprocess_only"
 
 
-def preprocess_only_definitions(spec: c.ModelSpec) -> list[ModelDefinition]:
-    """Tracks B and C's CPU preprocessing step, as exported, ending in a step that only consumes its output: the
-    images/s that bound those tracks on the host's CPU, measured through Triton without gRPC carrying the
-    letterboxed tensors back (``tools/bench_preprocess.py``). Not part of the served repository."""
-    consume = ModelDefinition(_python(CONSUME, ENSEMBLE_MAX_BATCH, _inputs(_preprocess_outputs(spec)),
-                                      _outputs(spec.public_outputs()), _instances(1, mc.ModelInstanceGroup.KIND_CPU), 0),
-                              entry=RUNTIME + "consume_model")
+def preprocess_only_definitions(spec: c.ModelSpec, decode: str = "cpu") -> list[ModelDefinition]:
+    """Tracks B and C's preprocessing step (``preprocess_definition``), ending in a step that only consumes its
+    output: the images/s that bound those tracks, measured through Triton without gRPC carrying the letterboxed
+    tensors back (``tools/bench_preprocess.py``). Not part of the served repository."""
+    consume_config = _python(CONSUME, ENSEMBLE_MAX_BATCH, _inputs(_preprocess_outputs(spec)),
+                             _outputs(spec.public_outputs()), _instances(1, mc.ModelInstanceGroup.KIND_CPU), 0)
+    # Images the GPU step left on the device stay there, as the engine would take them (the stub copies them to the
+    # host otherwise); the consumer reads only the transforms.
+    consume_config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
+    consume = ModelDefinition(consume_config, entry=RUNTIME + "consume_model")
     ensemble = ModelDefinition(_ensemble(PREPROCESS_ONLY, ENSEMBLE_MAX_BATCH, [
         _step(PREPROCESS, {c.INPUT_IMAGES: c.INPUT_IMAGES}, _PREPROCESSED),
         _step(CONSUME, _PREPROCESSED, _PUBLIC_OUT),
     ], spec))
-    return [definitions_by_name(spec)[PREPROCESS], consume, ensemble]
+    return [preprocess_definition(spec, decode), consume, ensemble]
 
 
 def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> dict[str, ModelDefinition]:

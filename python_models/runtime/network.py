@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,28 +60,36 @@ def module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
 
 
 class GraphedForward:
-    """A forward over letterboxed uint8 batches (``forward_padded`` by default, or ``compiled_forward``) replayed from
-    CUDA graphs, one per batch size of ``graph_batch_sizes`` (the compiled forward's one size).
+    """A forward over letterboxed uint8 batches replayed from CUDA graphs, one per batch size: the eager network's
+    (``forward_padded``) at every size of ``graph_batch_sizes``, or, given a compiled forward (``compiled_forward``,
+    one size: its ``batch_sizes``), that one for full batches and the eager network's for the small sizes it
+    runs faster.
 
     Eager PyTorch launches a few hundred kernels per forward from Python: with
     several instances and decode threads sharing the host's cores, that launching,
     not the GPU, bounds Track A (yolo11s FP16 batch 8 on an H100: 6.0 ms eager,
-    3.4 ms replayed; batch 1: 7.5 vs 1.3 ms; tools/bench_forward.py). A batch of n
-    rows runs in the smallest captured size >= n; the spare rows hold whatever an
-    earlier batch left there and their outputs are dropped (rows never interact).
+    3.4 ms replayed; batch 1: 7.5 vs 1.3 ms; tools/bench_forward.py). A compiled forward computes a whole
+    batch of its size for one row (on an H200, yolo11s FP16: 4.7 ms for 32 rows, where the eager graph of one
+    row takes 1.5 ms), so a quiet server would answer each request at the full batch's cost: at load, each small
+    size's eager graph is timed against the compiled one and kept where it is faster (``faster_eager_sizes``).
+    A batch of n rows runs in the smallest captured size >= n; the spare rows hold whatever an earlier batch
+    left there and their outputs are dropped (rows never interact).
     The output tensor is the graph's own: read it before the next call.
     """
 
     def __init__(self, net: torch.nn.Module, device: torch.device, half: bool, max_batch: int, size: int,
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        run = forward or (lambda batch: forward_padded(net, batch, device, half))
-        # A compiled forward runs one batch size (``compiled_forward``): one graph, replayed for every batch.
-        self.sizes = getattr(forward, "batch_sizes", None) or graph_batch_sizes(max_batch)
+        eager = lambda batch: forward_padded(net, batch, device, half)  # noqa: E731
+        compiled_sizes = list(getattr(forward, "batch_sizes", None) or []) if forward is not None else []
+        plan = {rows: forward for rows in compiled_sizes}
+        smallest_compiled = min(compiled_sizes, default=max_batch + 1)
+        plan.update({rows: eager for rows in graph_batch_sizes(max_batch) if rows < smallest_compiled})
         self.graphs: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.captured_state: dict[int, list[torch.Tensor]] = {}
         pool = torch.cuda.graph_pool_handle()  # one memory pool: the graphs never run at the same time
         stream = torch.cuda.Stream(device)
-        for rows in reversed(self.sizes):  # largest first, so the smaller ones fit in its memory
+        for rows in sorted(plan, reverse=True):  # largest first, so the smaller ones fit in its memory
+            run = plan[rows]
             static_in = torch.full((rows, size, size, 3), PAD_VALUE, dtype=torch.uint8, device=device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):  # warm (cuDNN autotuning) off the capture, as capture requires
@@ -93,6 +102,32 @@ class GraphedForward:
             self.graphs[rows] = (static_in, graph, static_out)
             self.captured_state[rows] = module_tensors(net)
         torch.cuda.synchronize(device)
+        self.compiled_sizes = compiled_sizes
+        self.replay_ms = {rows: self._replay_ms(rows) for rows in self.graphs} if compiled_sizes else {}
+        if compiled_sizes:
+            kept = faster_eager_sizes(self.replay_ms, compiled_sizes)
+            for rows in [r for r in self.graphs if r not in compiled_sizes and r not in kept]:
+                del self.graphs[rows], self.captured_state[rows]
+        self.sizes = sorted(self.graphs)
+
+    def _replay_ms(self, rows: int, repeats: int = 10) -> float:
+        _, graph, _ = self.graphs[rows]
+        graph.replay()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            graph.replay()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats * 1e3
+
+    def describe(self) -> str:
+        """Which sizes run which forward, for the load log."""
+        eager = [rows for rows in self.sizes if rows not in self.compiled_sizes]
+        if not self.compiled_sizes:
+            return f"of the eager network at batch {', '.join(map(str, eager))}"
+        return (f"of the compiled network at batch {', '.join(map(str, self.compiled_sizes))}"
+                + (f", of the eager network at batch {', '.join(map(str, eager))}" if eager else "")
+                + " (replay ms: " + ", ".join(f"{r}: {ms:.2f}" for r, ms in sorted(self.replay_ms.items())) + ")")
 
     def __call__(self, padded_bgr: torch.Tensor) -> torch.Tensor:
         rows = len(padded_bgr)
@@ -103,6 +138,19 @@ class GraphedForward:
         static_in[:rows].copy_(padded_bgr, non_blocking=True)
         graph.replay()
         return static_out[:rows]
+
+
+def faster_eager_sizes(replay_ms: dict[int, float], compiled_sizes: Sequence[int]) -> list[int]:
+    """The eager graphs' batch sizes worth keeping beside a compiled forward: those that replay faster than the
+    smallest compiled size that would otherwise run their batches."""
+    kept = []
+    for rows, ms in sorted(replay_ms.items()):
+        if rows in compiled_sizes:
+            continue
+        covering = min((c for c in compiled_sizes if c >= rows), default=None)
+        if covering is None or ms < replay_ms[covering]:
+            kept.append(rows)
+    return kept
 
 
 @torch.inference_mode()

@@ -183,6 +183,37 @@ def letterboxed_responses(requests: Sequence, buffer: BatchBuffer, pool: Executo
     return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})
 
 
+def letterbox_on_gpu(requests: Sequence, size: int, decoder, canvas, pool: Executor | None = None):
+    """Every image row of every request decoded and letterboxed into the device batch ``canvas`` (JPEGs by
+    ``decoder``, the others on ``pool``'s threads: ``gpu_decode.letterbox_rows``). Returns the good requests' rows
+    (a ``[rows, size, size, 3]`` BGR uint8 device tensor, or None when no request is good), one transform per
+    row and, per request, the slice of those rows that holds its images or the error that rejects it alone."""
+    import torch
+
+    from python_models.runtime.gpu_decode import letterbox_rows
+
+    rows, counts = image_rows(requests)
+    values = letterbox_rows(rows, size, decoder, canvas, pool)
+    transforms, outcome, kept = group_rows(counts, values)
+    good = [i for i, value in enumerate(values) if not isinstance(value, InvalidImageError)]
+    if not kept:
+        return None, transforms, outcome
+    if len(kept) == len(good):
+        return canvas[: len(good)], transforms, outcome
+    # A request rejected for another row had good rows in the batch: leave them out.
+    position = {index: k for k, index in enumerate(good)}
+    return canvas[torch.tensor([position[i] for i in kept], device=canvas.device)], transforms, outcome
+
+
+def device_tensors_response(tensors: dict):
+    """A response of torch tensors on a GPU (handed over without a copy, through DLPack) or numpy arrays."""
+    from torch.utils import dlpack
+
+    return pb_utils.InferenceResponse(output_tensors=[
+        pb_utils.Tensor(name, value) if isinstance(value, np.ndarray)
+        else pb_utils.Tensor.from_dlpack(name, dlpack.to_dlpack(value)) for name, value in tensors.items()])
+
+
 def error_response(item: Exception):
     """INVALID_ARGUMENT for bad client data, INTERNAL for anything else."""
     if isinstance(item, InvalidImageError):

@@ -8,7 +8,19 @@ import numpy as np
 
 from python_models.contract import (LETTERBOX_TRANSFORM, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS,
                                     OUTPUT_SCORES)
-from python_models.runtime.triton.adapter import guarded, input_array, output_dims, tensors_response
+import triton_python_backend_utils as pb_utils
+
+from python_models.runtime.triton.adapter import guarded, output_dims, tensors_response
+
+
+def input_rows(request, name: str) -> int:
+    """Rows of an input wherever it lies (host or device: this step takes inputs where they are)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor.is_cpu():
+        return len(tensor.as_numpy())
+    from torch.utils import dlpack
+
+    return len(dlpack.from_dlpack(tensor.to_dlpack()))
 
 
 class TritonPythonModel:
@@ -21,7 +33,7 @@ class TritonPythonModel:
     def _run(self, requests):
         responses = []
         for request in requests:
-            rows = len(input_array(request, LETTERBOX_TRANSFORM))
+            rows = input_rows(request, LETTERBOX_TRANSFORM)
             responses.append(tensors_response({
                 OUTPUT_NUM_DETECTIONS: np.zeros((rows, 1), np.int32),
                 OUTPUT_BOXES: np.zeros((rows, self.max_det, 4), np.float32),

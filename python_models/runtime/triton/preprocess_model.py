@@ -1,13 +1,21 @@
-"""Tracks B and C: CPU decode and letterbox, emitting the image tensor and the transform that undoes it.
+"""Tracks B and C: decode and letterbox, emitting the image tensor and the transform that undoes it.
 
-Config parameter ``decode_threads``: rows are decoded and letterboxed on that many threads per instance (0:
-twice the server's cores shared out over every instance on the host, as Track A does).
+Config parameters: ``decode`` ``cpu`` (OpenCV on the host's threads; a KIND_CPU instance) or ``gpu`` (a KIND_GPU
+instance: JPEGs decoded by nvJPEG and letterboxed on its GPU as Track A does, ``runtime/gpu_decode.py``, the
+images handed to the engine where they are, through DLPack; PNGs and CMYK JPEGs still decoded on the threads).
+``decode_threads``: rows are decoded and letterboxed on that many threads per instance (0: twice the server's
+cores shared out over every instance on the host, as Track A does).
 """
 
 from __future__ import annotations
 
-from python_models.contract import LETTERBOXED_IMAGES
-from python_models.runtime.triton.adapter import BatchBuffer, guarded, letterboxed_responses, output_dims, thread_pool
+import numpy as np
+
+from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
+from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
+from python_models.runtime.triton.adapter import (BatchBuffer, device_tensors_response, error_response, guarded,
+                                                   letterbox_on_gpu, letterboxed_responses, model_config, output_dims,
+                                                   parameter, thread_pool)
 
 
 class TritonPythonModel:
@@ -15,15 +23,36 @@ class TritonPythonModel:
         import cv2
 
         # The letterboxed size is the one this model's output is configured with (height, width, channels).
-        self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[0])
+        size = output_dims(args, LETTERBOXED_IMAGES)[0]
+        self.buffer = BatchBuffer(size)
         cv2.setNumThreads(1)  # parallelism comes from the instances and their decode threads
-        self.pool = thread_pool(args, "decode_threads")
+        on_gpu = args["model_instance_kind"] == "GPU"
+        self.pool = thread_pool(args, "decode_threads", on_gpu)
+        self.decoder = None
+        config = model_config(args)
+        if decode_mode(parameter(config, "decode", "cpu"), on_gpu) == "gpu":
+            import torch
+
+            device = torch.device(f"cuda:{args['model_instance_device_id']}")
+            torch.cuda.set_device(device)
+            self.decoder = nvjpeg_decoder(device)
+            self.canvas = torch.empty((max(1, int(config.get("max_batch_size", 1))), size, size, 3), dtype=torch.uint8,
+                                      device=device)
 
     def execute(self, requests):
-        return guarded(requests, self._run)
+        return guarded(requests, self._run_on_gpu if self.decoder else self._run)
 
     def _run(self, requests):
         return letterboxed_responses(requests, self.buffer, self.pool)
+
+    def _run_on_gpu(self, requests):
+        padded, transforms, outcome = letterbox_on_gpu(requests, self.buffer.size, self.decoder, self.canvas, self.pool)
+        rgb = padded.flip(-1).contiguous() if padded is not None else None  # the engines take RGB, as on the CPU
+        params = (np.stack([t.to_array() for t in transforms]) if transforms
+                  else np.zeros((0, *TRANSFORM_SPEC.dims), TRANSFORM_SPEC.dtype))
+        return [error_response(item) if isinstance(item, Exception)
+                else device_tensors_response({LETTERBOXED_IMAGES: rgb[item], LETTERBOX_TRANSFORM: params[item]})
+                for item in outcome]
 
     def finalize(self) -> None:
         if self.pool is not None:

@@ -6,11 +6,12 @@ letterboxed on the device, ``python_models.runtime.gpu_decode``; a GPU instance 
 ``cpu``, ``decode_threads`` (0: twice the cores shared out over the host's instances, at
 most 16; ``preprocess.decode_threads``), ``network`` ``compiled`` (compiled from the inductor caches
 the export built on the GPU host, ``network.load_compiled``; a GPU instance only) or ``eager``,
-and ``cuda_graphs`` (``true``: on a GPU the forward, either one, replays CUDA graphs captured
-at load time, see ``network.GraphedForward``). Rows decoded on
-the CPU are decoded and letterboxed in parallel threads (OpenCV releases the GIL) and stay
-uint8 until the device; candidates are filtered where the head output is and suppressed on
-the host (``python_models.runtime.nms``).
+``cuda_graphs`` (``true``: on a GPU the forward, either one, replays CUDA graphs captured
+at load time, see ``network.GraphedForward``), and ``nms`` ``device`` (on a GPU: suppression, mapping
+to original pixels and packing on the device, one copy of the answers back: ``nms.nms_on_device``) or
+``host`` (candidates filtered on the device, suppressed and packed on the host, as the NMS step of
+track B does; a CPU instance always does this). Rows decoded on the CPU are decoded and letterboxed in
+parallel threads (OpenCV releases the GIL) and stay uint8 until the device.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import time
 import cv2
 import numpy as np
 
-from python_models.contract import TRACK_A_NETWORKS, TRACK_A_UNSTATED
-from python_models.runtime.gpu_decode import decode_mode, letterbox_rows, nvjpeg_decoder
+from python_models.contract import TRACK_A_NETWORKS, TRACK_A_NMS, TRACK_A_UNSTATED
+from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
-from python_models.runtime.nms import nms, pack_detections
-from python_models.runtime.preprocess import InvalidImageError, decode, letterbox_padded
-from python_models.runtime.triton.adapter import (group_rows, guarded, image_rows, model_config, model_spec, parameter,
+from python_models.runtime.nms import nms, nms_on_device, pack_detections
+from python_models.runtime.preprocess import decode, letterbox_padded
+from python_models.runtime.triton.adapter import (guarded, letterbox_on_gpu, model_config, model_spec, parameter,
                                                    read_rows, respond, thread_pool, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
@@ -50,6 +51,10 @@ class TritonPythonModel:
         self.half = on_gpu and precision == "fp16"
         self.decoder = nvjpeg_decoder(self.device) if decode_mode(parameter(config, "decode", TRACK_A_UNSTATED["decode"]), on_gpu) == "gpu" else None
         self.pool = thread_pool(args, "decode_threads", on_gpu)
+        where = parameter(config, "nms", TRACK_A_UNSTATED["nms"])
+        if where not in TRACK_A_NMS:
+            raise ValueError(f"parameter nms must be one of {TRACK_A_NMS}, not {where!r}")
+        self.device_nms = on_gpu and where == "device"
         cv2.setNumThreads(1)  # parallelism comes from the decode threads, not from inside each resize
         self.torch = torch
         self.name = args["model_instance_name"]
@@ -75,8 +80,9 @@ class TritonPythonModel:
                         if on_gpu and graphs == "true" else None)
         if self.graphed is None and self.compiled is None:
             warm_up(self.net, self.device, self.half, max_batch, self.spec.imgsz)
-        print(f"{self.name}: network {network}{', CUDA graphs' if self.graphed else ''}, decode "
-              f"{'gpu' if self.decoder else 'cpu'}, ready in {time.perf_counter() - started:.1f} s", flush=True)
+        graphs_used = f", CUDA graphs {self.graphed.describe()}" if self.graphed else ""
+        print(f"{self.name}: network {network}{graphs_used}, decode {'gpu' if self.decoder else 'cpu'}, nms "
+              f"{'device' if self.device_nms else 'host'}, ready in {time.perf_counter() - started:.1f} s", flush=True)
         # Rows are stacked into page-locked memory so the copy to the GPU is asynchronous and twice as fast;
         # one buffer per instance is safe because an instance runs one execute at a time.
         self.staging = (torch.empty((max_batch, self.spec.imgsz, self.spec.imgsz, 3), dtype=torch.uint8).pin_memory()
@@ -105,16 +111,7 @@ class TritonPythonModel:
 
     def _letterbox_on_gpu(self, requests):
         """JPEG rows through nvJPEG into the device batch, the others on the CPU threads (``gpu_decode``)."""
-        rows, counts = image_rows(requests)
-        values = letterbox_rows(rows, self.spec.imgsz, self.decoder, self.canvas, self.pool)
-        transforms, outcome, kept = group_rows(counts, values)
-        good = [i for i, value in enumerate(values) if not isinstance(value, InvalidImageError)]
-        if len(kept) == len(good):
-            padded = self.canvas[: len(good)]
-        else:  # a request rejected for another row had good rows in the batch: leave them out
-            position = {index: k for k, index in enumerate(good)}
-            padded = self.canvas[self.torch.tensor([position[i] for i in kept], device=self.device)]
-        return (padded if kept else None), transforms, outcome
+        return letterbox_on_gpu(requests, self.spec.imgsz, self.decoder, self.canvas, self.pool)
 
     def _run(self, requests):
         start = time.perf_counter()
@@ -122,7 +119,7 @@ class TritonPythonModel:
         if self.timing is not None and self.decoder is not None:
             self.torch.cuda.synchronize(self.device)  # nvJPEG and the letterbox run asynchronously
         decoded = time.perf_counter()
-        detections = []
+        detections, packed = [], None
         if padded is not None:
             if self.graphed:
                 raw = self.graphed(padded)
@@ -133,13 +130,21 @@ class TritonPythonModel:
             if self.timing is not None and self.device.type == "cuda":
                 self.torch.cuda.synchronize(self.device)  # so the forward's time is not billed to NMS
             forwarded = time.perf_counter()
-            detections = nms(raw, self.spec)
+            packed = self._device_nms(raw, transforms) if self.device_nms else None
+            if packed is None:
+                detections = nms(raw, self.spec)
         else:
             forwarded = decoded
-        packed = pack_detections(detections, transforms, self.spec.max_det)
+        if packed is None:
+            packed = pack_detections(detections, transforms, self.spec.max_det)
         if self.timing is not None:
             self._account(len(transforms), decoded - start, forwarded - decoded, time.perf_counter() - forwarded)
         return respond(outcome, lambda rows: {name: value[rows] for name, value in packed.items()})
+
+    def _device_nms(self, raw, transforms):
+        """The answers packed on the device (None when an image has too many candidates: the host path)."""
+        params = self.torch.from_numpy(np.stack([t.to_array() for t in transforms])).to(raw.device, non_blocking=True)
+        return nms_on_device(raw, self.spec, params)
 
     def _account(self, images: int, decode_s: float, forward_s: float, nms_s: float) -> None:
         """With YOLO11_TRITON_TIMING=1: every 200 executions, print where the time inside execute went in them."""
