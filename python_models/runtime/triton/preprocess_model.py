@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
-from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
 from python_models.runtime.triton.adapter import (BatchBuffer, device_tensors_response, error_response, guarded,
                                                    letterbox_on_gpu, letterboxed_responses, model_config, output_dims,
                                                    parameter, thread_pool)
@@ -30,9 +29,13 @@ class TritonPythonModel:
         self.pool = thread_pool(args, "decode_threads", on_gpu)
         self.decoder = None
         config = model_config(args)
-        if decode_mode(parameter(config, "decode", "cpu"), on_gpu) == "gpu":
+        asked = parameter(config, "decode", "cpu")
+        if asked != "cpu":  # torch is imported by the GPU mode only: the CPU step's stubs stay as small as before
             import torch
 
+            from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
+
+            decode_mode(asked, on_gpu)  # refuses an unknown value, and gpu on a CPU instance
             device = torch.device(f"cuda:{args['model_instance_device_id']}")
             torch.cuda.set_device(device)
             self.decoder = nvjpeg_decoder(device)
