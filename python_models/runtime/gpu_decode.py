@@ -71,16 +71,20 @@ class JpegRow:
     orientation: int = 1
 
 
+ORIENTATION_FLIPS = {1: (), 2: (2,), 3: (1, 2), 4: (1,), 5: (), 6: (2,), 7: (1, 2), 8: (1,)}
+"""Per EXIF orientation, the CHW dimensions to flip after transposing (orientations 5-8) or not (1-4)."""
+
+
 def orient(image_chw: torch.Tensor, orientation: int) -> torch.Tensor:
-    """The upright picture of a stored CHW image with that EXIF orientation (a view: flips and a transpose).
-    1 upright, 2 mirrored, 3 turned 180, 4 flipped, 5 transposed, 6 stored turned 90 counter-clockwise (phones'
-    portrait photos), 7 transverse, 8 stored turned 90 clockwise."""
-    if orientation in (5, 6, 7, 8):
-        turned = image_chw.transpose(1, 2)
-        return {5: turned, 6: turned.flip(2), 7: turned.flip(1, 2), 8: turned.flip(1)}[orientation]
-    if orientation in (1, 2, 3, 4):
-        return {1: image_chw, 2: image_chw.flip(2), 3: image_chw.flip(1, 2), 4: image_chw.flip(1)}[orientation]
-    raise ValueError(f"EXIF orientation must be 1 to 8, not {orientation}")
+    """The upright picture of a stored CHW image with that EXIF orientation: a transpose (a view) for 5-8, then the
+    one flip (a copy) the orientation needs; an upright image is returned as it is. 1 upright, 2 mirrored, 3 turned
+    180, 4 flipped, 5 transposed, 6 stored turned 90 counter-clockwise (phones' portrait photos), 7 transverse, 8
+    stored turned 90 clockwise."""
+    if orientation not in ORIENTATION_FLIPS:
+        raise ValueError(f"EXIF orientation must be 1 to 8, not {orientation}")
+    image = image_chw.transpose(1, 2) if orientation >= 5 else image_chw
+    dims = ORIENTATION_FLIPS[orientation]
+    return image.flip(dims) if dims else image
 
 
 Letterboxed = tuple[np.ndarray, LetterboxTransform]

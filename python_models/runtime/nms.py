@@ -32,6 +32,18 @@ CLASS_OFFSET = 7680
 """Ultralytics' ``max_wh``: boxes of different classes are shifted this far apart so one NMS never merges them."""
 
 
+def candidates_of(prediction: torch.Tensor, spec: ModelSpec
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head output's rows above ``spec.conf``, image-major and anchors in order: image index, xyxy box in
+    letterboxed pixels, best score and its class (float), as Ultralytics takes them."""
+    # amax over the head's own layout is several times cheaper on a CPU than max with indices; the class
+    # index is then taken over the few candidates only, as Ultralytics does.
+    image, anchor = (prediction[:, 4:].amax(1) > spec.conf).nonzero(as_tuple=True)
+    candidates = prediction[image, :, anchor]  # [n, 4 + classes]
+    conf, cls = candidates[:, 4:].max(1)
+    return image, xywh2xyxy(candidates[:, :4]), conf, cls.float()
+
+
 def nms(raw: np.ndarray | torch.Tensor, spec: ModelSpec) -> list[np.ndarray]:
     """Per image, an (n, 6) float32 array of x1, y1, x2, y2, score, class in letterboxed pixels.
 
@@ -41,13 +53,7 @@ def nms(raw: np.ndarray | torch.Tensor, spec: ModelSpec) -> list[np.ndarray]:
     """
     prediction = torch.as_tensor(raw).float()
     batch = prediction.shape[0]
-    # amax over the head's own layout is several times cheaper on a CPU than max with indices; the class
-    # index is then taken over the few candidates only, as Ultralytics does.
-    image, anchor = (prediction[:, 4:].amax(1) > spec.conf).nonzero(as_tuple=True)  # image-major, anchors in order
-    candidates = prediction[image, :, anchor]  # [n, 4 + classes]
-    boxes = xywh2xyxy(candidates[:, :4])
-    conf, cls = candidates[:, 4:].max(1)
-    cls = cls.float()
+    image, boxes, conf, cls = candidates_of(prediction, spec)
     shifted = boxes + cls[:, None] * CLASS_OFFSET
     if shifted.is_cuda:
         # A few dozen candidates per image: on the GPU every per-image ``nms`` call waits for the device (one
@@ -78,11 +84,7 @@ def candidates_by_image(raw: torch.Tensor, spec: ModelSpec):
     them), scores, classes, and which entries are real."""
     prediction = raw.float()
     batch = prediction.shape[0]
-    image, anchor = (prediction[:, 4:].amax(1) > spec.conf).nonzero(as_tuple=True)
-    candidates = prediction[image, :, anchor]
-    boxes = xywh2xyxy(candidates[:, :4])
-    conf, cls = candidates[:, 4:].max(1)
-    cls = cls.float()
+    image, boxes, conf, cls = candidates_of(prediction, spec)
     order = torch.sort(conf, descending=True, stable=True).indices
     order = order[torch.sort(image[order], stable=True).indices]  # by image, best score first within each
     image, boxes, conf, cls = image[order], boxes[order], conf[order], cls[order]

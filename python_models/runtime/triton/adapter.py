@@ -178,9 +178,14 @@ def letterboxed_responses(requests: Sequence, buffer: BatchBuffer, pool: Executo
     """Tracks B and C's preprocessing, one response per request: its letterboxed rows and their transforms, or its
     own error (``letterbox_requests``)."""
     batch, transforms, outcome = letterbox_requests(requests, buffer, pool)
-    params = (np.stack([t.to_array() for t in transforms]) if transforms
-              else np.zeros((0, *TRANSFORM_SPEC.dims), TRANSFORM_SPEC.dtype))
+    params = transform_array(transforms)
     return respond(outcome, lambda rows: {LETTERBOXED_IMAGES: batch[rows], LETTERBOX_TRANSFORM: params[rows]})
+
+
+def transform_array(transforms: Sequence[LetterboxTransform]) -> np.ndarray:
+    """The ``LETTERBOX_TRANSFORM`` rows of a batch (``[rows, 6]`` float32, zero rows for none)."""
+    return (np.stack([t.to_array() for t in transforms]) if transforms
+            else np.zeros((0, *TRANSFORM_SPEC.dims), TRANSFORM_SPEC.dtype))
 
 
 def letterbox_on_gpu(requests: Sequence, size: int, decoder, canvas, pool: Executor | None = None):

@@ -9,12 +9,10 @@ cores shared out over every instance on the host, as Track A does).
 
 from __future__ import annotations
 
-import numpy as np
-
-from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC
+from python_models.contract import LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.runtime.triton.adapter import (BatchBuffer, device_tensors_response, error_response, guarded,
                                                    letterbox_on_gpu, letterboxed_responses, model_config, output_dims,
-                                                   parameter, thread_pool)
+                                                   parameter, thread_pool, transform_array)
 
 
 class TritonPythonModel:
@@ -51,8 +49,7 @@ class TritonPythonModel:
     def _run_on_gpu(self, requests):
         padded, transforms, outcome = letterbox_on_gpu(requests, self.buffer.size, self.decoder, self.canvas, self.pool)
         rgb = padded.flip(-1).contiguous() if padded is not None else None  # the engines take RGB, as on the CPU
-        params = (np.stack([t.to_array() for t in transforms]) if transforms
-                  else np.zeros((0, *TRANSFORM_SPEC.dims), TRANSFORM_SPEC.dtype))
+        params = transform_array(transforms)
         return [error_response(item) if isinstance(item, Exception)
                 else device_tensors_response({LETTERBOXED_IMAGES: rgb[item], LETTERBOX_TRANSFORM: params[item]})
                 for item in outcome]

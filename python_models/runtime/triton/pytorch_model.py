@@ -28,7 +28,7 @@ from python_models.runtime.network import GraphedForward, forward_padded, load_c
 from python_models.runtime.nms import nms, nms_on_device, pack_detections
 from python_models.runtime.preprocess import decode, letterbox_padded
 from python_models.runtime.triton.adapter import (guarded, letterbox_on_gpu, model_config, model_spec, parameter,
-                                                   read_rows, respond, thread_pool, version_dir)
+                                                   read_rows, respond, thread_pool, transform_array, version_dir)
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -143,7 +143,7 @@ class TritonPythonModel:
 
     def _device_nms(self, raw, transforms):
         """The answers packed on the device (None when an image has too many candidates: the host path)."""
-        params = self.torch.from_numpy(np.stack([t.to_array() for t in transforms])).to(raw.device, non_blocking=True)
+        params = self.torch.from_numpy(transform_array(transforms)).to(raw.device, non_blocking=True)
         return nms_on_device(raw, self.spec, params)
 
     def _account(self, images: int, decode_s: float, forward_s: float, nms_s: float) -> None:
