@@ -37,8 +37,10 @@ RAW_TRT = "yolo11_raw_trt"
 ULTRALYTICS_RAW_TRT = "yolo11_ultralytics_raw_trt"
 """The raw network as Ultralytics exports it (float32 NCHW in [0, 1]): what Ultralytics' own Triton client sends."""
 NMS = "yolo11_nms"
-TRACK_A_DECODES = ("gpu", "cpu")
-"""Where Track A decodes JPEGs (its parameter ``decode``): nvJPEG on its GPU, or OpenCV on the host's threads."""
+TRACK_A_DECODES = ("gpu", "nvimgcodec", "cpu")
+"""Where Track A (and tracks B/C's preprocessing step) decode JPEGs (parameter ``decode``): nvJPEG on the GPU's SMs
+(torchvision), the GPU's hardware JPEG decoder (nvImageCodec, which leaves the SMs to the network), or OpenCV on the
+host's threads."""
 TRACK_A_NMS = ("device", "host")
 """Where a Track A instance on a GPU suppresses and packs (its parameter ``nms``): on the GPU, or on the host."""
 TRACK_A_UNSTATED = {"precision": "fp16", "decode": "cpu", "nms": "host"}

@@ -144,3 +144,31 @@ def test_a_padded_row_is_read_without_its_padding(monkeypatch):
     assert len(decode_module.payload(np.zeros(10, np.uint8))) == 0
     with pytest.raises(InvalidImageError, match="empty image"):
         probe(np.zeros(100_000, np.uint8))
+
+
+def test_a_jpeg_cut_anywhere_after_its_first_scan_header_is_refused_as_truncated_and_a_whole_one_never_is():
+    """The truncation check (an end-of-image marker after the last scan header) on a progressive JPEG, several
+    scans, with an EXIF thumbnail whose own EOI comes before them: cut at every point after the first scan header
+    it is refused, whole it is read; the same rule as finding the last scan header backwards, which it replaced."""
+    import io
+
+    from PIL import Image
+
+    photo = Image.fromarray(cv2.cvtColor(cv2.imread(str(ASSETS / "bus.jpg")), cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    thumbnail = io.BytesIO()
+    photo.resize((81, 108)).save(thumbnail, "JPEG")
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", progressive=True, quality=80, exif=exif.tobytes() + thumbnail.getvalue())
+    data = buffer.getvalue()
+    sos, eoi = b"\xff\xda", b"\xff\xd9"
+    thumbnail_end = data.find(eoi)
+    first_scan = data.find(sos, thumbnail_end)
+    assert data.count(sos) > 3 and 0 < thumbnail_end < first_scan, "progressive, a thumbnail's EOI first"
+    assert probe(data).orientation == 6
+    for cut in range(first_scan + 2, len(data) - 1, 997):
+        truncated = data[:cut]
+        assert truncated.rfind(eoi) < truncated.rfind(sos), "the rule it replaced says truncated"
+        with pytest.raises(InvalidImageError, match="truncated JPEG"):
+            probe(truncated)

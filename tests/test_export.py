@@ -204,7 +204,7 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
         return ExportOptions.from_args(parser.parse_args(argv))
 
     for variable in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
-                     "YOLO11_TRACK_A_NETWORK"):
+                     "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE"):
         monkeypatch.setenv(variable, "")
     assert parsed() == ExportOptions()
     monkeypatch.setenv("YOLO11_IMGSZ", "1280")
@@ -215,14 +215,19 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
     assert parsed("--track-a-decode", "cpu").track_a == repo.TrackAOptions(decode="cpu", network="eager")
     with pytest.raises(SystemExit):
         parsed("--track-a-network", "aot")
+    assert parsed().preprocess_decode == "gpu", "tracks B/C decode on the GPU of a GPU host unless told"
+    monkeypatch.setenv("YOLO11_PREPROCESS_DECODE", "cpu")
+    assert parsed().preprocess_decode == "cpu"
+    with pytest.raises(SystemExit):
+        parsed("--preprocess-decode", "dali")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = compose["services"]["export"]["environment"]
     variables = ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
-                 "YOLO11_TRACK_A_NETWORK")
+                 "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE")
     assert {k: environment[k] for k in variables} == {
         "YOLO11_IMGSZ": "${IMGSZ:-}", "YOLO11_CONF": "${CONF:-}", "YOLO11_IOU": "${IOU:-}",
         "YOLO11_MAX_DET": "${MAX_DET:-}", "YOLO11_TRACK_A_DECODE": "${TRACK_A_DECODE:-}",
-        "YOLO11_TRACK_A_NETWORK": "${TRACK_A_NETWORK:-}"}
+        "YOLO11_TRACK_A_NETWORK": "${TRACK_A_NETWORK:-}", "YOLO11_PREPROCESS_DECODE": "${PREPROCESS_DECODE:-}"}
 
 
 def test_the_manifest_records_track_a_as_the_configs_were_written():
@@ -237,3 +242,5 @@ def test_the_manifest_records_track_a_as_the_configs_were_written():
         repo.TrackAOptions() == repo.TrackAOptions(decode="gpu", network="compiled")
     with pytest.raises(ValueError, match="and network one of"):
         repo.TrackAOptions(network="aot")
+    cpu_step = ExportManifest(weights="w.pt", weights_sha256="k", metadata="{}", untrained=False, preprocess_decode="cpu")
+    assert ExportManifest(**json.loads(json.dumps(asdict(cpu_step)))).preprocess_decode == "cpu"

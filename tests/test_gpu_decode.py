@@ -271,3 +271,92 @@ def test_track_a_hands_the_network_exactly_the_rows_of_the_requests_it_answers(a
     assert letterbox_differences(padded[0].numpy(), expected_padded(bus)) == []
     assert letterbox_differences(padded[1].numpy(), expected_padded(small)) == [], "not zidane, the rejected row"
     sys.modules.pop("python_models.runtime.triton.pytorch_model", None)
+
+
+class FakeNvImageCodec:
+    """Stands in for ``nvidia.nvimgcodec`` (not installable without CUDA): decodes with OpenCV into HWC RGB tensors
+    (which export DLPack, as nvImageCodec's images do), applies the EXIF orientation when its params say so, as
+    nvImageCodec does by default, and answers None for a row it cannot decode, as its batch decode does."""
+
+    class BackendKind:
+        HW_GPU_ONLY, GPU_ONLY = "hw", "cuda"
+
+    class Backend:
+        def __init__(self, kind):
+            self.kind = kind
+
+    class DecodeParams:
+        def __init__(self, apply_exif_orientation: bool = True):
+            self.apply_exif_orientation = apply_exif_orientation
+
+    def __init__(self):
+        outer = self
+
+        class Decoder:
+            def __init__(self, device_id: int, backends):
+                outer.device_id, outer.backends = device_id, [b.kind for b in backends]
+
+            def decode(self, rows, params=None):
+                params = params or FakeNvImageCodec.DecodeParams()
+                flags = cv2.IMREAD_COLOR | (0 if params.apply_exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
+                images = [cv2.imdecode(np.asarray(row), flags) for row in rows]
+                return [torch.from_numpy(np.ascontiguousarray(i[..., ::-1])) if i is not None else None for i in images]
+
+        self.Decoder = Decoder
+
+
+@pytest.fixture
+def fake_nvimgcodec(monkeypatch):
+    import sys
+    import types
+
+    fake = FakeNvImageCodec()
+    package = types.ModuleType("nvidia")
+    package.nvimgcodec = fake
+    monkeypatch.setitem(sys.modules, "nvidia", package)
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", fake)
+    return fake
+
+
+def nvimgcodec_letterbox(decoder, photos: list[bytes]):
+    out = torch.zeros((len(photos), SIZE, SIZE, 3), dtype=torch.uint8)
+    return out, gpu_decode.letterbox_rows(rows_of(*photos), SIZE, decoder, out)
+
+
+def test_nvimgcodec_decodes_on_the_hardware_decoder_and_gives_what_the_cpu_letterbox_gives(fake_nvimgcodec):
+    """``decode nvimgcodec``: the hardware decoder first, its CUDA decoder for the rest, on the instance's GPU; phone
+    photos come out upright once (the tag left to ``orient``); a row it cannot decode goes to the CPU alone."""
+    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
+
+    decoder = gpu_decode.gpu_decoder("nvimgcodec", torch.device("cuda:1"))
+    assert fake_nvimgcodec.device_id == 1 and fake_nvimgcodec.backends == ["hw", "cuda"]
+    photos = [SAMPLES["bus.jpg"](), SAMPLES["zidane.jpg"](), *(exif_rotated(SAMPLES["bus.jpg"](), o)
+                                                              for o in EXIF_ORIENTATIONS)]
+    out, results = nvimgcodec_letterbox(decoder, photos)
+    for index, data in enumerate(photos):
+        assert letterbox_differences(out[index].numpy(), expected_padded(data)) == [], f"row {index}"
+    assert [r.width for r in results[:2]] == [810, 1280]
+    # A row the decoder answers None for (here: it cannot decode anything) is decoded on the CPU, same answer.
+    refusing = lambda rows: [None] * len(rows)  # noqa: E731
+    out, results = nvimgcodec_letterbox(refusing, photos[:3])
+    assert letterbox_differences(out[2].numpy(), expected_padded(photos[2])) == [] and results[0].width == 810
+
+
+def test_the_nvimgcodec_check_fires_when_the_decoder_turns_phone_photos_itself(fake_nvimgcodec, monkeypatch):
+    from python_models.client.bad_inputs import exif_rotated
+
+    monkeypatch.setattr(fake_nvimgcodec, "DecodeParams", lambda **_: FakeNvImageCodec.DecodeParams())
+    photo = exif_rotated(SAMPLES["bus.jpg"](), 6)
+    out, _ = nvimgcodec_letterbox(gpu_decode.gpu_decoder("nvimgcodec", torch.device("cuda:0")), [photo])
+    assert letterbox_differences(out[0].numpy(), expected_padded(photo)), "turned twice: by the decoder and by orient"
+
+
+def test_decode_nvimgcodec_without_nvimgcodec_fails_at_load_saying_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)
+    with pytest.raises(RuntimeError, match="nvImageCodec is not installed"):
+        gpu_decode.gpu_decoder("nvimgcodec", torch.device("cuda:0"))
+    assert gpu_decode.gpu_decoder("cpu", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="decode is nvimgcodec but this instance runs on the CPU"):
+        gpu_decode.decode_mode("nvimgcodec", on_gpu=False)

@@ -115,7 +115,8 @@ def main() -> int:
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
     spec = manifest.spec
-    stale = repo.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options)
+    stale = repo.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options,
+                                  preprocess_decode=manifest.preprocess_decode)
     if stale:  # Triton would serve configs of another model than the one exported
         print(f"serve: {len(stale)} file(s) of {artifacts} differ from what the export of {manifest.weights} writes "
               f"(first: {stale[0]}); run tools/export.py again", file=sys.stderr)

@@ -43,18 +43,20 @@ class RepositoryNotWritable(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What the export is told besides the weights; every track applies them, Track A its own ``track_a`` too."""
+    """What the export is told besides the weights; every track applies them, Track A its own ``track_a`` too, and
+    tracks B and C their preprocessing step's ``preprocess_decode``."""
 
     imgsz: int = DEFAULT_IMAGE_SIZE
     conf: float = DEFAULT_CONF
     iou: float = DEFAULT_IOU
     max_det: int = DEFAULT_MAX_DET
     track_a: repo.TrackAOptions = repo.TrackAOptions()
+    preprocess_decode: str = repo.PREPROCESS_DECODE
 
     @staticmethod
     def add_arguments(parser) -> None:
-        """``--imgsz``, ``--conf``, ``--iou``, ``--max-det``, ``--track-a-decode``, ``--track-a-network`` on an
-        ``argparse`` parser (tools/export.py, serve.py).
+        """``--imgsz``, ``--conf``, ``--iou``, ``--max-det``, ``--track-a-decode``, ``--track-a-network``,
+        ``--preprocess-decode`` on an ``argparse`` parser (tools/export.py, serve.py).
 
         Each defaults to ``$YOLO11_IMGSZ`` (...) when set and not empty (docker compose passes them), else to the
         contract's default."""
@@ -73,16 +75,23 @@ class ExportOptions:
                             help="detections returned per image, at most")
         parser.add_argument("--track-a-decode", choices=repo.TRACK_A_DECODES,
                             default=default("YOLO11_TRACK_A_DECODE", str, repo.PYTORCH_DECODE),
-                            help="where Track A decodes JPEGs on a GPU instance: gpu (nvJPEG) or cpu (OpenCV threads)")
+                            help="where Track A decodes JPEGs on a GPU instance: gpu (nvJPEG on the SMs), nvimgcodec (the "
+                                 "GPU's hardware JPEG decoder; needs nvidia-nvimgcodec in the image) or cpu (OpenCV "
+                                 "threads)")
         parser.add_argument("--track-a-network", choices=repo.TRACK_A_NETWORKS,
                             default=default("YOLO11_TRACK_A_NETWORK", str, repo.PYTORCH_NETWORK),
                             help="Track A's network on a GPU: compiled (built at export on the GPU host, about 9 "
                                  "minutes on an H100) or eager")
+        parser.add_argument("--preprocess-decode", choices=repo.PREPROCESS_DECODES,
+                            default=default("YOLO11_PREPROCESS_DECODE", str, repo.PREPROCESS_DECODE),
+                            help="where tracks B and C decode and letterbox on a GPU host: gpu (nvJPEG) or "
+                                 "nvimgcodec (KIND_GPU instances), or cpu (OpenCV threads, KIND_CPU instances)")
 
     @classmethod
     def from_args(cls, args) -> "ExportOptions":
         return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                   track_a=repo.TrackAOptions(args.track_a_decode, args.track_a_network))
+                   track_a=repo.TrackAOptions(args.track_a_decode, args.track_a_network),
+                   preprocess_decode=args.preprocess_decode)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ class ExportManifest:
     format_version: int = EXPORT_FORMAT_VERSION
     track_a: dict | None = None
     """Track A's ``TrackAOptions`` the configs were written with (None: the defaults)."""
+    preprocess_decode: str = repo.PREPROCESS_DECODE
+    """The B/C preprocessing step's mode the configs were written with."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -212,8 +223,8 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     graphs = (raw_onnx(artifacts), end2end_onnx(artifacts), ultralytics_raw_onnx(artifacts))
     outputs = (weights_pt(artifacts), *graphs, *(path.with_name(FP16_ONNX) for path in graphs))
     current = read_manifest(artifacts)
-    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(artifacts, current.spec, check=True,
-                                                                                       track_a=options.track_a):
+    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(
+            artifacts, current.spec, check=True, track_a=options.track_a, preprocess_decode=options.preprocess_decode):
         return current
 
     resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained,
@@ -255,10 +266,10 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     (artifacts / EXPORT_COMPLETE).unlink(missing_ok=True)  # nor a record a serving pod would start from
     for target, partial in staged.items():
         partial.replace(target)
-    repo.write_repository(artifacts, spec, track_a=options.track_a)
+    repo.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode)
     manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
                               fallback_reason=resolved.fallback_reason, source=resolved.source,
-                              track_a=asdict(options.track_a))
+                              track_a=asdict(options.track_a), preprocess_decode=options.preprocess_decode)
     manifest_path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

@@ -69,6 +69,8 @@ class ModelDefinition:
     """The model it calls through BLS (Track D's guard calls its DALI leaf), loaded whenever it is."""
     logic: tuple[str, ...] = ()
     """The modules (under ``python_models/``) that hold what this step does, for the README's map."""
+    cpu_instances: int = 1
+    """For a Python model placed on the GPU: the KIND_CPU instances the CPU profile runs instead."""
 
     @property
     def name(self) -> str:
@@ -306,24 +308,32 @@ def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
     return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/preprocess.py",))
 
 
-PREPROCESS_DECODES = ("cpu", "gpu")
-"""Where the preprocessing step of tracks B and C decodes (its parameter ``decode``): four KIND_CPU instances decoding
-on the host's threads, or one KIND_GPU instance per GPU decoding JPEGs with nvJPEG and handing the letterboxed batch
-to the engine on the device (``runtime/triton/preprocess_model.py``)."""
+PREPROCESS_DECODES = c.TRACK_A_DECODES
+"""Where the preprocessing step of tracks B and C decodes (its parameter ``decode``, as Track A's): two KIND_GPU
+instances per GPU decoding JPEGs on the GPU and handing the letterboxed batch to the engine on the device, or four
+KIND_CPU instances decoding on the host's threads (``runtime/triton/preprocess_model.py``)."""
+PREPROCESS_DECODE = "gpu"
+"""The step's mode on a GPU host (``tools/export.py --preprocess-decode``; the CPU profile runs ``cpu``). Measured
+served alone on an H200 (16 cores, concurrency 128, results/h200_issue25): 1,965 images/s with ``gpu`` against 1,315
+with ``cpu``."""
+PREPROCESS_INSTANCES = {"gpu": (mc.ModelInstanceGroup.KIND_GPU, 2), "nvimgcodec": (mc.ModelInstanceGroup.KIND_GPU, 2),
+                        "cpu": (mc.ModelInstanceGroup.KIND_CPU, 4)}
 
 
-def preprocess_definition(spec: c.ModelSpec, decode: str = "cpu") -> ModelDefinition:
+def preprocess_definition(spec: c.ModelSpec, decode: str = PREPROCESS_DECODE) -> ModelDefinition:
     """Tracks B and C's preprocessing step (``PREPROCESS_DECODES``)."""
     if decode not in PREPROCESS_DECODES:
         raise ValueError(f"the preprocessing step's decode must be one of {PREPROCESS_DECODES}, not {decode!r}")
-    kind, count = ((mc.ModelInstanceGroup.KIND_GPU, 2) if decode == "gpu" else (mc.ModelInstanceGroup.KIND_CPU, 4))
+    kind, count = PREPROCESS_INSTANCES[decode]
     config = _threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                _outputs(_preprocess_outputs(spec)), _instances(count, kind), 500), "decode_threads")
     config.parameters["decode"].string_value = decode
-    return ModelDefinition(config, entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",))
+    return ModelDefinition(config, entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",),
+                           cpu_instances=PREPROCESS_INSTANCES["cpu"][1])
 
 
-def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> list[ModelDefinition]:
+def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
+                      preprocess_decode: str = PREPROCESS_DECODE) -> list[ModelDefinition]:
     """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
 
     ``metadata`` goes where it is read: every public model (clients), the Ultralytics-form raw leaf (Ultralytics'
@@ -335,8 +345,8 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
         # Track A: one Python model.
         ModelDefinition(pytorch_config(spec, decode=track_a.decode, network=track_a.network), entry=RUNTIME + "pytorch_model",
                         logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
-        # Tracks B and C share the CPU preprocessing step.
-        preprocess_definition(spec),
+        # Tracks B and C share the preprocessing step.
+        preprocess_definition(spec, preprocess_decode),
         ModelDefinition(
             _warmed(_tensorrt(RAW_TRT, ENSEMBLE_MAX_BATCH, _inputs([_engine_image(spec)]),
                               _outputs([c.TensorSpec(c.ONNX_RAW_OUTPUT, raw.dtype, raw.dims)]),
@@ -395,7 +405,7 @@ CONSUME = "yolo11_consume"
 PREPROCESS_ONLY = "yolo11_preprocess_only"
 
 
-def preprocess_only_definitions(spec: c.ModelSpec, decode: str = "cpu") -> list[ModelDefinition]:
+def preprocess_only_definitions(spec: c.ModelSpec, decode: str = PREPROCESS_DECODE) -> list[ModelDefinition]:
     """Tracks B and C's preprocessing step (``preprocess_definition``), ending in a step that only consumes its
     output: the images/s that bound those tracks, measured through Triton without gRPC carrying the letterboxed
     tensors back (``tools/bench_preprocess.py``). Not part of the served repository."""
@@ -412,8 +422,9 @@ def preprocess_only_definitions(spec: c.ModelSpec, decode: str = "cpu") -> list[
     return [preprocess_definition(spec, decode), consume, ensemble]
 
 
-def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions()) -> dict[str, ModelDefinition]:
-    return {d.name: d for d in model_definitions(spec, track_a)}
+def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
+                        preprocess_decode: str = PREPROCESS_DECODE) -> dict[str, ModelDefinition]:
+    return {d.name: d for d in model_definitions(spec, track_a, preprocess_decode)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -430,12 +441,12 @@ def default_spec() -> c.ModelSpec:
 
 
 def write_repository(root: Path, spec: c.ModelSpec, check: bool = False,
-                     track_a: TrackAOptions = TrackAOptions()) -> list[Path]:
+                     track_a: TrackAOptions = TrackAOptions(), preprocess_decode: str = PREPROCESS_DECODE) -> list[Path]:
     """Write every model's ``config.pbtxt``, version-folder entry files and warm-up inputs under ``root`` for
-    ``spec`` (Track A as ``track_a`` says); return the files that differed (with ``check``: only report them,
-    write nothing)."""
+    ``spec`` (Track A as ``track_a`` says, the B/C preprocessing step as ``preprocess_decode``); return the files
+    that differed (with ``check``: only report them, write nothing)."""
     stale = []
-    for definition in model_definitions(spec, track_a):
+    for definition in model_definitions(spec, track_a, preprocess_decode):
         folder = root / definition.name
         wanted = {folder / "config.pbtxt": to_pbtxt(definition.config).encode()}
         wanted.update({folder / "1" / name: text.encode() for name, text in version_files(definition).items()})
@@ -534,7 +545,7 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
 
     TensorRT and DALI leaves become their Python twins (``cpu_twin``); Track D's guard is sized to its twin leaf; a
     Python model placed on the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core,
-    and decodes there.
+    and decodes there (the B/C preprocessing step runs its CPU mode's instances).
     """
     if definition.twin:
         return cpu_twin(definition)
@@ -549,7 +560,8 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         config = mc.ModelConfig()
         config.CopyFrom(definition.config)
         config.ClearField("instance_group")
-        config.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
+        config.instance_group.append(mc.ModelInstanceGroup(count=definition.cpu_instances,
+                                                           kind=mc.ModelInstanceGroup.KIND_CPU))
         # nvJPEG and the compiled package need a GPU instance (which refuses them otherwise): the CPU decodes and
         # runs the network eagerly.
         for name, value in (("decode", "cpu"), ("network", "eager")):

@@ -33,22 +33,27 @@ from python_models.contract import PAD_VALUE, TRACK_A_DECODES
 from python_models.runtime.preprocess import (InvalidImageError, LetterboxTransform, decode, letterbox_geometry,
                                               letterbox_padded, letterbox_transform, map_rows, payload, probe)
 
-Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
-"""Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch; raises
-when it cannot decode one of them."""
+Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor | None]]
+"""Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch, the stored
+pixels (EXIF orientation not applied); raises when it cannot decode the batch, or gives None for a row it refuses."""
 
 NVJPEG_MODES = ("RGB", "L")
 """Pillow modes nvJPEG decodes to RGB as OpenCV does (grey is replicated into three channels)."""
 
 
 def decode_mode(asked: str, on_gpu: bool) -> str:
-    """Track A's ``decode`` parameter, refused when unknown or when it asks for nvJPEG on a CPU instance."""
+    """The ``decode`` parameter, refused when unknown or when it asks for a GPU decoder on a CPU instance."""
     if asked not in TRACK_A_DECODES:
         raise ValueError(f"parameter decode must be one of {TRACK_A_DECODES}, not {asked!r}")
-    if asked == "gpu" and not on_gpu:
-        raise ValueError("parameter decode is gpu but this instance runs on the CPU (KIND_CPU): nvJPEG needs a GPU "
-                         "instance; set decode to cpu")
+    if asked != "cpu" and not on_gpu:
+        raise ValueError(f"parameter decode is {asked} but this instance runs on the CPU (KIND_CPU): nvJPEG needs a "
+                         "GPU instance; set decode to cpu")
     return asked
+
+
+def gpu_decoder(mode: str, device: torch.device) -> Decoder | None:
+    """The decoder a ``decode_mode`` names (None for ``cpu``)."""
+    return {"gpu": nvjpeg_decoder, "nvimgcodec": nvimgcodec_decoder}[mode](device) if mode != "cpu" else None
 
 
 def nvjpeg_decoder(device: torch.device) -> Decoder:
@@ -59,6 +64,29 @@ def nvjpeg_decoder(device: torch.device) -> Decoder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision points image decoding at torchcodec
             return decode_jpeg(rows, mode=ImageReadMode.RGB, device=device)
+
+    return run
+
+
+def nvimgcodec_decoder(device: torch.device) -> Decoder:
+    """nvImageCodec's batched decode onto ``device`` by the GPU's hardware JPEG decoder (the A100/H100/H200 engine),
+    its CUDA decoder for what the hardware does not take (progressive JPEGs); None for a row neither decodes.
+    EXIF orientation is left to ``orient``, as with torchvision, so both decoders hand on the same stored pixels.
+    Fails at load when nvImageCodec is not installed, or has no hardware decoder on this GPU."""
+    try:
+        from nvidia import nvimgcodec
+    except ImportError as exc:
+        raise RuntimeError("parameter decode is nvimgcodec but nvImageCodec is not installed in the server's Python "
+                           "(pip install nvidia-nvimgcodec-cu13, or cu12 for CUDA 12); or set decode to gpu") from exc
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    kinds = (nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY)
+    decoder = nvimgcodec.Decoder(device_id=index, backends=[nvimgcodec.Backend(kind) for kind in kinds])
+    params = nvimgcodec.DecodeParams(apply_exif_orientation=False)
+
+    def run(rows: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        images = decoder.decode([row.numpy() for row in rows], params=params)
+        # from_dlpack orders the decode's stream before the current one; HWC RGB, handed on as a CHW view.
+        return [torch.from_dlpack(image).permute(2, 0, 1) if image is not None else None for image in images]
 
     return run
 
@@ -106,7 +134,7 @@ def cpu_letterbox(row: np.ndarray, size: int) -> Letterboxed:
 
 
 def decode_on_device(rows: Sequence[JpegRow], decoder: Decoder) -> list[torch.Tensor | None]:
-    """Every row decoded in one call; when that call fails, row by row, None for each row the decoder refuses."""
+    """Every row decoded in one call; when that call fails, row by row; None for each row the decoder refuses."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # request tensors are read-only; the decoder only reads them
         tensors = [torch.from_numpy(row.data) for row in rows]

@@ -127,7 +127,9 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
         fmt = "JPEG"
         # Entropy-coded data byte-stuffs 0xFF, so an EOI after the last scan header
         # only exists when the last scan is complete; an EXIF thumbnail's EOI comes earlier.
-        if buf.rfind(JPEG_EOI) < buf.rfind(JPEG_SOS):
+        # "No scan header after the last EOI" is searched forward from that EOI (near the end), not by
+        # finding the last scan header backwards through the whole entropy-coded data.
+        if buf.find(JPEG_SOS, buf.rfind(JPEG_EOI) + 1) >= 0:
             raise InvalidImageError("truncated JPEG: no end-of-image marker after the last scan")
     elif buf.startswith(PNG_SIGNATURE):
         fmt = "PNG"

@@ -110,8 +110,9 @@ def memory_pools(spec: c.ModelSpec) -> tuple[int, int]:
     tensors). Track D's letterboxed batches live in it twice: the DALI leaf answers its guard
     through BLS into this pool (``BATCHES_IN_FLIGHT`` full batches per leaf instance), and the
     guard's response, which the ensemble hands the engine, is a second copy (a full batch per
-    guard instance). The pinned pool stages what the CPU preprocessing step hands an engine (a
-    full batch per engine instance) on top of Triton's default for everything else.
+    guard instance). Tracks B and C's preprocessing step hands each engine a full batch per engine
+    instance, from the host (its cpu mode: the pinned pool) or from its GPU (gpu mode: the CUDA pool);
+    both pools hold it, whichever mode the export chose. Triton's default pinned pool stays for the rest.
     """
     definitions = repo.model_definitions(spec)
     by_name = {d.name: d for d in definitions}
@@ -123,8 +124,9 @@ def memory_pools(spec: c.ModelSpec) -> tuple[int, int]:
             cuda += BATCHES_IN_FLIGHT * batch_bytes
         elif definition.calls:
             cuda += batch_bytes
-        elif config.platform == "tensorrt_plan" and _fed_from_host(config.name, by_name):
+        elif config.platform == "tensorrt_plan" and _fed_by_python(config.name, by_name):
             pinned += batch_bytes
+            cuda += batch_bytes
     return cuda, TRITON_DEFAULT_PINNED_BYTES + pinned
 
 
@@ -144,16 +146,17 @@ def memory_pools_table(spec: c.ModelSpec) -> str:
         f"| CUDA, per GPU (`--cuda-memory-pool-byte-size`) | {cuda / mib:,.0f} MiB | Track D's letterboxed batches "
         f"({image / mib:.2f} MiB an image at {spec.imgsz}; a full batch of each tier: {tiers}): "
         f"{BATCHES_IN_FLIGHT} per DALI leaf instance, which answers its guard into this pool, and one per guard "
-        f"instance, handed on to the engine. Triton's default, {TRITON_DEFAULT_CUDA_POOL_BYTES // mib} MiB, holds "
-        f"{TRITON_DEFAULT_CUDA_POOL_BYTES // image} images |",
-        f"| pinned host (`--pinned-memory-pool-byte-size`) | {pinned / mib:,.0f} MiB | what tracks B and C's CPU step "
-        f"hands the engines (a full batch per engine instance), on top of Triton's default "
-        f"{TRITON_DEFAULT_PINNED_BYTES // mib} MiB |",
+        f"instance, handed on to the engine; what tracks B and C's preprocessing step hands the engines from the GPU "
+        f"(`--preprocess-decode gpu`, a full batch per engine instance). Triton's default, "
+        f"{TRITON_DEFAULT_CUDA_POOL_BYTES // mib} MiB, holds {TRITON_DEFAULT_CUDA_POOL_BYTES // image} images |",
+        f"| pinned host (`--pinned-memory-pool-byte-size`) | {pinned / mib:,.0f} MiB | what tracks B and C's step "
+        f"hands the engines from the host (`--preprocess-decode cpu`, a full batch per engine instance), on top of "
+        f"Triton's default {TRITON_DEFAULT_PINNED_BYTES // mib} MiB |",
         "", POOLS_END, ""])
 
 
-def _fed_from_host(engine: str, by_name: dict[str, repo.ModelDefinition]) -> bool:
-    """True when a CPU (Python) step produces the engine's input in some ensemble (not a guard handing on what the
+def _fed_by_python(engine: str, by_name: dict[str, repo.ModelDefinition]) -> bool:
+    """True when a Python step produces the engine's input in some ensemble (not a guard handing on what the
     DALI leaf it calls left on the GPU)."""
     for definition in by_name.values():
         steps = list(definition.config.ensemble_scheduling.step)

@@ -1,8 +1,9 @@
 """Tracks B and C: decode and letterbox, emitting the image tensor and the transform that undoes it.
 
-Config parameters: ``decode`` ``cpu`` (OpenCV on the host's threads; a KIND_CPU instance) or ``gpu`` (a KIND_GPU
-instance: JPEGs decoded by nvJPEG and letterboxed on its GPU as Track A does, ``runtime/gpu_decode.py``, the
-images handed to the engine where they are, through DLPack; PNGs and CMYK JPEGs still decoded on the threads).
+Config parameters: ``decode`` ``cpu`` (OpenCV on the host's threads; a KIND_CPU instance) or ``gpu`` / ``nvimgcodec``
+(a KIND_GPU instance: JPEGs decoded by nvJPEG or the hardware decoder and letterboxed on its GPU as Track A does,
+``runtime/gpu_decode.py``, the images handed to the engine where they are, through DLPack; PNGs and CMYK JPEGs
+still decoded on the threads).
 ``decode_threads``: rows are decoded and letterboxed on that many threads per instance (0: twice the server's
 cores shared out over every instance on the host, as Track A does).
 """
@@ -31,12 +32,12 @@ class TritonPythonModel:
         if asked != "cpu":  # torch is imported by the GPU mode only: the CPU step's stubs stay as small as before
             import torch
 
-            from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
+            from python_models.runtime.gpu_decode import decode_mode, gpu_decoder
 
-            decode_mode(asked, on_gpu)  # refuses an unknown value, and gpu on a CPU instance
+            mode = decode_mode(asked, on_gpu)  # refuses an unknown value, and a GPU decoder on a CPU instance
             device = torch.device(f"cuda:{args['model_instance_device_id']}")
             torch.cuda.set_device(device)
-            self.decoder = nvjpeg_decoder(device)
+            self.decoder = gpu_decoder(mode, device)
             self.canvas = torch.empty((max(1, int(config.get("max_batch_size", 1))), size, size, 3), dtype=torch.uint8,
                                       device=device)
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from python_models.contract import TRACK_A_NETWORKS, TRACK_A_NMS, TRACK_A_UNSTATED
-from python_models.runtime.gpu_decode import decode_mode, nvjpeg_decoder
+from python_models.runtime.gpu_decode import decode_mode, gpu_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
 from python_models.runtime.nms import nms, nms_on_device, pack_detections
 from python_models.runtime.preprocess import decode, letterbox_padded
@@ -49,7 +49,7 @@ class TritonPythonModel:
         if precision not in PRECISIONS:
             raise ValueError(f"parameter precision must be one of {PRECISIONS}, not {precision!r}")
         self.half = on_gpu and precision == "fp16"
-        self.decoder = nvjpeg_decoder(self.device) if decode_mode(parameter(config, "decode", TRACK_A_UNSTATED["decode"]), on_gpu) == "gpu" else None
+        self.decoder = gpu_decoder(decode_mode(parameter(config, "decode", TRACK_A_UNSTATED["decode"]), on_gpu), self.device)
         self.pool = thread_pool(args, "decode_threads", on_gpu)
         where = parameter(config, "nms", TRACK_A_UNSTATED["nms"])
         if where not in TRACK_A_NMS:
