@@ -3,11 +3,12 @@
     .venv/bin/python tools/bench_preprocess.py [--decode cpu,gpu] [--decode-threads 1,0] [--concurrency 16,64]
         [--images DIR] [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
 
-Serves ``yolo11_preprocess`` exactly as exported (4 instances on the CPU), followed by a step that only consumes
+Serves ``yolo11_preprocess`` as exported (in each ``--decode`` mode), followed by a step that only consumes
 its output (``yolo11_consume``), as the ensemble ``yolo11_preprocess_only``: perf_analyzer's requests carry the
 encoded images in and a few bytes out, so the figure is the step's own, not gRPC carrying 4.9 MB per image back.
-One server per ``--decode`` mode (the step's parameter: ``cpu``, four KIND_CPU instances; ``gpu``, KIND_GPU
-instances decoding JPEGs with nvJPEG, a GPU host only) and ``--decode-threads`` value (1 is one thread per
+One server per ``--decode`` mode (the step's parameter: ``cpu``, four KIND_CPU instances; ``gpu`` or
+``nvimgcodec``, KIND_GPU instances decoding JPEGs with nvJPEG or the hardware decoder, a GPU host only, with the GPU
+profile's memory pools) and ``--decode-threads`` value (1 is one thread per
 instance, the behaviour before it had a pool; 0 shares twice the cores out over the instances). Prints and writes images/s, latency and
 where Triton spent the time (queue / compute per request, average batch) for each setting and concurrency.
 """
@@ -57,7 +58,7 @@ def resolved_threads(threads: int, decode: str = "cpu") -> int:
     config = repo.preprocess_definition(repo.default_spec(), decode).config
     groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": g.count} for g in config.instance_group]
     gpus = 0
-    if decode == "gpu":
+    if decode != "cpu":
         from python_models.serving.triton import gpu_count
 
         gpus = gpu_count()
@@ -66,7 +67,7 @@ def resolved_threads(threads: int, decode: str = "cpu") -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--decode", default="cpu", help="the step's decode modes, one server each: cpu, gpu")
+    parser.add_argument("--decode", default="cpu", help="the step's decode modes, one server each: cpu, gpu, nvimgcodec")
     parser.add_argument("--decode-threads", default="1,0", help="values of the step's decode_threads, one server each")
     parser.add_argument("--concurrency", default="16,64")
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG (default: the ultralytics sample images)")
@@ -88,7 +89,10 @@ def main() -> int:
         name = f"threads{threads}" if decode == "cpu" else f"{decode}_threads{threads}"
         repository = layout(args.out / name / "repository", threads, decode)
         log = open(args.out / name / "server.log", "wb")
-        server = subprocess.Popen(server_command(install, repository, ports),
+        # The GPU modes hand their batches on in Triton's CUDA pool: sized as the GPU profile sizes it (with the
+        # default 64 MB, outputs fell back to pinned host memory, results/h200_issue25/README.md).
+        profile = "cpu" if decode == "cpu" else "gpu"
+        server = subprocess.Popen(server_command(install, repository, ports, profile=profile, spec=repo.default_spec()),
                                   env=server_env(install, args.stub_python_bin), stdout=log, stderr=subprocess.STDOUT)
         try:
             if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=300):

@@ -283,6 +283,69 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     return out
 
 
+def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
+    """Preprocessing alone, in one process (no server, no network), on bus.jpg and zidane.jpg alternating: per GPU
+    decoder (``decode gpu``: nvJPEG through torchvision; ``decode nvimgcodec``: the hardware decoder, where
+    nvImageCodec is installed), the decode alone and decode + letterbox into the network's batch as Track A and
+    the B/C step run it (``gpu_decode.letterbox_rows``, headers read on 8 threads); the header check alone, and the
+    truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+    from ultralytics.utils import ASSETS
+
+    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
+    from python_models.runtime import gpu_decode
+    from python_models.runtime.preprocess import decode, letterbox_padded, payload, probe
+
+    device = torch.device("cuda:0")
+    torch.cuda.set_device(device)
+    size = c.DEFAULT_IMAGE_SIZE
+    encoded = [(Path(ASSETS) / name).read_bytes() for name in PARITY_IMAGES]
+
+    def rate(step, images: int) -> float:
+        step()
+        torch.cuda.synchronize(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            count += images
+        torch.cuda.synchronize(device)
+        return round(count / (time.perf_counter() - start), 1)
+
+    rows = [np.frombuffer(encoded[i % 2], np.uint8) for i in range(max(batches))]
+    out: dict = {"images": list(PARITY_IMAGES), "seconds_per_figure": seconds, "header_check_images_per_s": {
+        "preprocess.probe, one thread": rate(lambda: [probe(r) for r in rows], len(rows)),
+        "the truncation rule it replaced alone (rfind of the last scan header), one thread": rate(
+            lambda: [(lambda b: b.rfind(b"\xff\xd9") < b.rfind(b"\xff\xda"))(payload(r).tobytes()) for r in rows],
+            len(rows))}}
+    photos = {f"bus.jpg, EXIF orientation {o}": exif_rotated(encoded[0], o) for o in EXIF_ORIENTATIONS}
+    decoders: dict = {}
+    for mode in ("gpu", "nvimgcodec"):
+        try:
+            decoders[mode] = gpu_decode.gpu_decoder(mode, device)
+        except Exception as exc:  # nvImageCodec not installed, or no hardware decoder: said in the report
+            out[f"decode {mode}"] = f"{type(exc).__name__}: {exc}"[:400]
+    canvas = torch.empty((max(batches), size, size, 3), dtype=torch.uint8, device=device)
+    with ThreadPoolExecutor(8) as pool:
+        for mode, decoder in decoders.items():
+            figures: dict = {}
+            for batch in batches:
+                tensors = [torch.from_numpy(r.copy()) for r in rows[:batch]]
+                figures[f"batch {batch}: decode alone"] = rate(lambda: decoder(tensors), batch)
+                figures[f"batch {batch}: decode + letterbox"] = rate(
+                    lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool), batch)
+            parity = {}
+            for name, data in {**dict(zip(PARITY_IMAGES, encoded)), **photos}.items():
+                row = np.frombuffer(data, np.uint8)
+                gpu_decode.letterbox_rows([row], size, decoder, canvas[:1])
+                diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(row), size)[0])
+                parity[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3)}
+            out[f"decode {mode}"] = {"images_per_s": figures, "letterbox_vs_cpu_grey_levels": parity}
+    return out
+
+
 def hybrid_graphs_check(net, device, half: bool, batch: int, size: int, padded) -> dict:
     """``GraphedForward`` given a compiled forward (one batch size) keeps the eager network's graphs for the small
     batches they run faster: checked here with a stand-in for the compiled forward (the eager network padded to
@@ -634,6 +697,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / time.strftime("gpu-%Y%m%d-%H%M%S"))
     parser.add_argument("--skip-dali", action="store_true")
     parser.add_argument("--dali-only", action="store_true", help="only step 4 (no server): writes dali.json")
+    parser.add_argument("--preprocess-only", action="store_true", help="only the preprocessing stage in one process, "
+                        "both GPU decoders (no server, no network): writes preprocess_stages.json")
     parser.add_argument("--gpus", help="GPU counts to serve on, one after another, e.g. 1,2,4,8: the scaling report")
     parser.add_argument("--cores-per-gpu", type=int, default=0, help="with --gpus: the server runs on this many cores "
                         "per GPU and the clients on the rest (0: everything shares every core)")
@@ -641,6 +706,12 @@ def main() -> int:
                         "tools/detect.py over this many images, every answer checked")
     parser.add_argument("--detect-processes", type=int, default=0, help="tools/detect.py --processes (0: its default)")
     args = parser.parse_args()
+    if args.preprocess_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stages = preprocess_stages(seconds=args.pipeline_seconds or 3.0)
+        (args.out / "preprocess_stages.json").write_text(json.dumps(stages, indent=2) + "\n")
+        print(json.dumps(stages, indent=2))
+        return 0
     if args.dali_only:
         args.out.mkdir(parents=True, exist_ok=True)
         dali = dali_benchmark()
@@ -669,6 +740,7 @@ def main() -> int:
         version = args.out / "repository" / repo.PYTORCH / "1"
         in_process = gpu_pipeline(version / "model.pt", args.precision, repo.PYTORCH_MAX_BATCH, args.pipeline_seconds,
                                   version if package else None)
+        in_process["preprocess_stages"] = preprocess_stages(seconds=args.pipeline_seconds)
         if isinstance(in_process["forward_images_per_s"].get("compiled, CUDA graph"), str):
             args.no_cuda_graphs = True
         import torch
@@ -685,7 +757,8 @@ def main() -> int:
         console.print((args.out / "compare.md").read_text())
     if in_process and result["runs"]:
         best = max(result["runs"], key=lambda r: r.perf.throughput)
-        served = in_process["pipeline_images_per_s"]["decode + letterbox + forward + NMS + pack (as served)"]
+        served = in_process["pipeline_images_per_s"][
+            f"decode + letterbox + forward + NMS + pack on the {args.nms} (nms {args.nms})"]
         in_process["served_over_in_process"] = round(best.perf.throughput / served, 3)
     console.print({"in_process": in_process})
     dali = {} if args.skip_dali else dali_benchmark()

@@ -240,7 +240,9 @@ PYTORCH_DECODE = "gpu"
 """Track A's JPEG decoding on a GPU instance: ``gpu`` (nvJPEG, ``runtime/gpu_decode.py``) or ``cpu`` (OpenCV threads).
 Measured on an H100 host (16 cores, 4 instances, yolo11s FP16, concurrency 128): 2,012 images/s at p99 101 ms with
 ``gpu`` against 1,438 (p99 180 ms) and 1,285 (p99 195 ms) with ``cpu`` in two runs; host CPU 36% busy instead of
-69%, the GPU 92% instead of 58% (results/h100_issue16)."""
+69%, the GPU 92% instead of 58% (results/h100_issue16). ``nvimgcodec`` (the hardware decoder, exact libjpeg pixels)
+decoded and letterboxed 4,455 images/s in one process against 4,703 for ``gpu`` (H200, batch 32, results/h200_issue25);
+served, not yet measured."""
 PYTORCH_NETWORK = "compiled"
 """Track A's network on a GPU instance: ``compiled`` (torch.compile from the inductor caches the export builds on the
 GPU host, ``build/compiled_network.py``) or ``eager`` (the ``.pt`` module); either replayed from CUDA graphs
@@ -314,8 +316,8 @@ instances per GPU decoding JPEGs on the GPU and handing the letterboxed batch to
 KIND_CPU instances decoding on the host's threads (``runtime/triton/preprocess_model.py``)."""
 PREPROCESS_DECODE = "gpu"
 """The step's mode on a GPU host (``tools/export.py --preprocess-decode``; the CPU profile runs ``cpu``). Measured
-served alone on an H200 (16 cores, concurrency 128, results/h200_issue25): 1,965 images/s with ``gpu`` against 1,315
-with ``cpu``."""
+served alone on an H200 (16 cores, concurrency 128, results/h200_issue25), two sessions: 1,965 and 1,546 images/s with
+``gpu`` against 1,315 and 1,288 with ``cpu``, p99 106-112 against 191-192 ms; ``nvimgcodec`` 1,272."""
 PREPROCESS_INSTANCES = {"gpu": (mc.ModelInstanceGroup.KIND_GPU, 2), "nvimgcodec": (mc.ModelInstanceGroup.KIND_GPU, 2),
                         "cpu": (mc.ModelInstanceGroup.KIND_CPU, 4)}
 

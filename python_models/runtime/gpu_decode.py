@@ -68,6 +68,10 @@ def nvjpeg_decoder(device: torch.device) -> Decoder:
     return run
 
 
+NVIMGCODEC_BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY")
+"""nvImageCodec's decoders, in the order it tries them: the hardware JPEG engine, then its CUDA decoder."""
+
+
 def nvimgcodec_decoder(device: torch.device) -> Decoder:
     """nvImageCodec's batched decode onto ``device`` by the GPU's hardware JPEG decoder (the A100/H100/H200 engine),
     its CUDA decoder for what the hardware does not take (progressive JPEGs); None for a row neither decodes.
@@ -79,8 +83,8 @@ def nvimgcodec_decoder(device: torch.device) -> Decoder:
         raise RuntimeError("parameter decode is nvimgcodec but nvImageCodec is not installed in the server's Python "
                            "(pip install nvidia-nvimgcodec-cu13, or cu12 for CUDA 12); or set decode to gpu") from exc
     index = device.index if device.index is not None else torch.cuda.current_device()
-    kinds = (nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY)
-    decoder = nvimgcodec.Decoder(device_id=index, backends=[nvimgcodec.Backend(kind) for kind in kinds])
+    backends = [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, name)) for name in NVIMGCODEC_BACKENDS]
+    decoder = nvimgcodec.Decoder(device_id=index, backends=backends)
     params = nvimgcodec.DecodeParams(apply_exif_orientation=False)
 
     def run(rows: list[torch.Tensor]) -> list[torch.Tensor | None]:
