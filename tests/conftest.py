@@ -1,7 +1,12 @@
-"""Shared fixtures: sample images, and one real Triton server (CPU profile) for the whole session."""
+"""Shared fixtures: sample images, and one real Triton server (CPU profile) for the whole session.
+
+Every test that needs a live server, through any fixture that starts one, is marked ``server`` at collection
+(``pytest -m "not server"`` is the fast loop); a session that leaves ``git status`` other than it found it fails.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
@@ -24,6 +29,52 @@ from python_models.serving.status import wait_ready  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.build.weights
 SERVER_START_TIMEOUT_S = 600
+
+
+SERVER_STARTERS = ("start_server(", '"serve.py"')
+"""What the source of a fixture that starts a Triton server holds: the shared starter, or tools/serve.py by path."""
+
+
+def starts_a_server(fixture) -> bool:
+    try:
+        source = inspect.getsource(fixture)
+    except (OSError, TypeError):  # pytest's own fixtures
+        return False
+    return any(marker in source for marker in SERVER_STARTERS)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The ``server`` marker, from the fixtures a test uses (directly or through other fixtures)."""
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        chains = definitions.name2fixturedefs.values() if definitions else ()
+        if any(starts_a_server(d.func) for chain in chains for d in chain):
+            item.add_marker(pytest.mark.server)
+
+
+def git_status() -> str | None:
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (an sdist): nothing to compare
+        return None
+
+
+def pytest_sessionstart(session) -> None:
+    session.config.stash[GIT_STATUS] = git_status()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Running the tests must not change the checkout: no tracked file rewritten, nothing new left behind."""
+    before, after = session.config.stash.get(GIT_STATUS, None), git_status()
+    if before is not None and after is not None and after != before:
+        changed = sorted(set(after.splitlines()) - set(before.splitlines()))
+        session.config.get_terminal_writer().line(f"the tests changed the checkout (git status): {changed[:20]}",
+                                                  red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+GIT_STATUS = pytest.StashKey[str | None]()
 
 
 @pytest.fixture(scope="session")

@@ -118,8 +118,8 @@ def test_check_dali_serialises_runs_and_compares_the_graph(tmp_path):
     import sys
 
     out = tmp_path / "dali.json"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_dali.py"), "--cpu", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_dali.py"), "--cpu", "--out", str(out),
+                             "--repository", str(ROOT / "model_repository")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["passed"] and set(report["tiers"]) == {t.name for t in c.DALI_TIERS}

@@ -55,14 +55,43 @@ def test_unresolvable_weights_fail_with_the_reason(tmp_path, weights, reason):
     assert read_manifest(tmp_path / "repo") is None and not weights_pt(tmp_path / "repo").exists()
 
 
-def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weights(tmp_path):
-    repo_dir = tmp_path / "repo"
-    result = export("--weights", "/nonexistent/best.pt", "--allow-untrained", "--artifacts", str(repo_dir))
+def checkout_copy(destination: Path) -> Path:
+    """The working tree as a commit of it would hold it (tracked and not-ignored files), committed in a new repository
+    at ``destination``: where running the tools can be watched with ``git status``."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(["git", *command], cwd=destination, check=True, capture_output=True)
+    return destination
+
+
+def git_status(checkout: Path) -> list[str]:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weights_nor_touches_the_checkout(tmp_path):
+    """Offline, as the README's first command runs here: the export (serve.py's first step, with the same default
+    --artifacts) falls back to the untrained network and writes it into the ignored artifacts/ folder of the
+    checkout: git status stays empty, the committed model_repository/ untouched."""
+    checkout = checkout_copy(tmp_path / "checkout")
+    result = subprocess.run([sys.executable, str(checkout / "tools" / "export.py"), "--weights", "/nonexistent/best.pt",
+                             "--allow-untrained"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "YOLO_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert "SERVING THE UNTRAINED TEST NETWORK" in result.stdout and "no such weights file" in result.stdout
     assert "no compiled network (Track A runs the network eagerly there)" in result.stdout, "skipped, in one line"
+    repo_dir = checkout / "artifacts"
     manifest = read_manifest(repo_dir)
     assert manifest.untrained and "no such weights file" in manifest.fallback_reason
+    assert git_status(checkout) == [], "the export wrote into the checkout's tracked files"
+    # The check fires: the same export's configs written into the committed folder (the old default) show up.
+    repo.write_repository(checkout / "model_repository", manifest.spec)
+    assert any("model_repository/" in line for line in git_status(checkout))
     outputs = [p for p in repo_dir.rglob("*") if p.suffix in (".pt", ".onnx")]
     assert not _up_to_date(manifest, manifest.weights_sha256, tuple(outputs)), "a stand-in must be re-resolved"
     requested = ExportManifest(**{**json.loads((repo_dir / "export.json").read_text()), "fallback_reason": None})

@@ -31,7 +31,7 @@ KUBERNETES_VERSION = "1.34.0"
 """The release the manifests are validated against (kubernetes-validate ships its schemas)."""
 CUSTOM_KINDS = {"PodMonitor"}
 """Prometheus Operator kinds: no schema in Kubernetes' own; the promises below check what they must say."""
-REPOSITORY_MOUNT = "/opt/yolo11-triton/model_repository"
+REPOSITORY_MOUNT = "/opt/yolo11-triton/artifacts"
 ADAPTER_VALUES = DEPLOY / "autoscaling" / "prometheus-adapter-values.yaml"
 TARGETS = sorted(p.relative_to(DEPLOY).as_posix() for p in [DEPLOY / "base", *(DEPLOY / "overlays").iterdir()])
 

@@ -1,6 +1,6 @@
 """Serialise every Track D tier's dali.py as Triton's DALI backend does, run the result, compare with the CPU letterbox.
 
-    python3 tools/check_dali.py [--repository model_repository] [--cpu] [--out dali_check.json]
+    python3 tools/check_dali.py [--repository artifacts] [--cpu] [--out dali_check.json]
 
 At load time the DALI backend runs ``invoke_autoserialize`` on the version folder's dali.py with the DALI
 first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from python_models import contract as c  # noqa: E402
 from python_models.build import repository as repo  # noqa: E402
+from python_models.build.export import ARTIFACTS_DIR  # noqa: E402
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans  # noqa: E402
 from python_models.client.bad_inputs import exif_rotated  # noqa: E402
 
@@ -180,7 +181,7 @@ def damaged_batches(images: dict[str, bytes], batch: int, device_id: int | None,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--repository", type=Path, default=ROOT / ARTIFACTS_DIR)
     parser.add_argument("--cpu", action="store_true", help="serialise the same graph with the CPU decoder instead")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--seconds", type=float, default=0, help="also time each tier's pipeline on full batches "

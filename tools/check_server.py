@@ -3,7 +3,7 @@ Track A as the Ultralytics predictor does, bad input refused without harming bat
 and a short perf_analyzer sweep. Exit 0 only when all of it holds; each failure names the model and the image.
 
     python3 tools/check_server.py --grpc-url 127.0.0.1:8001 --http-url 127.0.0.1:8000 --metrics-url 127.0.0.1:8002 \\
-        [--images DIR] [--weights model_repository/yolo11_pytorch/1/model.pt] [--out reports/check]
+        [--images DIR] [--weights artifacts/yolo11_pytorch/1/model.pt] [--out reports/check]
 
 On the GPU host: ``docker compose run --rm check`` (same image, same URLs inside compose's network), also straight
 after ``docker compose up -d``: it waits (``--wait-s``, saying so) until the server has loaded its models.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from python_models.build import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client.server_check import CheckSettings, ServerCheck, default_images, timestamp  # noqa: E402
-from python_models.build.export import read_manifest  # noqa: E402
+from python_models.build.export import ARTIFACTS_DIR, read_manifest  # noqa: E402
 
 
 def url(value: str) -> str:
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--http-url", type=url, default="127.0.0.1:8000")
     parser.add_argument("--metrics-url", type=url, default="127.0.0.1:8002", help="host:port of Triton's metrics")
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG photos to check on, besides bus.jpg and zidane.jpg")
-    parser.add_argument("--weights", type=Path, default=ROOT / "model_repository" / repo.PYTORCH / "1" / "model.pt",
+    parser.add_argument("--weights", type=Path, default=ROOT / ARTIFACTS_DIR / repo.PYTORCH / "1" / "model.pt",
                         help="the .pt the server serves, for the comparison with the Ultralytics predictor")
     parser.add_argument("--models", default=",".join(repo.PUBLIC_MODELS), help="comma-separated models to check")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",

@@ -2,7 +2,7 @@
 
     python3 tools/export.py --weights yolo11s.pt [--imgsz 640] [--conf 0.25] [--iou 0.45] [--max-det 100]
                             [--weights-dir weights] [--profile auto|cpu|gpu] [--precision fp16|fp32]
-                            [--models yolo11_trt,...] [--artifacts model_repository] [--force]
+                            [--models yolo11_trt,...] [--artifacts artifacts] [--force]
 
 Writes model.pt (Track A), the raw and End2End ONNX in FP32 and FP16 (Tracks B, C, D) and every model
 config, all for the exported model: its classes and names, the image size, the thresholds. In the GPU
@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
 from python_models.build.engine_build import PRECISIONS, build_for_gpu_profile  # noqa: E402
-from python_models.build.export import EXPORT_COMPLETE, ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
+from python_models.build.export import ARTIFACTS_DIR, EXPORT_COMPLETE, ExportOptions, RepositoryNotWritable  # noqa: E402
+from python_models.build.export import export_artifacts  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import ngc_image  # noqa: E402
 
@@ -55,7 +56,8 @@ def main() -> int:
                         "up and downloaded")
     parser.add_argument("--allow-untrained", action="store_true",
                         help="serve the untrained test network when the weights cannot be resolved, instead of failing")
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / ARTIFACTS_DIR,
+                        help="the repository the export writes (default: artifacts/ of the checkout, ignored by git)")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto",
                         help="gpu: the plans are required; auto: gpu inside the NGC image, else cpu")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="of the TensorRT plans")

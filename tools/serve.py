@@ -30,7 +30,8 @@ from python_models.build import repository as repo  # noqa: E402
 from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
 from python_models.build.engine_build import EngineBuildError, build_for_gpu_profile, check_plan, engine_specs  # noqa: E402
 from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
-from python_models.build.export import ExportOptions, RepositoryNotWritable, export_artifacts, read_manifest  # noqa: E402
+from python_models.build.export import ARTIFACTS_DIR, ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
+from python_models.build.export import read_manifest  # noqa: E402
 from python_models.build.export import untrained_banner  # noqa: E402
 from python_models.serving.triton import (  # noqa: E402
     ADMIN_KEY_ENV,
@@ -86,7 +87,8 @@ def main() -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--host", default="127.0.0.1", help="address the server binds; 0.0.0.0 exposes it to the network")
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "model_repository", help="where exported models are written")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / ARTIFACTS_DIR,
+                        help="where exported models are written (default: artifacts/ of the checkout, ignored by git)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--models", type=public_models, default=list(repo.PUBLIC_MODELS),

@@ -6,8 +6,8 @@ it (``python_models.build.end2end``: NMS and un-letterbox inside), which Track C
 every Track D tier's engines are built from, and the raw network as Ultralytics exports it (float32
 CHW), for Ultralytics' own Triton client.
 
-Artifacts land in the model folders of a repository root (``model_repository/`` by
-default), where Triton, the CPU twins and the TensorRT builder read them. Beside each
+Artifacts land in the model folders of a repository root (``artifacts/`` of the checkout by
+default, which git ignores), where Triton, the CPU twins and the TensorRT builder read them. Beside each
 FP32 graph lies its FP16 form (``model_fp16.onnx``, ``end2end.fp16_graph``), which FP16
 engines are built from. A manifest skips re-exporting unchanged weights and options, but
 never treats an untrained stand-in as the weights that were asked for. Everything is
@@ -26,6 +26,10 @@ from pathlib import Path
 from python_models.build import repository as repo
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
+ARTIFACTS_DIR = "artifacts"
+"""The export's repository, under the checkout (the tools' default ``--artifacts``; in the containers
+/opt/yolo11-triton/artifacts): ignored by git, so that running never rewrites the committed ``model_repository/``,
+which is the default export's configs for reading and review (tools/gen_configs.py)."""
 MANIFEST = "export.json"
 EXPORT_COMPLETE = "export_complete.json"
 """Written by tools/export.py as its last step, only when everything the profile needs was built (removed while
