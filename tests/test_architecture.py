@@ -83,3 +83,4 @@ def test_the_boundary_check_fires_on_a_planted_import():
     assert any("runtime imports python_models.client.matching" in p for p in problems)
     assert any("client imports python_models.runtime.preprocess" in p for p in problems)
     assert any("contract imports python_models.build" in p for p in problems)
+
