@@ -68,7 +68,7 @@ class ModelDefinition:
     calls: str | None = None
     """The model it calls through BLS (Track D's guard calls its DALI leaf), loaded whenever it is."""
     logic: tuple[str, ...] = ()
-    """The modules (under ``python_models/``) that hold what this step does, for the README's map."""
+    """The modules (under ``python_models/``) that hold what this step does, for the map in docs/tracks.md."""
     cpu_instances: int = 1
     """For a Python model placed on the GPU: the KIND_CPU instances the CPU profile runs instead."""
 
@@ -602,7 +602,7 @@ MAP_END = "<!-- end of map -->"
 
 
 def _module_link(path: str) -> str:
-    return f"[`{path}`](python_models/{path})"
+    return f"`python_models/{path}`"
 
 
 def _runs_on(config: mc.ModelConfig) -> str:
@@ -623,7 +623,8 @@ def _adapter(definition: ModelDefinition) -> str:
 
 
 def architecture_map() -> str:
-    """The README's map: each public model, its steps in order, where each runs and which modules do the work."""
+    """The map in docs/tracks.md: each public model, its steps in order, where each runs and which modules do the
+    work."""
     by_name = definitions_by_name(default_spec())
     lines = [MAP_BEGIN, "", "| public model | step | runs on (production) | what the step does is in | entry (production / CPU twin) |",
              "|---|---|---|---|---|"]

@@ -135,7 +135,7 @@ POOLS_END = "<!-- end of pools -->"
 
 
 def memory_pools_table(spec: c.ModelSpec) -> str:
-    """The README's statement of the GPU profile's memory pools, from ``memory_pools`` for ``spec``."""
+    """docs/production.md's statement of the GPU profile's memory pools, from ``memory_pools`` for ``spec``."""
     image = letterboxed_bytes(spec)
     cuda, pinned = memory_pools(spec)
     mib = 2**20
