@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(repo.PUBLIC_MODELS), help="comma-separated models to check")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
                         help="served precision, for the tolerances (auto: Track A's config)")
-    parser.add_argument("--decode", choices=("auto", "gpu", "cpu"), default="auto",
+    parser.add_argument("--decode", choices=("auto", *repo.TRACK_A_DECODES), default="auto",
                         help="where the served Track A decodes JPEGs, for the tolerances (auto: Track A's config)")
     parser.add_argument("--perf-concurrency", default="1,16")
     parser.add_argument("--perf-window-ms", type=int, default=2000,

@@ -43,18 +43,20 @@ GPU_DECODE_VS_PREDICTOR = TOLERANCES["fp16"]["predictor"]._replace(score=TOLERAN
 
 def tolerance(model: str, precision: str = "fp32", against: str = "track_a", decode: str = "cpu") -> Tolerance:
     """How close ``model``'s detections must be to Track A's, or to the Ultralytics predictor's
-    (``against="predictor"``), at the served ``precision``; ``decode``: where Track A decoded (``gpu``: nvJPEG).
+    (``against="predictor"``), at the served ``precision``; ``decode``: where Track A decoded (``gpu``: nvJPEG,
+    ``nvimgcodec``: the hardware decoder, ``cpu``: OpenCV).
 
-    Track A decoding with nvJPEG sees other pixels than OpenCV gives tracks B and C, as Track D's decoder does: every
-    track is then held to Track A within the looser of its own tolerance and a decoder difference's."""
+    Track A decoding on the GPU sees other pixels than OpenCV gives tracks B and C (nvJPEG's decoding, and a device
+    resize a grey level from OpenCV's), as Track D's decoder does: every track is then held to Track A within the
+    looser of its own tolerance and a decoder difference's."""
     table = TOLERANCES[precision]
     if against == "predictor":
-        return GPU_DECODE_VS_PREDICTOR if decode == "gpu" else table["predictor"]
+        return GPU_DECODE_VS_PREDICTOR if decode != "cpu" else table["predictor"]
     if model.startswith("yolo11_dali_"):
         own = table["dali"]
     else:
         own = table["end2end"] if model == "yolo11_trt_end2end" else table["other"]
-    if decode == "gpu" and model != PYTORCH:
+    if decode != "cpu" and model != PYTORCH:
         other = table["dali"]
         own = Tolerance(min(own.min_iou, other.min_iou), max(own.score, other.score), max(own.unpaired, other.unpaired))
     return own

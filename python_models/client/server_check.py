@@ -71,7 +71,7 @@ class CheckSettings:
     with the check exports it meanwhile); None or no such file fails that comparison."""
     precision: str = "auto"
     decode: str = "auto"
-    """Where the served Track A decodes JPEGs (``gpu``: nvJPEG, ``cpu``); ``auto``: its config says."""
+    """Where the served Track A decodes JPEGs (``gpu``: nvJPEG, ``nvimgcodec``, ``cpu``); ``auto``: its config says."""
     perf_analyzer: Path | None = None
     """None: no perf sweep (a failure unless ``skip_perf``)."""
     skip_perf: bool = False
