@@ -10,6 +10,8 @@
   layout and twins, the stub supervisor, status. Imports ``contract``, ``runtime`` and ``build``.
 - ``client``: what a client runs: packing, unpacking with class names, the contract check, matching, COCO mAP,
   metrics, perf_analyzer, the self-check of a live server. Imports ``contract`` only.
+- ``cli``: the ``yolo11-triton`` command (``python -m python_models``), one module per subcommand. Imports
+  everything; nothing imports it.
 
 ``tests/test_architecture.py`` fails when an import crosses these lines the forbidden way.
 """

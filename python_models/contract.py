@@ -192,7 +192,7 @@ class ModelSpec:
             text = config["parameters"][METADATA]["string_value"]
         except KeyError:
             raise ValueError(f"model {config.get('name')!r} has no {METADATA!r} parameter; "
-                             "regenerate the repository with tools/export.py") from None
+                             "regenerate the repository with yolo11-triton export") from None
         return cls.from_metadata(text)
 
 

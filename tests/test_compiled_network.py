@@ -2,7 +2,7 @@
 with the reason, caches that are missing or were built for other weights, precision, size, batch, torch, GPU kind or
 compile mode are refused at load naming the mismatch, and the CPU profile runs the network eagerly. The build
 itself, its parity with the eager network and its speed are measured on the GPU host
-(tools/gpu_benchmark.py --network compiled)."""
+(yolo11-triton bench gpu --network compiled)."""
 
 from __future__ import annotations
 
@@ -59,10 +59,10 @@ def test_the_weights_fingerprint_changes_with_any_weight():
 
 def test_the_build_follows_the_config_the_export_wrote_and_is_refused_here_with_the_reason(tmp_path):
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the build runs (tools/gpu_benchmark.py measures it)")
+        pytest.skip("a GPU is present: the build runs (yolo11-triton bench gpu measures it)")
     spec = repo.default_spec()
     (problem,) = build_track_a(tmp_path, spec)
-    assert problem.startswith("yolo11_pytorch: no ") and "run tools/export.py" in problem
+    assert problem.startswith("yolo11_pytorch: no ") and "run yolo11-triton export" in problem
     repo.write_repository(tmp_path, spec, track_a=repo.TrackAOptions(network="eager"))  # --track-a-network eager
     assert build_track_a(tmp_path, spec) == [], "an eager Track A has nothing to build"
     assert repo.write_repository(tmp_path, spec, check=True) == [tmp_path / repo.PYTORCH / "config.pbtxt"], \

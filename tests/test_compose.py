@@ -309,11 +309,8 @@ def _unwritable_as_run_time_user(home: Path) -> list[str]:
     """tools/check_image.py's unwritable_run_time_folders() as the containers run it: not root (nobody, when
     this is root), HOME and the temporary folder at ``home``, Ultralytics' settings under it. In a forked child:
     the interpreter lives under /root, which another user cannot enter."""
-    import importlib.util
+    from python_models.cli import check_image as tool
 
-    spec = importlib.util.spec_from_file_location("check_image_tool", ROOT / "tools" / "check_image.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest

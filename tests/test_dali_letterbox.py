@@ -112,13 +112,13 @@ def test_served_dali_twin_letterboxes_as_the_cpu_letterbox(server, samples, tier
 
 
 def test_check_dali_serialises_runs_and_compares_the_graph(tmp_path):
-    """tools/check_dali.py, which a GPU host runs on the tiers' dali.py, here on the CPU decoder."""
+    """yolo11-triton check dali, which a GPU host runs on the tiers' dali.py, here on the CPU decoder."""
     import json
     import subprocess
     import sys
 
     out = tmp_path / "dali.json"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_dali.py"), "--cpu", "--out", str(out),
+    result = subprocess.run([sys.executable, "-m", "python_models", "check", "dali", "--cpu", "--out", str(out),
                              "--repository", str(ROOT / "model_repository")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -135,9 +135,7 @@ def test_check_dalis_comparison_fires_on_a_wrong_pipeline(tmp_path):
 
     from python_models.runtime.dali_letterbox import letterbox_graph
 
-    spec = importlib.util.spec_from_file_location("check_dali", ROOT / "tools" / "check_dali.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from python_models.cli import check_dali as tool
 
     @pipeline_def
     def mirrored():

@@ -1,4 +1,4 @@
-"""tools/detect.py against the real server: every image exactly once, refusals recorded, full queues and a dead
+"""yolo11-triton detect against the real server: every image exactly once, refusals recorded, full queues and a dead
 server retried, interrupt and resume, COCO mAP."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from python_models.client import infer_grpc, unpack_detections
 from python_models.client.bulk import detections_of_line, read_jsonl
 from python_models.client.matching import differences
 
-DETECT = str(ROOT / "tools" / "detect.py")
+DETECT = ["-m", "python_models", "detect"]
 GOOD = 200
 CORRUPT = {"text.jpg": b"this is not an image", "empty.png": b"", "truncated.jpg": None}
 
@@ -55,7 +55,7 @@ def inputs(folder: Path) -> list[str]:
 
 
 def detect(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, DETECT, *args, "--quiet"], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *DETECT, *args, "--quiet"], capture_output=True, text=True, timeout=timeout)
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:
@@ -73,7 +73,7 @@ def by_image(out: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def full_run(server, folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("detect") / "full.jsonl"
-    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out", str(out),
+    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--grpc-url", server.grpc_url, "--out", str(out),
                     "--concurrency", "8", "--images-per-request", "4")
     assert result.returncode == 1, result.stdout + result.stderr  # 1: the corrupt files were refused
     return out
@@ -107,7 +107,7 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(server, folder, full
     import psutil
 
     out = tmp_path / "resumed.jsonl"
-    command = [sys.executable, DETECT, str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out",
+    command = [sys.executable, *DETECT, str(folder), "--model", c.TRT_ENSEMBLE, "--grpc-url", server.grpc_url, "--out",
                str(out), "--concurrency", "8", "--images-per-request", "4", "--processes", "2", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -122,7 +122,7 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(server, folder, full
     assert not alive, f"workers outlived their parent: {alive}"
     first = out.read_bytes().count(b"\n")
     assert 40 <= first < len(inputs(folder)), first
-    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--url", server.grpc_url, "--out", str(out),
+    result = detect(str(folder), "--model", c.TRT_ENSEMBLE, "--grpc-url", server.grpc_url, "--out", str(out),
                     "--concurrency", "8", "--images-per-request", "4", "--processes", "2")
     summary = summary_of(result)
     assert summary["skipped"] == first and summary["images"] == len(inputs(folder)) - first, summary
@@ -145,7 +145,7 @@ def test_worker_processes_one_per_four_cores():
 def test_full_queues_are_retried_and_nothing_is_lost(server, folder, tmp_path):
     """yolo11_small_queue queues at most 2 requests of 1 image; 16 in flight get UNAVAILABLE again and again."""
     out = tmp_path / "small_queue.jsonl"
-    result = detect(str(folder), "--model", "yolo11_small_queue", "--url", server.grpc_url, "--out", str(out),
+    result = detect(str(folder), "--model", "yolo11_small_queue", "--grpc-url", server.grpc_url, "--out", str(out),
                     "--concurrency", "16")
     summary = summary_of(result)
     assert summary["retries"] > 0, "the queue must have been full at times, or this proves nothing"
@@ -191,7 +191,7 @@ def test_a_name_resolving_to_two_servers_spreads_the_load_least_busy_first(serve
     for index in range(600):
         (photos / f"{index:04d}.jpg").write_bytes(crop)
     out = tmp_path / "spread.jsonl"
-    result = subprocess.run([sys.executable, DETECT, str(photos), "--model", "yolo11_instant", "--url",
+    result = subprocess.run([sys.executable, *DETECT, str(photos), "--model", "yolo11_instant", "--grpc-url",
                              f"detect-pods.test:{port}", "--out", str(out), "--concurrency", "8", "--quiet"],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")])})
@@ -206,8 +206,8 @@ def test_a_name_resolving_to_two_servers_spreads_the_load_least_busy_first(serve
 
 def test_two_servers_one_killed_mid_run_every_image_answered_once(server, second, folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("two") / "two.jsonl"
-    command = [sys.executable, DETECT, str(folder), "--model", c.PYTORCH, "--url", server.grpc_url,
-               "--url", second.grpc_url, "--out", str(out), "--concurrency", "8", "--quiet"]
+    command = [sys.executable, *DETECT, str(folder), "--model", c.PYTORCH, "--grpc-url", server.grpc_url,
+               "--grpc-url", second.grpc_url, "--out", str(out), "--concurrency", "8", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 30):
@@ -258,7 +258,7 @@ def test_coco_map_through_the_server(server, folder, tmp_path, reference_model):
     annotations.write_text(json.dumps(_annotations_from(lines, spec.names)))
     scores = {}
     for model in (c.PYTORCH, "yolo11_instant"):
-        result = detect(str(sample), "--model", model, "--url", server.grpc_url, "--out", str(tmp_path / f"{model}.jsonl"),
+        result = detect(str(sample), "--model", model, "--grpc-url", server.grpc_url, "--out", str(tmp_path / f"{model}.jsonl"),
                         "--coco-annotations", str(annotations), "--coco-out", str(tmp_path / f"{model}.json"))
         assert result.returncode == 0, result.stdout + result.stderr
         (line,) = [l for l in result.stdout.splitlines() if l.startswith('{"coco"')]
@@ -277,7 +277,7 @@ def test_a_video_is_detected_frame_by_frame(server, tmp_path):
         writer.write(np.roll(photo, index * 16, axis=1))
     writer.release()
     out = tmp_path / "video.jsonl"
-    result = detect(str(video), "--model", c.PYTORCH, "--url", server.grpc_url, "--out", str(out))
+    result = detect(str(video), "--model", c.PYTORCH, "--grpc-url", server.grpc_url, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = by_image(out)
     assert sorted(lines) == [f"{video}#frame={index:06d}" for index in range(12)]

@@ -60,7 +60,7 @@ def test_what_a_forward_caches_on_the_modules_is_found_so_each_cuda_graph_can_ke
     captured at another batch size reads the tensors that existed during its capture: unless the graph holds
     them, their memory goes back to the pool and is overwritten (garbage boxes at every batch size but the last
     captured, seen on an H200). ``module_tensors`` must find exactly what a forward replaces; the GPU itself is
-    checked by tools/gpu_benchmark.py (one request of 8 images against single requests)."""
+    checked by yolo11-triton bench gpu (one request of 8 images against single requests)."""
     from pathlib import Path
 
     from python_models.runtime.network import forward_padded, load_network, module_tensors

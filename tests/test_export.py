@@ -105,12 +105,8 @@ def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:
     Forked rather than executed, because the interpreter lives under /root, which another user cannot enter:
     everything the refusal needs is imported before the fork.
     """
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("export_tool", EXPORT)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     from python_models.build import repository
+    from python_models.cli import export as tool
 
     repository.model_definitions(repository.default_spec())  # imports what the refusal reads (ultralytics, for the warm-up image)
     err = tempfile.TemporaryFile()
@@ -161,8 +157,8 @@ def test_an_unwritable_repository_is_refused_before_any_work():
 def test_the_export_never_installs_anything(server):
     log = server.log.read_text(errors="replace")
     assert "AutoUpdate" not in log and "pip install" not in log, "Ultralytics tried to install a package"
-    for tool in ("export.py", "serve.py"):
-        assert 'os.environ.setdefault("YOLO_AUTOINSTALL", "false")' in (ROOT / "tools" / tool).read_text()
+    for command in ("export.py", "serve.py"):
+        assert 'os.environ.setdefault("YOLO_AUTOINSTALL", "false")' in (ROOT / "python_models" / "cli" / command).read_text()
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""tools/gpu_benchmark.py: the pieces of the GPU scaling benchmark that can run without a GPU.
+"""yolo11-triton bench gpu: the pieces of the GPU scaling benchmark that can run without a GPU.
 
 The benchmark itself runs on a GPU host (results/); here: the repository it serves (Track A on the first N
 GPUs, an entry file that imports), the scaling arithmetic, the check of the stub's environment, and the CPU
@@ -29,10 +29,9 @@ WEIGHTS = ROOT / "tests" / "assets" / "shapes_yolo11.pt"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark_tool", ROOT / "tools" / "gpu_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from python_models.cli import bench_gpu
+
+    return bench_gpu
 
 
 def _config(repository: Path) -> mc.ModelConfig:

@@ -1,7 +1,7 @@
 """Track A's GPU decoding (``python_models.runtime.gpu_decode``) on every path a CPU can run: the device letterbox
 on CPU tensors against the CPU letterbox, which rows go to nvJPEG, the fallbacks when it refuses a batch or a row,
 and a row no decoder reads failing its own request only. A stand-in decoder (OpenCV, RGB CHW tensors) plays
-nvJPEG; the real one is compared with the CPU letterbox on the GPU host by tools/gpu_benchmark.py.
+nvJPEG; the real one is compared with the CPU letterbox on the GPU host by yolo11-triton bench gpu.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_locust_reports_wrong_answers_as_failures(server, tmp_path):
 
 def test_benchmark_writes_a_report_from_perf_analyzer(server, tmp_path):
     out = tmp_path / "report"
-    cmd = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--grpc-url", server.grpc_url,
+    cmd = [sys.executable, "-m", "python_models", "bench", "sweep", "--grpc-url", server.grpc_url,
            "--metrics-url", server.metrics_url, "--models", "yolo11_pytorch,yolo11_trt", "--concurrency", "1,4",
            "--measurement-ms", "2500", "--out", str(out),
            # Stability is perf_analyzer's judgement of a quiet machine; CI's shared 2 cores are not one (Triton's
@@ -81,16 +81,14 @@ def test_benchmark_writes_a_report_from_perf_analyzer(server, tmp_path):
 
 @pytest.mark.parametrize("model", ["yolo11_nonexistent"])
 def test_benchmark_refuses_unknown_models(server, tmp_path, model):
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--grpc-url", server.grpc_url,
+    result = subprocess.run([sys.executable, "-m", "python_models", "bench", "sweep", "--grpc-url", server.grpc_url,
                              "--models", model, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "not public models" in result.stderr
 
 
 def test_benchmark_defaults_to_every_ready_public_model(server):
     """Without --models, benchmark.py sweeps what the server has ready, and refuses names that are not public."""
-    spec = importlib.util.spec_from_file_location("benchmark_tool", ROOT / "tools" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    from python_models.cli import bench_sweep as benchmark
     ready = benchmark.chosen_models(server.grpc_url, None)
     assert set(ready) == set(repo.PUBLIC_MODELS), "the CPU profile serves every public model"
     assert benchmark.chosen_models(server.grpc_url, "yolo11_trt") == ["yolo11_trt"]

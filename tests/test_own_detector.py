@@ -1,6 +1,6 @@
 """Serving your own detector: any class count, any input size, your thresholds, class names in every answer.
 
-The trained test detector (tests/assets/shapes_yolo11.pt, tools/train_shapes_detector.py) on its own real server,
+The trained test detector (tests/assets/shapes_yolo11.pt, yolo11-triton dev train-shapes) on its own real server,
 started as a user starts it with tools/serve.py: three classes with their own names at --imgsz 320, with ground
 truth, so accuracy is measured, not assumed. (Another head with other thresholds: test_own_thresholds.py.)
 """

@@ -14,5 +14,5 @@ def test_quick_start_has_two_commands_and_ci_runs_the_second():
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     commands = [line for line in block.splitlines() if line.strip()]
     assert len(commands) == 2, commands
-    assert "tools/serve.py" in commands[0] and "pytest" in commands[1]
+    assert "yolo11-triton serve" in commands[0] and "pytest" in commands[1]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()

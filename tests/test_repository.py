@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_configs_equal_the_generated_ones():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_configs.py"), "--check"], capture_output=True, text=True)
-    assert result.returncode == 0, f"run tools/gen_configs.py: {result.stdout}"
+    result = subprocess.run([sys.executable, "-m", "python_models", "dev", "gen-configs", "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, f"run yolo11-triton dev gen-configs: {result.stdout}"
     on_disk = {p.parent.name for p in (ROOT / "model_repository").glob("*/config.pbtxt")}
     assert on_disk == set(repo.definitions_by_name(repo.default_spec())), "a model folder has no definition, or the reverse"
 
@@ -64,7 +64,7 @@ def test_ensemble_steps_fit_their_leaves():
 
 
 def test_the_preprocessing_benchmark_ensemble_fits_its_leaves_and_preprocesses_as_exported():
-    """tools/bench_preprocess.py's ensemble: the exported preprocessing step, unchanged, then a step that only
+    """yolo11-triton bench preprocess's ensemble: the exported preprocessing step, unchanged, then a step that only
     consumes its output."""
     spec = repo.default_spec()
     defs = {d.name: d for d in repo.preprocess_only_definitions(spec)}

@@ -1,4 +1,4 @@
-"""tools/soak.py: half a minute of mixed good and bad traffic with no wrong answer, and it does catch a wrong one."""
+"""yolo11-triton soak: half a minute of mixed good and bad traffic with no wrong answer, and it does catch a wrong one."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from python_models.build import repository as repo
 ROOT = Path(__file__).resolve().parents[1]
 SOAK_S = 30
 """Long enough for every model to answer good and bad inputs many times over; the soak that finds leaks is
-tools/soak.py --duration 3600 on the GPU host (README)."""
+yolo11-triton soak --duration 3600 on the GPU host (README)."""
 
 
 def soak(server, tmp_path: Path, duration: float, models: list[str] | None = None, *options: str) -> tuple[int, dict, str]:
     out = tmp_path / "soak.json"
-    cmd = [sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", str(duration), "--grpc-url", server.grpc_url,
+    cmd = [sys.executable, "-m", "python_models", "soak", "--duration", str(duration), "--grpc-url", server.grpc_url,
            "--rss-every", "5", "--out", str(out), *options]
     if models:
         cmd += ["--models", ",".join(models)]
@@ -56,11 +56,7 @@ def test_memory_growth_after_the_warm_up_is_measured_per_process_group_and_can_f
 
 
 def test_growth_is_measured_from_the_end_of_the_warm_up():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("soak_tool", ROOT / "tools" / "soak.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from python_models.cli import soak as tool
     group = {"pss": 100.0}
     breakdowns = [(0, {"a": {"pss": 10.0}}), (300, {"a": group}), (600, {"a": {"pss": 110.0}})]
     grown = tool.growth([(0, 50.0), (300, 1000.0), (600, 1100.0)], breakdowns, 300)

@@ -15,7 +15,7 @@ when the record does not match or the caches did not hold the graph.
 Why not an AOTInductor package (``torch._inductor.aoti_compile_and_package`` / ``aoti_load_package``)?
 It was built first: on the H100 host (torch 2.11.0+cu130, Python 3.12) every package, down to a
 two-convolution network without autotuning, crashed the loading process (SIGSEGV in
-``AOTIModelPackageLoader``), while torch.compile from caches runs there (repro: tools/check_aoti.py).
+``AOTIModelPackageLoader``), while torch.compile from caches runs there (repro: yolo11-triton check aoti).
 
 Where no GPU is present the build is skipped with one line (the CPU profile runs the network
 eagerly); on a GPU host a failed build fails the export, as a TensorRT plan that cannot be built does.
@@ -88,7 +88,7 @@ def jit_toolchain_problem() -> str | None:
     Its kernels are Triton's, and every process that loads them (the export, each Track A instance) builds a small
     C launcher, a Python extension, with the compiler Triton picks (``$CC``, else gcc, else clang) against the
     Python headers. The NGC image ships clang and libpython3-dev; an image without either would fail at the first
-    instance's load. Checked here by building such an extension the way Triton does (tools/check_image.py, the
+    instance's load. Checked here by building such an extension the way Triton does (yolo11-triton check image, the
     export)."""
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
     fix = "install one in the image, or export with --track-a-network eager"
@@ -180,7 +180,7 @@ def build_track_a(artifacts: Path, spec, force: bool = False, log=print) -> list
 
     config_path = artifacts / repo.PYTORCH / "config.pbtxt"
     if not config_path.exists():
-        return [f"{repo.PYTORCH}: no {config_path} (run tools/export.py)"]
+        return [f"{repo.PYTORCH}: no {config_path} (run yolo11-triton export)"]
     config = repo.parse_pbtxt(config_path.read_text())
     if config.parameters["network"].string_value != "compiled":
         return []

@@ -8,7 +8,7 @@ wheel the CPU profile installs (``pyproject.toml``; a test compares). Releases u
 carry DALI 1.51.2, which has no installable wheel; 26.06 moves to TensorRT 11.
 
 Versions of the release (Triton release notes and the image; re-check on the GPU host,
-``tools/check_image.py`` prints what the built image really holds):
+``yolo11-triton check image`` prints what the built image really holds):
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def build_for_gpu_profile(artifacts: Path, served: ModelSpec, models: list[str],
                           force: bool = False, log=print) -> list[str]:
     """Everything the GPU profile needs to serve the public ``models``: the plan of every TensorRT model behind them
     and, with Track A among them, its compiled network when its config asks for one. Returns what could not be
-    built, each with its reason (``tools/export.py`` and ``tools/serve.py`` fail or report on them)."""
+    built, each with its reason (``yolo11-triton export`` and ``yolo11-triton serve`` fail or report on them)."""
     from python_models.build.compiled_network import build_track_a
 
     definitions = repo.definitions_by_name(served)

@@ -29,10 +29,10 @@ from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU
 ARTIFACTS_DIR = "artifacts"
 """The export's repository, under the checkout (the tools' default ``--artifacts``; in the containers
 /opt/yolo11-triton/artifacts): ignored by git, so that running never rewrites the committed ``model_repository/``,
-which is the default export's configs for reading and review (tools/gen_configs.py)."""
+which is the default export's configs for reading and review (yolo11-triton dev gen-configs)."""
 MANIFEST = "export.json"
 EXPORT_COMPLETE = "export_complete.json"
-"""Written by tools/export.py as its last step, only when everything the profile needs was built (removed while
+"""Written by yolo11-triton export as its last step, only when everything the profile needs was built (removed while
 an export runs): what a serving pod on Kubernetes waits for (deploy/kubernetes)."""
 EXPORT_FORMAT_VERSION = 5
 """Bump when what the export writes changes, so old artifacts are rebuilt."""
@@ -60,7 +60,7 @@ class ExportOptions:
     @staticmethod
     def add_arguments(parser) -> None:
         """``--imgsz``, ``--conf``, ``--iou``, ``--max-det``, ``--track-a-decode``, ``--track-a-network``,
-        ``--preprocess-decode`` on an ``argparse`` parser (tools/export.py, serve.py).
+        ``--preprocess-decode`` on an ``argparse`` parser (yolo11-triton export, serve.py).
 
         Each defaults to ``$YOLO11_IMGSZ`` (...) when set and not empty (docker compose passes them), else to the
         contract's default."""

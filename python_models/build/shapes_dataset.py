@@ -7,7 +7,7 @@ and position on a textured background are easy to learn and give exact ground tr
 detector trained on them in minutes on two cores has confident detections that move when
 pixels move, and its mAP on a held-out set says whether a served track computes what the
 Ultralytics predictor computes. Everything is a function of a seed, so anyone can rebuild
-the committed weights (``tools/train_shapes_detector.py``).
+the committed weights (``yolo11-triton dev train-shapes``).
 """
 
 from __future__ import annotations

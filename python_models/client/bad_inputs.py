@@ -1,5 +1,5 @@
 """The inputs every public model must refuse, and the unusual ones it must accept: one list for the tests and
-for ``tools/check_server.py``."""
+for ``yolo11-triton check server``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Detection over many images (a folder of 100K, a video) through one or several servers: ``tools/detect.py``.
+"""Detection over many images (a folder of 100K, a video) through one or several servers: ``yolo11-triton detect``.
 
 Nothing lost, nothing twice: every input ends as exactly one output line, with its
 detections or with the reason it has none. The server answers UNAVAILABLE when a queue is

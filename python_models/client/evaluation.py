@@ -75,7 +75,7 @@ COCO_STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 
 
 def coco_results(lines: Sequence[dict], annotations: dict | None, names: Sequence[str]) -> list[dict]:
-    """COCO results JSON from ``tools/detect.py`` output lines.
+    """COCO results JSON from ``yolo11-triton detect`` output lines.
 
     With ``annotations`` (a COCO instances file, loaded), ``image_id`` comes from its images' file names and
     ``category_id`` from its categories, matched to the served class names (COCO's 80 names map onto its 91 ids);

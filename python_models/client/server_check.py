@@ -1,4 +1,4 @@
-"""The project's acceptance checks, run from outside against any live server: ``tools/check_server.py``.
+"""The project's acceptance checks, run from outside against any live server: ``yolo11-triton check server``.
 
 On a GPU host this is what says, within minutes, whether tracks B, C and D really work
 there; in CI it runs against the CPU profile. Every check yields ``Finding`` rows naming

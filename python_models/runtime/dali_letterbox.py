@@ -41,7 +41,7 @@ def letterbox_graph(size: int, decoder_device: str = "mixed", upright: bool = Tr
     """Outputs, in the order of the model config: letterboxed images [size, size, 3] uint8 RGB, transform [6] float32.
 
     ``upright=False`` builds the same graph on DALI's legacy decoder and peek, which ignore the EXIF tag: never
-    served, kept so that ``tools/check_dali.py`` can measure what turning photos upright costs."""
+    served, kept so that ``yolo11-triton check dali`` can measure what turning photos upright costs."""
     if decoder_device not in DECODER_DEVICES:
         raise ValueError(f"decoder_device must be one of {DECODER_DEVICES}, not {decoder_device!r}")
     encoded = fn.external_source(name=INPUT_IMAGES, dtype=types.UINT8, ndim=1)

@@ -21,7 +21,7 @@ def load_network(path: str | Path, device: torch.device, half: bool = False) -> 
     On a GPU the weights go channels-last and cuDNN picks its fastest kernels per shape
     (``GraphedForward``'s capture, or ``warm_up``, pays that choice before requests do):
     with pinned input that takes yolo11s FP16 at batch 32 on an H100 from 18.5 to 12 ms
-    (tools/bench_forward.py).
+    (yolo11-triton bench forward).
     """
     from ultralytics import YOLO
 
@@ -68,7 +68,7 @@ class GraphedForward:
     Eager PyTorch launches a few hundred kernels per forward from Python: with
     several instances and decode threads sharing the host's cores, that launching,
     not the GPU, bounds Track A (yolo11s FP16 batch 8 on an H100: 6.0 ms eager,
-    3.4 ms replayed; batch 1: 7.5 vs 1.3 ms; tools/bench_forward.py). A compiled forward computes a whole
+    3.4 ms replayed; batch 1: 7.5 vs 1.3 ms; yolo11-triton bench forward). A compiled forward computes a whole
     batch of its size for one row (on an H200, yolo11s FP16: 4.7 ms for 32 rows, where the eager graph of one
     row takes 1.5 ms), so a quiet server would answer each request at the full batch's cost: at load, each small
     size's eager graph is timed against the compiled one and kept where it is faster (``faster_eager_sizes``).
@@ -285,7 +285,7 @@ def load_compiled(version_dir: Path, net: torch.nn.Module, device: torch.device,
     ``version_dir``, after checking they were built from these weights, for this precision, size and batch, by this
     torch on this GPU kind; compiled here from those caches, and refused if that had to compile anything anew."""
     cache, record_path = version_dir / COMPILE_CACHE, version_dir / COMPILED_RECORD
-    fix = "build them on this host: tools/export.py --profile gpu (docker compose run --rm export)"
+    fix = "build them on this host: yolo11-triton export --profile gpu (docker compose run --rm export)"
     if not cache.exists() or not record_path.exists():
         raise CompiledNetworkError(f"parameter network is compiled but {cache} (or its {COMPILED_RECORD}) is "
                                    f"missing: {fix}; or set network to eager")

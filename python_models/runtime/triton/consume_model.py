@@ -1,6 +1,6 @@
 """The end of a benchmark ensemble: takes each request's letterboxed rows and answers no detections, so that the
 step before it (the CPU preprocessing of tracks B and C) is what a load tool measures, without gRPC carrying the
-letterboxed tensors back (``tools/bench_preprocess.py``)."""
+letterboxed tensors back (``yolo11-triton bench preprocess``)."""
 
 from __future__ import annotations
 

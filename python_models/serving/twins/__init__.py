@@ -2,6 +2,6 @@
 (the exported ONNX in ONNX Runtime with ``efficient_nms`` for the plugin; the same DALI graph on DALI's CPU
 operators), and the same failures (a DALI batch with one bad row fails every request in it).
 
-Three more serve ``tools/check_guard_gpu.py`` only, on a GPU host without the DALI backend: a stand-in for a DALI leaf
+Three more serve ``yolo11-triton check guard-gpu`` only, on a GPU host without the DALI backend: a stand-in for a DALI leaf
 that leaves its answer on the GPU (``dali_gpu_standin_model``), a step reporting where its input arrived
 (``placement_probe_model``), and Track D's former probe-only front step as a baseline (``probe_only_guard_model``)."""

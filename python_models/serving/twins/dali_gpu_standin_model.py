@@ -1,4 +1,4 @@
-"""A stand-in for a Track D DALI leaf where no DALI backend is (``tools/check_guard_gpu.py``): the same I/O, the
+"""A stand-in for a Track D DALI leaf where no DALI backend is (``yolo11-triton check guard-gpu``): the same I/O, the
 letterboxed batch left on the GPU as the DALI backend leaves it, and the same failure (one row it cannot decode,
 every request of the batch gets UNKNOWN). It decodes with OpenCV and letterboxes as tracks B and C do; only where its
 output lives, and how it fails, stand in for DALI.

@@ -19,7 +19,7 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         path = version_dir(args) / "model.onnx"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run tools/export.py (tools/serve.py does) first")
+            raise FileNotFoundError(f"{path} is missing: run yolo11-triton export (yolo11-triton serve does) first")
         self.session = open_session(path)
 
     def execute(self, requests):

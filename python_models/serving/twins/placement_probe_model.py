@@ -1,4 +1,4 @@
-"""The step after Track D's guard in ``tools/check_guard_gpu.py``: reports, per row, where the letterboxed image
+"""The step after Track D's guard in ``yolo11-triton check guard-gpu``: reports, per row, where the letterboxed image
 arrived (1: GPU memory, 0: host memory) and the sum of its bytes, so a client can tell that the guard handed on the
 DALI leaf's answer unchanged and whether it stayed on the GPU."""
 

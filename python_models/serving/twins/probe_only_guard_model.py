@@ -1,5 +1,5 @@
 """Track D's first step as it was before it called the DALI leaf itself, kept as the baseline of
-``tools/check_guard_gpu.py``: probes every row (``preprocess.probe``), answers a request with a bad row
+``yolo11-triton check guard-gpu``: probes every row (``preprocess.probe``), answers a request with a bad row
 INVALID_ARGUMENT, and passes the other requests' bytes on unchanged to a DALI step after it in the ensemble (which
 then fails a whole batch on one damaged scan). Not served."""
 

@@ -1,6 +1,6 @@
 """Serialise every Track D tier's dali.py as Triton's DALI backend does, run the result, compare with the CPU letterbox.
 
-    python3 tools/check_dali.py [--repository artifacts] [--cpu] [--out dali_check.json]
+    yolo11-triton check dali [--repository artifacts] [--cpu] [--out dali_check.json]
 
 At load time the DALI backend runs ``invoke_autoserialize`` on the version folder's dali.py with the DALI
 first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). This does the same with this
@@ -8,7 +8,7 @@ environment's DALI, deserialises the pipeline, runs it on the sample images (bus
 tall JPEG, a grayscale JPEG, bus.jpg zero-padded, and stored with each EXIF orientation 2-8) with the mixed decoder of
 dali.py, and compares images and transforms
 with python_models.runtime.preprocess. Exit 1, naming the tier and the image, on any difference beyond one grey level
-on average. On the GPU host: docker compose run --rm export python3 tools/check_dali.py (it needs a GPU:
+on average. On the GPU host: docker compose run --rm export yolo11-triton check dali (it needs a GPU:
 a mixed-decoder pipeline cannot be built without one). --cpu checks the same path with the CPU decoder
 instead of the tiers' files, anywhere.
 """
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models import contract as c  # noqa: E402
 from python_models.build import repository as repo  # noqa: E402
@@ -179,7 +178,7 @@ def damaged_batches(images: dict[str, bytes], batch: int, device_id: int | None,
     return report
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=ROOT / ARTIFACTS_DIR)
     parser.add_argument("--cpu", action="store_true", help="serialise the same graph with the CPU decoder instead")
@@ -191,7 +190,7 @@ def main() -> int:
                              "and sideways-stored photos, this long in all")
     parser.add_argument("--damaged", action="store_true",
                         help="also report whether a batch holding each kind of damaged JPEG decodes or fails whole")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import nvidia.dali
 
     images = sample_images(args.repository)

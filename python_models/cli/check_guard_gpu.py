@@ -2,7 +2,7 @@
 the nvidia-pytriton wheel): does the DALI leaf's answer pass through the guard, on the GPU, to the next step, and
 what does the guard cost per image?
 
-    python3 tools/check_guard_gpu.py [--stub-python-bin /path/to/numpy1-env/bin] [--requests 400] [--out DIR]
+    yolo11-triton check guard-gpu [--stub-python-bin /path/to/numpy1-env/bin] [--requests 400] [--out DIR]
 
 Serves the balanced tier's guard exactly as exported (a Python model on the CPU that calls its leaf through BLS), a
 stand-in for the DALI leaf that leaves its letterboxed batch on the GPU as the DALI backend does and fails a batch
@@ -33,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
@@ -255,7 +254,7 @@ def profile(client, groups: dict[str, list], data: bytes, expected: int, seconds
     return "\n".join(f"{100 * n / total:5.1f}% {name[:160]}" for name, n in top)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
     parser.add_argument("--requests", type=int, default=400, help="requests per timed run")
@@ -263,7 +262,7 @@ def main() -> int:
     parser.add_argument("--profile-seconds", type=float, default=0,
                         help="record one guard instance natively with py-spy this long, at concurrency 16")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "guard_gpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
     import tritonclient.grpc as grpcclient

@@ -1,6 +1,6 @@
 """Can this GPU host load AOTInductor packages at all? Builds three tiny ones and loads each in a fresh process.
 
-    python3 tools/check_aoti.py [--out /tmp/aoti_check]
+    yolo11-triton check aoti [--out /tmp/aoti_check]
 
 Why it exists: Track A's compiled network was first an AOTInductor package (``aoti_compile_and_package`` /
 ``aoti_load_package``). On the H100 host (torch 2.11.0+cu130, Python 3.12) every package crashed the loading
@@ -46,11 +46,11 @@ def load_and_run(package: str) -> None:
     print(f"loaded and ran in {time.perf_counter() - started:.1f} s: output {tuple(out.shape)}", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/aoti_check"))
     parser.add_argument("--load", help=argparse.SUPPRESS)  # the child process: load this package
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.load:
         load_and_run(args.load)
         return 0

@@ -1,6 +1,6 @@
 """Detect objects in a folder of images, a list, a glob or a video, through one or several servers; nothing lost.
 
-    .venv/bin/python tools/detect.py SOURCE --model yolo11_trt --out results.jsonl [--url HOST:PORT ...]
+    .venv/bin/yolo11-triton detect SOURCE --model yolo11_trt --out results.jsonl [--grpc-url HOST:PORT ...]
         [--concurrency 16] [--images-per-request 1] [--coco-out detections.json] [--coco-annotations instances.json]
 
 SOURCE: a folder (recursive), a glob ("photos/**/*.jpg"), a text file of paths, one image, or a video (frames
@@ -21,8 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client.bulk import VIDEO_SUFFIXES, BulkDetector, RetryPolicy, done_keys, read_jsonl, source_items  # noqa: E402
@@ -35,13 +34,13 @@ def interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source")
     parser.add_argument("--model", required=True, help="a public model, e.g. yolo11_trt_end2end")
     parser.add_argument("--out", type=Path, required=True, help="JSONL, one line per image; also the resume point")
-    parser.add_argument("--url", action="append", help="a server's gRPC address (repeat for several); default "
-                        "127.0.0.1:8001")
+    parser.add_argument("--grpc-url", "--url", dest="url", action="append", help="a server's gRPC address (repeat "
+                        "for several); default 127.0.0.1:8001")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight over all servers")
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument("--processes", type=int, default=0, help="worker processes sending requests and writing "
@@ -52,7 +51,7 @@ def main() -> int:
     parser.add_argument("--coco-annotations", type=Path, help="a COCO instances file: image ids from its file "
                         "names, and the COCO mAP summary of the served model on its images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

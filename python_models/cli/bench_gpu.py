@@ -1,8 +1,8 @@
 """Track A and the DALI pipeline on a GPU host, measured and checked; writes the benchmark report format.
 
-    python3 tools/gpu_benchmark.py --weights yolo11s.pt [--precision fp16] [--instances 2]
+    yolo11-triton bench gpu --weights yolo11s.pt [--precision fp16] [--instances 2]
         [--concurrency 1,16,64,128,256] [--stub-python-bin /path/to/numpy1-env/bin] [--out results/NAME]
-    python3 tools/gpu_benchmark.py --gpus 1,2 [--cores-per-gpu 16] --concurrency 64,128,160 ...   # scaling
+    yolo11-triton bench gpu --gpus 1,2 [--cores-per-gpu 16] --concurrency 64,128,160 ...   # scaling
 
 For a GPU host without TensorRT or the Triton TensorRT/DALI backends (the embedded
 tritonserver of the nvidia-pytriton wheel serves Python models there). It:
@@ -20,7 +20,7 @@ tritonserver of the nvidia-pytriton wheel serves Python models there). It:
 With ``--gpus 1,2,4,8`` it does steps 1 to 3 once per GPU count (Track A's instance group
 restricted to the first N GPUs, ``--instances`` on each; ``--concurrency`` is then per GPU),
 records each GPU's utilisation and the host's CPU use while each level runs, drives the
-busiest level again with ``tools/detect.py`` and checks every one of its answers against the
+busiest level again with ``yolo11-triton detect`` and checks every one of its answers against the
 single-request answer, and writes ``scaling.json`` / ``scaling.md``: images/s, p50/p99 and the
 scaling efficiency (images/s on N GPUs / (N x images/s on 1)), one folder per count.
 ``--cores-per-gpu K`` runs the server on K cores per GPU (``taskset``) and the clients on the
@@ -41,8 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
@@ -488,7 +487,7 @@ def _taskset(cores: list[int] | None, command: list[str]) -> list[str]:
 
 def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_cores: list[int] | None,
                references: dict, tolerance, spec, processes: int = 0) -> dict:
-    """``tools/detect.py`` over ``images`` files (hard links to the parity images) at ``concurrency``, and every
+    """``yolo11-triton detect`` over ``images`` files (hard links to the parity images) at ``concurrency``, and every
     answer checked against the single-request answer for its image: under load, on every GPU, nothing differs."""
     from ultralytics.utils import ASSETS
 
@@ -504,8 +503,8 @@ def detect_run(out: Path, grpc_url: str, concurrency: int, images: int, client_c
             os.link(Path(ASSETS) / name, target)
     jsonl = out / "detect.jsonl"
     jsonl.unlink(missing_ok=True)
-    command = _taskset(client_cores, [sys.executable, str(ROOT / "tools" / "detect.py"), str(folder), "--model",
-                                      repo.PYTORCH, "--url", grpc_url, "--out", str(jsonl), "--concurrency",
+    command = _taskset(client_cores, [sys.executable, "-m", "python_models", "detect", str(folder), "--model",
+                                      repo.PYTORCH, "--grpc-url", grpc_url, "--out", str(jsonl), "--concurrency",
                                       str(concurrency), "--processes", str(processes), "--quiet"])
     result = subprocess.run(command, capture_output=True, text=True)
     summaries = [json.loads(line)["summary"] for line in result.stdout.splitlines() if line.startswith('{"summary"')]
@@ -531,7 +530,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                   server_cores: list[int] | None = None, client_cores: list[int] | None = None,
                   detect_images: int = 0) -> dict:
     """Serve Track A (on the first ``gpus`` GPUs, or every one), check parity, sweep perf_analyzer over
-    ``concurrencies`` and, with ``detect_images``, drive the busiest level again with tools/detect.py."""
+    ``concurrencies`` and, with ``detect_images``, drive the busiest level again with yolo11-triton detect."""
     out.mkdir(parents=True, exist_ok=True)
     check_stub_environment(args.stub_python_bin)
     repository, untrained, package = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
@@ -632,7 +631,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                      + "\n".join(timing) + "\n```\n")
         md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
         if detect:
-            md.write(f"\n## tools/detect.py at the busiest level\n\n```\n{json.dumps(detect, indent=2)}\n```\n")
+            md.write(f"\n## yolo11-triton detect at the busiest level\n\n```\n{json.dumps(detect, indent=2)}\n```\n")
     return {"meta": meta, "runs": runs, "parity": checked, "not_measured": not_measured, "utilisation": utilisation,
             "detect": detect, "paths": paths}
 
@@ -660,7 +659,7 @@ def scaling_table(results: dict[int, dict]) -> tuple[list[dict], str]:
                      "detect_py_images_per_s": detect.get("images_per_s"),
                      "detect_py_differing_answers": detect.get("answers_differing_from_single_request")})
     lines = ["| GPUs | server cores | best concurrency | images/s | p50 ms | p99 ms | avg batch | efficiency | host CPU busy % "
-             "| GPU util % | tools/detect.py images/s (answers differing) | load s |",
+             "| GPU util % | yolo11-triton detect images/s (answers differing) | load s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
@@ -674,7 +673,7 @@ def scaling_table(results: dict[int, dict]) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="yolo11s.pt", help="a .pt, or a .yaml for an untrained network of that size")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
@@ -703,9 +702,9 @@ def main() -> int:
     parser.add_argument("--cores-per-gpu", type=int, default=0, help="with --gpus: the server runs on this many cores "
                         "per GPU and the clients on the rest (0: everything shares every core)")
     parser.add_argument("--detect-images", type=int, default=0, help="drive the busiest level again with "
-                        "tools/detect.py over this many images, every answer checked")
-    parser.add_argument("--detect-processes", type=int, default=0, help="tools/detect.py --processes (0: its default)")
-    args = parser.parse_args()
+                        "yolo11-triton detect over this many images, every answer checked")
+    parser.add_argument("--detect-processes", type=int, default=0, help="yolo11-triton detect --processes (0: its default)")
+    args = parser.parse_args(argv)
     if args.preprocess_only:
         args.out.mkdir(parents=True, exist_ok=True)
         stages = preprocess_stages(seconds=args.pipeline_seconds or 3.0)

@@ -1,6 +1,6 @@
 """Time Track A's network forward alone on a GPU, as served and with the usual speed-ups, and print a table.
 
-    python3 tools/bench_forward.py [--weights yolo11s.yaml] [--batches 1,8,32,64] [--precision fp16]
+    yolo11-triton bench forward [--weights yolo11s.yaml] [--batches 1,8,32,64] [--precision fp16]
                                    [--processes 1,2,4] [--compile]
 
 Every variant starts from letterboxed uint8 BGR images in host memory, as
@@ -38,8 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
@@ -188,14 +187,14 @@ def print_table(first: str, columns: list[str], rows: dict[str, list[str]]) -> N
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="yolo11s.yaml")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--processes", default="", help="comma-separated process counts for the eager variant")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
 

@@ -1,6 +1,6 @@
 """Time the Python steps of the serving path in-process, on one core, and print a table.
 
-    .venv/bin/python tools/bench_python_steps.py [--weights yolo11n.yaml] [--repeat 50]
+    .venv/bin/yolo11-triton bench steps [--weights yolo11n.yaml] [--repeat 50]
 
 Steps: a bare ``cv2.imdecode`` + ``cv2.resize`` of bus.jpg (the floor), our
 decode + letterbox of the same bytes, NMS over one raw head output (8400 anchors
@@ -14,7 +14,7 @@ image at batch 1 and 16.
 A third table times Track D's CPU guard (``preprocess.probe``: headers, truncation, PNG chunk
 CRCs, the pixel limit) against a full CPU decode of the same bytes (``cv2.imdecode``), on
 one core, per image of several sizes. (Its cost as served, with the Python backend's
-round trip, is the ``image_guard`` row of ``tools/benchmark.py`` for any Track D model.)
+round trip, is the ``image_guard`` row of ``yolo11-triton bench sweep`` for any Track D model.)
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
@@ -43,12 +42,12 @@ def per_call_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return statistics.median(samples), min(samples)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="yolo11n.yaml")
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     os.sched_setaffinity(0, {args.core})
     import cv2

@@ -1,7 +1,7 @@
 """Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs, and the
 docs' generated blocks: the map of tracks to modules in docs/tracks.md (python_models/build/repository.py) and the
 table of memory pools in docs/production.md (python_models/serving/triton.py), for the default export (yolo11n.pt:
-COCO's 80 classes at 640). tools/export.py writes the same model files for whatever model it exports."""
+COCO's 80 classes at 640). yolo11-triton export writes the same model files for whatever model it exports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models.build.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
 from python_models.serving.triton import POOLS_BEGIN, POOLS_END, memory_pools_table  # noqa: E402
@@ -31,11 +30,11 @@ def with_generated_block(page: str, begin: str, end_marker: str, text: str, name
     return page[:start] + text + page[end + len(end_marker) + 1:]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--check", action="store_true", help="fail if a committed config differs; write nothing")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     stale = write_repository(args.repository, default_spec(), check=args.check)
     if args.repository.resolve() == (ROOT / "model_repository").resolve():
         for name, (begin, end_marker, generate) in GENERATED.items():

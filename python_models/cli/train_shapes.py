@@ -1,7 +1,7 @@
 """Train the test detector: a YOLO11 on synthetic shapes (python_models/build/shapes_dataset.py), with Ultralytics'
 own trainer, on the CPU, deterministically.
 
-    python3 tools/train_shapes_detector.py [--out tests/assets/shapes_yolo11.pt] [--epochs 30] [--train 500] [--val 60]
+    yolo11-triton dev train-shapes [--out tests/assets/shapes_yolo11.pt] [--epochs 30] [--train 500] [--val 60]
 
 Generates the training and validation sets from fixed seeds, trains the network defined by
 ``--model`` (a narrow YOLO11, see SHAPES_MODEL), and writes the best epoch's weights to --out,
@@ -22,8 +22,7 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models.build import shapes_dataset as shapes  # noqa: E402
 
@@ -45,7 +44,7 @@ def network_yaml(folder: Path) -> Path:
     return path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--train", type=int, default=500, help="training images")
@@ -53,7 +52,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--work-dir", type=Path, help="keep the dataset and Ultralytics' run here (default: a temp dir)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
     from ultralytics import YOLO

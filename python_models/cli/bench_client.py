@@ -1,10 +1,10 @@
-"""Is tools/detect.py the bottleneck? Its images/s against perf_analyzer's, same server, images and concurrency,
+"""Is yolo11-triton detect the bottleneck? Its images/s against perf_analyzer's, same server, images and concurrency,
 and its own ceiling against a model that answers at once.
 
-    .venv/bin/python tools/bench_detect.py --grpc-url 127.0.0.1:8001 [--model yolo11_trt] [--concurrency 8]
+    .venv/bin/yolo11-triton bench client --grpc-url 127.0.0.1:8001 [--model yolo11_trt] [--concurrency 8]
         [--images 400] [--instant-model yolo11_instant] [--instant-images 4000] [--out reports/bench_detect.json]
 
-The server must already run (tools/serve.py; the instant model is tests/models/yolo11_instant, served with
+The server must already run (yolo11-triton serve; the instant model is tests/models/yolo11_instant, served with
 --extra-models tests/models). The images are copies of the ultralytics sample photos (bus.jpg, zidane.jpg), the
 same two perf_analyzer sends; for the instant model, small JPEG crops, so that reading files is not what is timed.
 """
@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import perf_analyzer as pa  # noqa: E402
@@ -30,7 +29,7 @@ from python_models.client import perf_analyzer as pa  # noqa: E402
 
 def detect_rate(folder: Path, model: str, url: str, concurrency: int, per_request: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, str(ROOT / "tools" / "detect.py"), str(folder), "--model", model, "--url", url,
+        command = [sys.executable, "-m", "python_models", "detect", str(folder), "--model", model, "--grpc-url", url,
                    "--out", str(Path(out) / "out.jsonl"), "--concurrency", str(concurrency),
                    "--images-per-request", str(per_request), "--quiet"]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -40,7 +39,7 @@ def detect_rate(folder: Path, model: str, url: str, concurrency: int, per_reques
     return json.loads(lines[0])["summary"]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc-url", default="127.0.0.1:8001")
     parser.add_argument("--model", default="yolo11_trt")
@@ -49,7 +48,7 @@ def main() -> int:
     parser.add_argument("--instant-model", default="yolo11_instant")
     parser.add_argument("--instant-images", type=int, default=4000)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import cv2
     from ultralytics.utils import ASSETS

@@ -1,9 +1,9 @@
 """Benchmark public models with perf_analyzer over gRPC on real images, and write one report.
 
-    .venv/bin/python tools/benchmark.py [--models yolo11_pytorch,yolo11_trt] [--concurrency 1,4,16]
+    .venv/bin/yolo11-triton bench sweep [--models yolo11_pytorch,yolo11_trt] [--concurrency 1,4,16]
                                         [--images DIR] [--out reports/NAME]
 
-Against a running server (tools/serve.py). For every model and concurrency level it
+Against a running server (yolo11-triton serve). For every model and concurrency level it
 scrapes Triton's metrics, runs perf_analyzer, scrapes again, and records throughput,
 p50/p95/p99 latency and, per leaf model, average batch size, queue and compute time
 and failures. The report directory gets report.json, report.md, throughput.png and
@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import perf_analyzer as pa  # noqa: E402
@@ -70,7 +69,7 @@ def models_of(public: str) -> list[str]:
                       else [])]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc-url", default="127.0.0.1:8001")
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8002/metrics")
@@ -84,7 +83,7 @@ def main() -> int:
                              "(Triton's own CI uses 9999, i.e. accept the first 3 windows)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / time.strftime("benchmark-%Y%m%d-%H%M%S"))
     parser.add_argument("--perf-analyzer", type=Path, help="binary (default: .venv/bin/perf_analyzer, then PATH)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

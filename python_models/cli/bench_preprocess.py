@@ -1,6 +1,6 @@
 """What bounds tracks B and C on the host's CPU: their preprocessing step, served by Triton, measured alone.
 
-    .venv/bin/python tools/bench_preprocess.py [--decode cpu,gpu] [--decode-threads 1,0] [--concurrency 16,64]
+    .venv/bin/yolo11-triton bench preprocess [--decode cpu,gpu] [--decode-threads 1,0] [--concurrency 16,64]
         [--images DIR] [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
 
 Serves ``yolo11_preprocess`` as exported (in each ``--decode`` mode), followed by a step that only consumes
@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.build import repository as repo  # noqa: E402
@@ -65,7 +64,7 @@ def resolved_threads(threads: int, decode: str = "cpu") -> int:
     return decode_threads(threads, available_cores(), groups, gpus)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decode", default="cpu", help="the step's decode modes, one server each: cpu, gpu, nvimgcodec")
     parser.add_argument("--decode-threads", default="1,0", help="values of the step's decode_threads, one server each")
@@ -76,7 +75,7 @@ def main() -> int:
     parser.add_argument("--stub-python-bin", type=Path, help="bin/ of the environment the Python backend stub runs in")
     parser.add_argument("--grpc-port", type=int, default=18301)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "preprocess")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
     input_data = pa.write_input_data(image_files(args.images), args.out / "perf_input.json")

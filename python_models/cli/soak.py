@@ -1,6 +1,6 @@
 """Soak a running server with mixed good and bad traffic over every loaded public model.
 
-    .venv/bin/python tools/soak.py --duration 600 [--grpc-url 127.0.0.1:8001] [--workers 4] [--out soak.json]
+    .venv/bin/yolo11-triton soak --duration 600 [--grpc-url 127.0.0.1:8001] [--workers 4] [--out soak.json]
         [--warmup-s 300] [--max-growth-percent 5]
 
 Every good answer is checked against the contract and against the first answer the same
@@ -25,8 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import (  # noqa: E402
@@ -136,7 +135,7 @@ class Soak:
         client.close()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, required=True, help="seconds")
     parser.add_argument("--grpc-url", default="127.0.0.1:8001")
@@ -148,7 +147,7 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=300.0, help="growth is measured from this time on")
     parser.add_argument("--max-growth-percent", type=float, help="fail (exit 2) above this RSS growth after warm-up")
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import tritonclient.grpc as grpcclient
     from rich.console import Console
