@@ -4,10 +4,10 @@
   names, image size, thresholds). Imports nothing of ours.
 - ``runtime``: what runs inside Triton in production: preprocessing, the network, NMS, the DALI graph, and the
   thin ``TritonPythonModel`` adapters. Imports ``contract`` only.
-- ``build``: what builds the model repository: weights, export, the End2End graph, configs, plans, the pinned
+- ``export``: what builds the model repository: weights, the artifacts, the End2End graph, configs, plans, the pinned
   release. Imports ``contract`` and ``runtime``.
 - ``serving``: what starts and watches a server: finding ``tritonserver``, its command line, the CPU profile's
-  layout and twins, the stub supervisor, status. Imports ``contract``, ``runtime`` and ``build``.
+  layout and twins, the stub supervisor, status. Imports ``contract``, ``runtime`` and ``export``.
 - ``client``: what a client runs: packing, unpacking with class names, the contract check, matching, COCO mAP,
   metrics, perf_analyzer, the self-check of a live server. Imports ``contract`` only.
 - ``cli``: the ``yolo11-triton`` command (``python -m python_models``), one module per subcommand. Imports

@@ -4,7 +4,7 @@ Model names, tensor names and types, the DALI tiers and the defaults are constan
 What depends on the exported detector (its classes and names, the image size, the
 thresholds, and so the shapes) is one ``ModelSpec``: the export makes it from the
 weights, every model config states it (``metadata``), the Python models and clients read
-it from there. Model configs (``python_models.build.repository``), the Python models,
+it from there. Model configs (``python_models.export.repository``), the Python models,
 the ONNX exports and the tests all read these values; nothing else states them.
 """
 
@@ -143,7 +143,7 @@ class ModelSpec:
         """What preprocessing hands an engine: the letterboxed image as uint8 RGB, height x width x channels.
 
         A quarter of the bytes of the network's float32 input: the exported graphs cast, scale by 1/255 and
-        transpose on entry (``python_models.build.end2end.uint8_input_graph``), in the float32 steps
+        transpose on entry (``python_models.export.end2end.uint8_input_graph``), in the float32 steps
         ``preprocess.network_input`` takes on the CPU."""
         return TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.uint8), (self.imgsz, self.imgsz, 3))
 

@@ -27,7 +27,7 @@ from python_models.client.matching import differences, predictor_detections, tol
 from python_models.serving.status import wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.build.weights
+TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.export.weights
 SERVER_START_TIMEOUT_S = 600
 
 
@@ -200,7 +200,7 @@ def reference_model(server):
     """The Ultralytics predictor on the very weights the server exported."""
     from ultralytics import YOLO
 
-    from python_models.build.export import weights_pt
+    from python_models.export.artifacts import weights_pt
 
     return YOLO(str(weights_pt(server.artifacts)))
 

@@ -1,4 +1,4 @@
-"""The package's roles stay apart: what runs inside Triton imports nothing from the build, serving or client code,
+"""The package's roles stay apart: what runs inside Triton imports nothing from the export, serving or client code,
 and client code depends on the contract, not on the runtime's internals (python_models/__init__.py)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python_models"
 ALLOWED = {
     "contract": set(),
     "runtime": {"contract", "runtime"},
-    "build": {"contract", "runtime", "build"},
-    "serving": {"contract", "runtime", "build", "serving"},
+    "export": {"contract", "runtime", "export"},
+    "serving": {"contract", "runtime", "export", "serving"},
     "client": {"contract", "client"},
     # The commands (yolo11-triton): over everything; nothing but ``python -m python_models`` imports them.
-    "cli": {"contract", "runtime", "build", "serving", "client", "cli"},
+    "cli": {"contract", "runtime", "export", "serving", "client", "cli"},
     "__main__": {"cli"},
     "package": set(),
 }
@@ -34,7 +34,7 @@ def imported_roles(source: str) -> list[tuple[int, str, str]]:
         if isinstance(node, ast.Import):
             modules = [(alias.name, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "python_models":  # from python_models import contract, build, ...
+            if node.module == "python_models":  # from python_models import contract, export, ...
                 modules = [(f"python_models.{alias.name}", f"python_models.{alias.name}") for alias in node.names]
             else:
                 modules = [(node.module, node.module)]
@@ -64,7 +64,7 @@ def package_sources() -> dict[Path, str]:
 def test_every_subpackage_has_a_role_and_says_what_it_may_import():
     roles = {role(path) for path in package_sources()}
     assert roles == set(ALLOWED), roles
-    for name in ("runtime", "build", "serving", "client"):
+    for name in ("runtime", "export", "serving", "client", "cli"):
         doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
         assert doc and "May import" in doc, f"{name}/__init__.py must say what it may import"
 
@@ -80,10 +80,10 @@ def test_the_boundary_check_fires_on_a_planted_import():
     client = PACKAGE / "client" / "__init__.py"
     files[client] += "\nfrom python_models.runtime.preprocess import decode  # noqa: E402,F401\n"
     contract = PACKAGE / "contract.py"
-    files[contract] += "\nfrom python_models import build  # noqa: E402,F401\n"
+    files[contract] += "\nfrom python_models import export  # noqa: E402,F401\n"
     problems = violations(files)
     assert len(problems) == 3, problems
     assert any("runtime imports python_models.client.matching" in p for p in problems)
     assert any("client imports python_models.runtime.preprocess" in p for p in problems)
-    assert any("contract imports python_models.build" in p for p in problems)
+    assert any("contract imports python_models.export" in p for p in problems)
 

@@ -12,8 +12,8 @@ import sysconfig
 import pytest
 import torch
 
-from python_models.build import repository as repo
-from python_models.build.compiled_network import build_track_a, jit_toolchain_problem
+from python_models.export import repository as repo
+from python_models.export.compiled_network import build_track_a, jit_toolchain_problem
 from python_models.runtime import network
 
 TARGET = {"torch": torch.__version__, "capability": "9.0", "precision": "fp16", "image_size": 640,
@@ -101,7 +101,7 @@ def _head_output(shift: float = 0.0) -> torch.Tensor:
 
 
 def test_the_build_compares_the_compiled_head_output_with_the_eager_one():
-    from python_models.build.compiled_network import head_differences
+    from python_models.export.compiled_network import head_differences
 
     assert head_differences(_head_output(), _head_output()) == []
     assert head_differences(_head_output(0.75), _head_output()) == [], "FP16 rounding near 600 px is close enough"

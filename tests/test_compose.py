@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from python_models.build.deployment import TRITON_IMAGE, TRITON_RELEASE
+from python_models.export.deployment import TRITON_IMAGE, TRITON_RELEASE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,7 +176,7 @@ def test_the_cpu_profile_runs_the_dali_of_the_pinned_release():
     tomllib = pytest.importorskip("tomllib")
     import nvidia.dali
 
-    from python_models.build.deployment import DALI_VERSION
+    from python_models.export.deployment import DALI_VERSION
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     (pin,) = extras["dali"]

@@ -13,7 +13,7 @@ from conftest import assert_same_detections, burst, detections_of, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import infer_grpc, pack_images, unpack_detections
 from python_models.client.bad_inputs import bad_inputs, damaged_scans
 from python_models.client.metrics import scrape

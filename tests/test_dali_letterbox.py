@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLE_NAMES
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
 from python_models.runtime.dali_letterbox import letterbox_graph, letterbox_pipeline
 from python_models.runtime.preprocess import decode, letterbox_rgb

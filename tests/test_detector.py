@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from python_models.build.weights import calibration_images, untrained_detector
+from python_models.export.weights import calibration_images, untrained_detector
 from python_models.runtime.preprocess import letterbox
 from python_models.runtime.nms import nms
 from python_models.contract import ModelSpec
@@ -31,7 +31,7 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
     from ultralytics.utils import ASSETS
 
     from python_models.runtime.network import forward, forward_padded
-    from python_models.build.weights import untrained_detector
+    from python_models.export.weights import untrained_detector
     from python_models.runtime.preprocess import letterbox, letterbox_padded
 
     net = untrained_detector().model.fuse().eval()
@@ -81,7 +81,7 @@ def test_what_a_forward_caches_on_the_modules_is_found_so_each_cuda_graph_can_ke
 def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, monkeypatch):
     import pytest
 
-    from python_models.build.weights import WeightsError, resolve_weights
+    from python_models.export.weights import WeightsError, resolve_weights
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     cases = {
@@ -99,7 +99,7 @@ def test_weights_that_cannot_be_resolved_are_an_error_with_the_reason(tmp_path, 
 
 
 def test_the_untrained_fallback_is_explicit_and_says_why(tmp_path, monkeypatch):
-    from python_models.build.weights import resolve_weights
+    from python_models.export.weights import resolve_weights
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     resolved = resolve_weights(str(tmp_path / "typo.pt"), allow_untrained=True)
@@ -109,7 +109,7 @@ def test_the_untrained_fallback_is_explicit_and_says_why(tmp_path, monkeypatch):
 
 
 def test_a_name_is_found_in_the_weights_folder(tmp_path, monkeypatch):
-    from python_models.build.weights import resolve_weights, untrained_detector
+    from python_models.export.weights import resolve_weights, untrained_detector
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     untrained_detector().save(str(tmp_path / "yolo11n.pt"))

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from python_models import contract as c
-from python_models.build import repository as repo
-from python_models.build.engine_build import (
+from python_models.export import repository as repo
+from python_models.export.engine_build import (
     EngineBuildError,
     build_engines,
     check_plan,
     engine_specs,
     plan_tensorrt_version,
 )
-from python_models.build.export import EXPORT_COMPLETE, FP16_ONNX, end2end_onnx, raw_onnx, ultralytics_raw_onnx
+from python_models.export.artifacts import EXPORT_COMPLETE, FP16_ONNX, end2end_onnx, raw_onnx, ultralytics_raw_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = "10.16.1.11"

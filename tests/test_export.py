@@ -16,8 +16,8 @@ import onnx
 import pytest
 
 from python_models import contract as c
-from python_models.build import repository as repo
-from python_models.build.export import EXPORT_COMPLETE, ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
+from python_models.export import repository as repo
+from python_models.export.artifacts import EXPORT_COMPLETE, ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = str(ROOT / "tools" / "export.py")
@@ -105,7 +105,7 @@ def _export_main_as(uid: int | None, args: list[str]) -> tuple[int, str]:
     Forked rather than executed, because the interpreter lives under /root, which another user cannot enter:
     everything the refusal needs is imported before the fork.
     """
-    from python_models.build import repository
+    from python_models.export import repository
     from python_models.cli import export as tool
 
     repository.model_definitions(repository.default_spec())  # imports what the refusal reads (ultralytics, for the warm-up image)
@@ -187,9 +187,9 @@ def test_an_image_size_that_is_not_a_multiple_of_the_stride_is_refused(tmp_path)
 def test_a_refused_or_failed_export_leaves_the_previous_one_as_it_was(tmp_path, monkeypatch):
     """Nothing half-written: the artifacts, the configs and the manifest of the last good export stay, byte for
     byte, when the next export is refused (a segmentation model) or fails half-way (after the ONNX export)."""
-    from python_models.build import end2end
-    from python_models.build.export import ExportOptions, export_artifacts
-    from python_models.build.weights import UnservableModel
+    from python_models.export import end2end
+    from python_models.export.artifacts import ExportOptions, export_artifacts
+    from python_models.export.weights import UnservableModel
 
     network = tmp_path / "three.yaml"
     network.write_text((Path(__import__("ultralytics").__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml")
@@ -221,7 +221,7 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
 
     import yaml
 
-    from python_models.build.export import ExportOptions
+    from python_models.export.artifacts import ExportOptions
 
     def parsed(*argv: str) -> ExportOptions:
         parser = argparse.ArgumentParser()

@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client.metrics import ModelMetrics
 from python_models.client.perf_analyzer import PerfResult
 from python_models.client.report import Run
@@ -112,7 +112,7 @@ def test_more_gpus_than_the_host_has_is_refused(bench, monkeypatch):
 
 
 def test_the_compiled_network_is_built_before_serving_and_refused_here_with_the_reason(bench, tmp_path):
-    from python_models.build.compiled_network import CompiledNetworkBuildError
+    from python_models.export.compiled_network import CompiledNetworkBuildError
 
     with pytest.raises(CompiledNetworkBuildError, match="no GPU here"):
         bench.layout(tmp_path / "compiled", str(WEIGHTS), "fp16", instances=4, network="compiled")

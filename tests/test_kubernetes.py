@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from python_models.build.export import EXPORT_COMPLETE
+from python_models.export.artifacts import EXPORT_COMPLETE
 from python_models.contract import PUBLIC_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]

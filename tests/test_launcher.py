@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import SERVER_START_TIMEOUT_S, Server, free_port
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import infer_grpc, unpack_detections
 from python_models.serving.status import wait_ready
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = Path(sys.executable).parent / "locust"

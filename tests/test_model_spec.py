@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.contract import METADATA, ModelSpec
 
 THREE = ModelSpec(names=("helmet", "vest", "licence plate"), imgsz=320, conf=0.4, iou=0.6, max_det=20)

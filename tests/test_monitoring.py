@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import free_port
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import infer_grpc
 from python_models.client.metrics import GPU_FAMILIES
 from python_models.serving.status import wait_ready

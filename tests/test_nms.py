@@ -104,7 +104,7 @@ def test_pack_maps_to_original_pixels_and_zero_fills():
 
 @pytest.fixture(scope="module")
 def untrained_net_outputs() -> torch.Tensor:
-    from python_models.build.weights import calibration_images, untrained_detector
+    from python_models.export.weights import calibration_images, untrained_detector
     from python_models.runtime.network import forward
     from python_models.runtime.preprocess import letterbox
 

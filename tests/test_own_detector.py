@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, assert_same_detections, reference_detections, start_server, stop_server, tolerance
 
 from python_models import contract as c
-from python_models.build import shapes_dataset as shapes
+from python_models.export import shapes_dataset as shapes
 from python_models.client import contract_violations, infer_grpc, served_spec, unpack_detections
 from python_models.client.evaluation import GroundTruth, coco_map
 

@@ -23,7 +23,7 @@ def test_another_head_with_other_thresholds_is_served_by_every_track(v8_server, 
     and Track A with the Ultralytics predictor at those thresholds."""
     from ultralytics import YOLO
 
-    from python_models.build.export import weights_pt
+    from python_models.export.artifacts import weights_pt
 
     client = v8_server.grpc()
     predictor = YOLO(str(weights_pt(v8_server.artifacts)))

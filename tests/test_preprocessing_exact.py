@@ -17,7 +17,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import pack_images
 from python_models.runtime.preprocess import decode
 
@@ -121,7 +121,7 @@ def network_input_of(graph_path, letterboxed: np.ndarray) -> np.ndarray:
     import onnx
     import onnxruntime as ort
 
-    from python_models.build.end2end import NETWORK_INPUT
+    from python_models.export.end2end import NETWORK_INPUT
 
     model = onnx.load(str(graph_path))
     entry = onnx.utils.Extractor(model).extract_model([c.ONNX_INPUT], [NETWORK_INPUT])
@@ -135,7 +135,7 @@ def test_the_exported_graphs_turn_the_uint8_image_into_the_networks_exact_input(
                                                                                graph, precision):
     """The engines take uint8 (a quarter of the bytes) and their graphs finish the preprocessing, in float32 in both
     precisions: the network reads exactly what the CPU letterbox used to hand it."""
-    from python_models.build.export import FP16_ONNX, end2end_onnx, raw_onnx
+    from python_models.export.artifacts import FP16_ONNX, end2end_onnx, raw_onnx
 
     path = (raw_onnx if graph == "raw" else end2end_onnx)(server.artifacts)
     path = path.with_name(FP16_ONNX) if precision == "fp16" else path

@@ -13,7 +13,7 @@ import pytest
 from conftest import SESSION, assert_same_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import contract_violations, infer_grpc, unpack_detections
 from python_models.serving.status import process_tree_rss
 from python_models.serving.supervisor import python_stubs

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from tritonclient.grpc import model_config_pb2 as mc
 from python_models.serving.cpu_profile import build_cpu_repository
 

@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 from conftest import SESSION, assert_same_detections, burst, detections_of, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import contract_violations, infer_grpc, infer_http, unpack_detections
 from python_models.client.bad_inputs import bad_inputs as catalogue_of_bad_inputs
 from python_models.client.bad_inputs import corrupt_pixels

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import SESSION, assert_same_detections, burst, detections_of, tolerance
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client.matching import differences
 
 from python_models.client import infer_grpc, unpack_detections

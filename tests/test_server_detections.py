@@ -12,7 +12,7 @@ from conftest import SESSION, SAMPLE_NAMES
 from conftest import assert_same_detections, reference_detections, tolerance
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import infer_grpc, infer_http, unpack_detections
 
 PREDICTOR_TRACKS = (repo.PYTORCH, repo.TRT_ENSEMBLE)

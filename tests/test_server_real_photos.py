@@ -9,7 +9,7 @@ from conftest import assert_same_detections, burst, detections_of, reference_det
 from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.client import contract_violations, infer_grpc, unpack_detections
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans, exif_rotated
 from python_models.client.metrics import scrape

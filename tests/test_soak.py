@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 
 ROOT = Path(__file__).resolve().parents[1]
 SOAK_S = 30

@@ -2,6 +2,8 @@
 
 Each subcommand is a module of this package with a ``main(argv)`` (its own flags and ``--help``); ``tools/*.py``
 remain only where docker compose, the Kubernetes manifests or the image build call a script by path.
+
+May import: every role of the package. Nothing imports it but ``python -m python_models``.
 """
 
 from __future__ import annotations

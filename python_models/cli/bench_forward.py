@@ -44,7 +44,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 @functools.cache
 def fused_network(weights: str):
-    from python_models.build.weights import resolve_weights
+    from python_models.export.weights import resolve_weights
 
     return resolve_weights(weights).model.model.fuse().eval()
 

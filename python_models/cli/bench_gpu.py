@@ -46,7 +46,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
 from python_models.client import perf_analyzer as pa  # noqa: E402
-from python_models.build import repository as repo  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
 from python_models.client.report import PerfAnalyzerFailed, measure, write_report  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
 from python_models.serving.status import wait_ready  # noqa: E402
@@ -61,7 +61,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``;
     with ``network`` compiled, its caches built (or kept, when up to date) as the export builds them. Returns the
     repository, whether the network is untrained, and the caches' record."""
-    from python_models.build.weights import model_spec, resolve_weights
+    from python_models.export.weights import model_spec, resolve_weights
 
     repository = out / "repository"
     version = repository / repo.PYTORCH / "1"
@@ -83,7 +83,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     (version / "model.py").write_text(repo.python_entry(repo.RUNTIME + "pytorch_model"))
     record = None
     if network == "compiled":
-        from python_models.build.compiled_network import build_compiled_network
+        from python_models.export.compiled_network import build_compiled_network
 
         record = build_compiled_network(version, precision, config.max_batch_size, model_spec(model).imgsz)
     return repository, untrained, record
@@ -178,7 +178,7 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     device, half = torch.device("cuda:0"), precision == "fp16"
     torch.cuda.set_device(device)
     net = network.load_network(weights_pt, device, half)
-    from python_models.build.weights import model_spec
+    from python_models.export.weights import model_spec
 
     model = YOLO(str(weights_pt))  # the predictor below, and what the network serves
     spec = model_spec(model)
@@ -202,7 +202,7 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     forward = {"eager network, CUDA graph": rate(lambda: graphed(padded), batch)}
     run_forward = graphed  # what the pipeline below runs: the compiled network's graphs when they could be captured
     if package_dir is not None:
-        from python_models.build.compiled_network import head_differences
+        from python_models.export.compiled_network import head_differences
 
         started = time.perf_counter()
         compiled = network.load_compiled(package_dir, net, device, half, batch, size)

@@ -27,7 +27,7 @@ from pathlib import Path
 from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models.build import repository as repo  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client import perf_analyzer as pa  # noqa: E402
 from python_models.client.report import PerfAnalyzerFailed, measure  # noqa: E402

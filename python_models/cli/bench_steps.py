@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from python_models.runtime.preprocess import decode
     from python_models.runtime.network import forward
-    from python_models.build.weights import model_spec, resolve_weights
+    from python_models.export.weights import model_spec, resolve_weights
     from python_models.runtime.preprocess import letterbox, letterbox_geometry, letterbox_rgb
     from python_models.runtime.nms import nms, pack_detections
 
@@ -148,7 +148,7 @@ def twins_table(args, data: bytes):
     from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, ONNX_INPUT
     from python_models.runtime.dali_letterbox import letterbox_pipeline
     from python_models.runtime.preprocess import decode
-    from python_models.build.export import end2end_onnx, export_artifacts, raw_onnx, read_manifest
+    from python_models.export.artifacts import end2end_onnx, export_artifacts, raw_onnx, read_manifest
     from python_models.runtime.preprocess import letterbox_rgb
     from python_models.serving.twins.onnx_session import open_session
 

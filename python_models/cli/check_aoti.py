@@ -5,7 +5,7 @@
 Why it exists: Track A's compiled network was first an AOTInductor package (``aoti_compile_and_package`` /
 ``aoti_load_package``). On the H100 host (torch 2.11.0+cu130, Python 3.12) every package crashed the loading
 process with SIGSEGV inside ``AOTIModelPackageLoader``, down to the two-convolution network below without
-autotuning, so the project compiles with torch.compile from caches instead (``python_models/build/
+autotuning, so the project compiles with torch.compile from caches instead (``python_models/export/
 compiled_network.py``). This tool says in a minute whether that is still so on your host: one package with the
 default settings, one under a file name starting with a dot (how the export stages files), one with max-autotune;
 each loaded and run in its own process, whose exit status is reported (-11: the crash). Exit 0 when all three load.

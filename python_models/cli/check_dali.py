@@ -28,8 +28,8 @@ import numpy as np
 from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models import contract as c  # noqa: E402
-from python_models.build import repository as repo  # noqa: E402
-from python_models.build.export import ARTIFACTS_DIR  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
+from python_models.export.artifacts import ARTIFACTS_DIR  # noqa: E402
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans  # noqa: E402
 from python_models.client.bad_inputs import exif_rotated  # noqa: E402
 

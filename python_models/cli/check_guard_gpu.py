@@ -37,7 +37,7 @@ from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
-from python_models.build import repository as repo  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
 from python_models.client import pack_images  # noqa: E402
 from python_models.client.bad_inputs import damaged_scans, exif_rotated  # noqa: E402
 from python_models.runtime.preprocess import decode, letterbox_rgb  # noqa: E402

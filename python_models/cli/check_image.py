@@ -21,8 +21,8 @@ from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build import deployment as d  # noqa: E402
-from python_models.build.engine_build import find_trtexec, runtime_tensorrt_version  # noqa: E402
+from python_models.export import deployment as d  # noqa: E402
+from python_models.export.engine_build import find_trtexec, runtime_tensorrt_version  # noqa: E402
 from python_models.serving.triton import GPU_BACKENDS, NGC_ROOT  # noqa: E402
 
 EXPORT_MODULES = ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "onnxruntime", "cv2", "tritonclient.grpc")
@@ -83,7 +83,7 @@ def problems_and_facts() -> tuple[list[str], list[str]]:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - any import failure is the finding
             problems.append(f"{module} cannot be imported: {exc}")
-    from python_models.build.compiled_network import jit_toolchain_problem
+    from python_models.export.compiled_network import jit_toolchain_problem
 
     if toolchain := jit_toolchain_problem():
         problems.append(f"Track A's compiled network (its default on a GPU) could not run here: {toolchain}")

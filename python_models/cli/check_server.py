@@ -24,10 +24,10 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # the check never downloads anything
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build import repository as repo  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client.server_check import CheckSettings, ServerCheck, default_images, timestamp  # noqa: E402
-from python_models.build.export import ARTIFACTS_DIR, read_manifest  # noqa: E402
+from python_models.export.artifacts import ARTIFACTS_DIR, read_manifest  # noqa: E402
 
 
 def url(value: str) -> str:

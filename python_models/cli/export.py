@@ -27,12 +27,12 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build import repository as repo  # noqa: E402
-from python_models.build.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
-from python_models.build.engine_build import PRECISIONS, build_for_gpu_profile  # noqa: E402
-from python_models.build.export import ARTIFACTS_DIR, EXPORT_COMPLETE, ExportOptions, RepositoryNotWritable  # noqa: E402
-from python_models.build.export import export_artifacts  # noqa: E402
-from python_models.build.export import untrained_banner  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
+from python_models.export.weights import DEFAULT_WEIGHTS, UnservableModel, WeightsError  # noqa: E402
+from python_models.export.engine_build import PRECISIONS, build_for_gpu_profile  # noqa: E402
+from python_models.export.artifacts import ARTIFACTS_DIR, EXPORT_COMPLETE, ExportOptions, RepositoryNotWritable  # noqa: E402
+from python_models.export.artifacts import export_artifacts  # noqa: E402
+from python_models.export.artifacts import untrained_banner  # noqa: E402
 from python_models.serving.triton import ngc_image  # noqa: E402
 
 EXIT_WEIGHTS, EXIT_NOT_WRITABLE, EXIT_PLANS = 2, 3, 4

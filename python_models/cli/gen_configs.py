@@ -1,5 +1,5 @@
 """Write model_repository/*/config.pbtxt, the version-folder entry files (model.py, dali.py), warm-up inputs, and the
-docs' generated blocks: the map of tracks to modules in docs/tracks.md (python_models/build/repository.py) and the
+docs' generated blocks: the map of tracks to modules in docs/tracks.md (python_models/export/repository.py) and the
 table of memory pools in docs/production.md (python_models/serving/triton.py), for the default export (yolo11n.pt:
 COCO's 80 classes at 640). yolo11-triton export writes the same model files for whatever model it exports."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
+from python_models.export.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
 from python_models.serving.triton import POOLS_BEGIN, POOLS_END, memory_pools_table  # noqa: E402
 
 

@@ -25,13 +25,13 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build import repository as repo  # noqa: E402
-from python_models.build.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
-from python_models.build.engine_build import EngineBuildError, build_for_gpu_profile, check_plan, engine_specs  # noqa: E402
-from python_models.build.engine_build import runtime_tensorrt_version  # noqa: E402
-from python_models.build.export import ARTIFACTS_DIR, ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
-from python_models.build.export import read_manifest  # noqa: E402
-from python_models.build.export import untrained_banner  # noqa: E402
+from python_models.export import repository as repo  # noqa: E402
+from python_models.export.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
+from python_models.export.engine_build import EngineBuildError, build_for_gpu_profile, check_plan, engine_specs  # noqa: E402
+from python_models.export.engine_build import runtime_tensorrt_version  # noqa: E402
+from python_models.export.artifacts import ARTIFACTS_DIR, ExportOptions, RepositoryNotWritable, export_artifacts  # noqa: E402
+from python_models.export.artifacts import read_manifest  # noqa: E402
+from python_models.export.artifacts import untrained_banner  # noqa: E402
 from python_models.serving.triton import (  # noqa: E402
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,

@@ -1,4 +1,4 @@
-"""Train the test detector: a YOLO11 on synthetic shapes (python_models/build/shapes_dataset.py), with Ultralytics'
+"""Train the test detector: a YOLO11 on synthetic shapes (python_models/export/shapes_dataset.py), with Ultralytics'
 own trainer, on the CPU, deterministically.
 
     yolo11-triton dev train-shapes [--out tests/assets/shapes_yolo11.pt] [--epochs 30] [--train 500] [--val 60]
@@ -24,7 +24,7 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.build import shapes_dataset as shapes  # noqa: E402
+from python_models.export import shapes_dataset as shapes  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "assets" / "shapes_yolo11.pt"
 SHAPES_SCALE = [0.33, 0.125, 256]

@@ -4,6 +4,6 @@
 graphs), ``nms`` (Ultralytics' NMS and the fixed-size packing), ``dali_letterbox`` (Track D's DALI graph) and
 ``triton/`` (the ``TritonPythonModel`` adapters ``model_repository/*/1/model.py`` import).
 
-May import: ``python_models.contract`` and this package. Never ``build``, ``serving`` or ``client``: a Triton
+May import: ``python_models.contract`` and this package. Never ``export``, ``serving``, ``client`` or ``cli``: a Triton
 stub loads only what serving needs.
 """

@@ -193,7 +193,7 @@ class PaddedForward(torch.nn.Module):
 COMPILE_CACHE = "model.inductor_cache"
 COMPILED_RECORD = "model_compiled.json"
 """Beside ``model.pt``: the compiled network's inductor caches (autotuned kernels and generated code) and what they were
-built for (``python_models.build.compiled_network``)."""
+built for (``python_models.export.compiled_network``)."""
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 """Autotuned kernels; CUDA graphs are ``GraphedForward``'s, as for the eager network."""
 

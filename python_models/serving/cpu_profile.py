@@ -9,8 +9,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from python_models.build import repository as repo
-from python_models.build.export import onnx_for
+from python_models.export import repository as repo
+from python_models.export.artifacts import onnx_for
 from python_models.contract import ModelSpec as ModelSpec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.serving.triton import ADMIN_KEY_HEADER
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from python_models import contract as c
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 
 NGC_ROOT = Path("/opt/tritonserver")
 GPU_BACKENDS = ("tensorrt", "dali", "python")

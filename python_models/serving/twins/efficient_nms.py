@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from python_models.build.end2end import BOX_CENTER_SIZE, BOX_CORNERS, EfficientNMSAttributes
+from python_models.export.end2end import BOX_CENTER_SIZE, BOX_CORNERS, EfficientNMSAttributes
 
 PRE_NMS_TOP_K = 4096
 """The plugin's NMS kernel takes at most this many of the best-scoring candidates per image."""

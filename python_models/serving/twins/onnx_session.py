@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from python_models.build.end2end import OP_TYPE, EfficientNMSAttributes
+from python_models.export.end2end import OP_TYPE, EfficientNMSAttributes
 
 _registered = False
 _FLOAT_ATTRIBUTES = ("score_threshold", "iou_threshold")

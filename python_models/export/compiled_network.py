@@ -176,7 +176,7 @@ def build_track_a(artifacts: Path, spec, force: bool = False, log=print) -> list
     """Build Track A's compiled network in a repository (``artifacts``) as the config the export wrote there asks
     (``network`` ``compiled``, at its precision and max batch); return why it could not be, empty when it is there
     and matches."""
-    from python_models.build import repository as repo
+    from python_models.export import repository as repo
 
     config_path = artifacts / repo.PYTORCH / "config.pbtxt"
     if not config_path.exists():

@@ -2,7 +2,7 @@
 configs of the repository, all for one ``ModelSpec`` (the weights' classes and names, the image size, the thresholds).
 
 Three ONNX graphs: the raw network reading uint8 images (Track B's engine), the End2End graph built on
-it (``python_models.build.end2end``: NMS and un-letterbox inside), which Track C's and
+it (``python_models.export.end2end``: NMS and un-letterbox inside), which Track C's and
 every Track D tier's engines are built from, and the raw network as Ultralytics exports it (float32
 CHW), for Ultralytics' own Triton client.
 
@@ -23,7 +23,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from python_models.build import repository as repo
+from python_models.export import repository as repo
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
 ARTIFACTS_DIR = "artifacts"
@@ -220,7 +220,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     first unless ``allow_untrained``); an unwritable repository raises ``RepositoryNotWritable``
     before anything is loaded. Either way, and on any failure, the repository is left as it was.
     """
-    from python_models.build.weights import model_spec, resolve_weights
+    from python_models.export.weights import model_spec, resolve_weights
 
     check_writable(artifacts)
     key = _source_key(weights, options)
@@ -248,7 +248,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
                                                       verbose=False))
         import onnx
 
-        from python_models.build.end2end import end2end_graph, fp16_graph, uint8_input_graph
+        from python_models.export.end2end import end2end_graph, fp16_graph, uint8_input_graph
 
         ultralytics_raw = onnx.load(str(exported))
         exported.unlink()

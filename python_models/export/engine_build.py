@@ -23,9 +23,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from python_models.build import repository as repo
-from python_models.build.deployment import TRITON_IMAGE, TRTEXEC
-from python_models.build.export import artifact, onnx_for
+from python_models.export import repository as repo
+from python_models.export.deployment import TRITON_IMAGE, TRTEXEC
+from python_models.export.artifacts import artifact, onnx_for
 from python_models.contract import ModelSpec
 
 PLAN = "model.plan"
@@ -207,7 +207,7 @@ def build_for_gpu_profile(artifacts: Path, served: ModelSpec, models: list[str],
     """Everything the GPU profile needs to serve the public ``models``: the plan of every TensorRT model behind them
     and, with Track A among them, its compiled network when its config asks for one. Returns what could not be
     built, each with its reason (``yolo11-triton export`` and ``yolo11-triton serve`` fail or report on them)."""
-    from python_models.build.compiled_network import build_track_a
+    from python_models.export.compiled_network import build_track_a
 
     definitions = repo.definitions_by_name(served)
     engines = sorted({leaf for model in models for leaf in repo.models_behind(model, definitions)

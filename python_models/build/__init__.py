@@ -1,7 +1,0 @@
-"""What builds the model repository: resolving weights (``weights``), exporting them (``export``), the End2End graph
-and its FP16 form (``end2end``), every model config (``repository``), TensorRT plans (``engine_build``), and the NGC
-release production runs (``deployment``).
-
-May import: ``python_models.contract``, ``python_models.runtime`` (the untrained test network letterboxes its
-calibration images) and this package. Never ``serving`` or ``client``.
-"""
