@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -65,7 +66,10 @@ def pytest_sessionstart(session) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """Running the tests must not change the checkout: no tracked file rewritten, nothing new left behind."""
+    """Every server stopped; running the tests must not change the checkout: no tracked file rewritten, nothing new
+    left behind."""
+    for stopping in STOPPING:
+        stopping.join()
     before, after = session.config.stash.get(GIT_STATUS, None), git_status()
     if before is not None and after is not None and after != before:
         changed = sorted(set(after.splitlines()) - set(before.splitlines()))
@@ -166,18 +170,34 @@ def start_server(work: Path, weights: str, *options: str, extra_models: Path | N
     return srv
 
 
-def stop_server(srv: Server) -> None:
+def stop_server(srv: Server, wait: bool = False) -> None:
+    """Stop a server the tests started. In the background unless ``wait``: nothing after it needs the server gone,
+    and Triton takes seconds to unload its stubs (the session joins every stop before it ends)."""
     # Triton's shutdown waits for open HTTP connections (up to its 30 s exit timeout): a keep-alive client the
     # tests dropped would hold it that long.
     for client in srv.http_clients:
         client.close()
     srv.process.terminate()
-    try:
-        # Triton 2.51 never unloads instances a reload replaced (the stub kills of test_reliability): its shutdown then
-        # waits out its whole 30 s exit timeout for them, with nothing left to answer.
-        srv.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(srv.process.pid, 9)
+
+    def finish() -> None:
+        try:
+            # Triton 2.51 never unloads instances a reload replaced (the stub kills of test_reliability): its shutdown
+            # then waits out its whole 30 s exit timeout for them, with nothing left to answer.
+            srv.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(srv.process.pid, 9)
+            srv.process.wait()
+
+    if wait:
+        finish()
+    else:
+        stopping = threading.Thread(target=finish, name=f"stop {srv.grpc_url}")
+        stopping.start()
+        STOPPING.append(stopping)
+
+
+STOPPING: list[threading.Thread] = []
+"""Servers being stopped in the background; joined when the session ends."""
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_benchmark_writes_a_report_from_perf_analyzer(server, tmp_path):
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "python_models", "bench", "sweep", "--grpc-url", server.grpc_url,
            "--metrics-url", server.metrics_url, "--models", "yolo11_pytorch,yolo11_trt", "--concurrency", "1,4",
-           "--measurement-ms", "2500", "--out", str(out),
+           "--measurement-ms", "1000", "--out", str(out),
            # Stability is perf_analyzer's judgement of a quiet machine; CI's shared 2 cores are not one (Triton's
            # own CI sets 9999 too). The report pipeline is under test here, not the machine's noise.
            "--stability-percent", "9999"]
