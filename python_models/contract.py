@@ -144,7 +144,7 @@ class ModelSpec:
 
         A quarter of the bytes of the network's float32 input: the exported graphs cast, scale by 1/255 and
         transpose on entry (``python_models.export.end2end.uint8_input_graph``), in the float32 steps
-        ``preprocess.network_input`` takes on the CPU."""
+        ``letterbox.network_input`` takes on the CPU."""
         return TensorSpec(LETTERBOXED_IMAGES, np.dtype(np.uint8), (self.imgsz, self.imgsz, 3))
 
     def network_input_spec(self) -> TensorSpec:

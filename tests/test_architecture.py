@@ -78,12 +78,12 @@ def test_the_boundary_check_fires_on_a_planted_import():
     guard = PACKAGE / "runtime" / "triton" / "dali_guard_model.py"
     files[guard] += "\n\ndef _planted():\n    from python_models.client.matching import differences  # noqa: F401\n"
     client = PACKAGE / "client" / "__init__.py"
-    files[client] += "\nfrom python_models.runtime.preprocess import decode  # noqa: E402,F401\n"
+    files[client] += "\nfrom python_models.runtime.decode import decode  # noqa: E402,F401\n"
     contract = PACKAGE / "contract.py"
     files[contract] += "\nfrom python_models import export  # noqa: E402,F401\n"
     problems = violations(files)
     assert len(problems) == 3, problems
     assert any("runtime imports python_models.client.matching" in p for p in problems)
-    assert any("client imports python_models.runtime.preprocess" in p for p in problems)
+    assert any("client imports python_models.runtime.decode" in p for p in problems)
     assert any("contract imports python_models.export" in p for p in problems)
 

@@ -16,7 +16,8 @@ from ultralytics.utils import ASSETS
 
 from python_models.client import pack_images
 from python_models.contract import INPUT_IMAGES
-from python_models.runtime.preprocess import InvalidImageError, available_cores, decode_threads
+from python_models.runtime.decode import InvalidImageError
+from python_models.runtime.threads import available_cores, decode_threads
 
 
 def _requests() -> list[dict]:
@@ -65,7 +66,7 @@ def test_the_pool_is_sized_from_the_parameter_or_from_the_cores_and_instances(ad
 def test_track_d_guard_groups_requests_so_padding_stays_bounded():
     """The guard sends a batch's rows to the DALI leaf as one zero-padded array: one 4 MB photo among small ones must
     not pad them all to 4 MB, and every request is sent exactly once, its rows intact."""
-    from python_models.runtime.preprocess import MAX_PADDING, padded_groups, payload, stack_padded
+    from python_models.runtime.decode import MAX_PADDING, padded_groups, payload, stack_padded
 
     rng = np.random.default_rng(0)
     shapes = [(1, 140_000)] * 30 + [(2, 50_000), (1, 4_000_000), (3, 137_000)]

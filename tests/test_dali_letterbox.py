@@ -13,7 +13,8 @@ from python_models import contract as c
 from python_models.export import repository as repo
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
 from python_models.runtime.dali_letterbox import letterbox_graph, letterbox_pipeline
-from python_models.runtime.preprocess import decode, letterbox_rgb
+from python_models.runtime.decode import decode
+from python_models.runtime.letterbox import letterbox_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MEAN_ABS_DIFF = 2

@@ -11,7 +11,8 @@ import pytest
 from ultralytics.utils import ASSETS
 
 from python_models.contract import MAX_IMAGE_PIXELS
-from python_models.runtime.preprocess import InvalidImageError, available_cores, decode, decode_threads, probe
+from python_models.runtime.decode import InvalidImageError, decode, probe
+from python_models.runtime.threads import available_cores, decode_threads
 
 BUS = (ASSETS / "bus.jpg").read_bytes()
 
@@ -98,7 +99,7 @@ def test_decode_threads_count_the_cores_the_server_was_given_not_the_host_s():
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two cores to give the child one")
-    code = "from python_models.runtime.preprocess import available_cores; print(available_cores())"
+    code = "from python_models.runtime.threads import available_cores; print(available_cores())"
     one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     assert one.stdout.strip() == "1"
@@ -129,7 +130,7 @@ def test_a_padded_row_is_read_without_its_padding(monkeypatch):
     """Rows of a request are zero-padded to the longest; the decoder and the header parser get the image alone."""
     import cv2 as cv2_module
 
-    from python_models.runtime import preprocess as decode_module
+    from python_models.runtime import decode as decode_module
 
     padded = np.zeros(len(BUS) + 4_000_000, np.uint8)
     padded[: len(BUS)] = np.frombuffer(BUS, np.uint8)

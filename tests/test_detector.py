@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from python_models.export.weights import calibration_images, untrained_detector
-from python_models.runtime.preprocess import letterbox
+from python_models.runtime.letterbox import letterbox
 from python_models.runtime.nms import nms
 from python_models.contract import ModelSpec
 
@@ -32,7 +32,7 @@ def test_uint8_path_to_the_device_equals_the_cpu_letterbox_path():
 
     from python_models.runtime.network import forward, forward_padded
     from python_models.export.weights import untrained_detector
-    from python_models.runtime.preprocess import letterbox, letterbox_padded
+    from python_models.runtime.letterbox import letterbox, letterbox_padded
 
     net = untrained_detector().model.fuse().eval()
     image = cv2.imread(str(ASSETS / "zidane.jpg"))

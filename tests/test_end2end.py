@@ -10,12 +10,12 @@ from onnx import TensorProto, shape_inference
 
 from python_models import contract as c
 from python_models.export import repository as repo
-from python_models.runtime.preprocess import decode
+from python_models.runtime.decode import decode
 from python_models.export.end2end import OP_TYPE, nms_attributes, nms_node
 from python_models.export.engine_build import engine_specs
 from python_models.export.artifacts import FP16_ONNX, end2end_onnx, raw_onnx
 from python_models.client.matching import differences
-from python_models.runtime.preprocess import letterbox_rgb
+from python_models.runtime.letterbox import letterbox_rgb
 from python_models.runtime.nms import nms, pack_detections
 from python_models.serving.twins.onnx_session import open_session
 

@@ -18,7 +18,8 @@ from ultralytics.utils import ASSETS
 from python_models.client import pack_images
 from python_models.contract import DEFAULT_IMAGE_SIZE, INPUT_IMAGES, PAD_VALUE
 from python_models.runtime import gpu_decode
-from python_models.runtime.preprocess import InvalidImageError, decode, letterbox_padded
+from python_models.runtime.decode import InvalidImageError, decode
+from python_models.runtime.letterbox import letterbox_padded
 
 SIZE = DEFAULT_IMAGE_SIZE
 

@@ -12,7 +12,7 @@ from ultralytics.utils.ops import scale_boxes
 
 from python_models.contract import DEFAULT_IMAGE_SIZE as IMAGE_SIZE
 from python_models.contract import PAD_VALUE
-from python_models.runtime.preprocess import LetterboxTransform, letterbox, unletterbox_boxes
+from python_models.runtime.letterbox import LetterboxTransform, letterbox, unletterbox_boxes
 
 SHAPES = [(1080, 810), (720, 1280), (480, 640), (1280, 480), (640, 640), (100, 3000), (1, 1), (333, 517)]
 

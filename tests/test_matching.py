@@ -10,7 +10,7 @@ from python_models.client import Detections
 from python_models.client.matching import (TOLERANCES, Tolerance, box_iou, differences, max_score_difference, pairs,
                                            tolerance)
 from python_models.contract import PUBLIC_MODELS, ModelSpec
-from python_models.runtime.preprocess import letterbox_transform, unletterbox_boxes
+from python_models.runtime.letterbox import letterbox_transform, unletterbox_boxes
 
 SPEC = ModelSpec(names=tuple(f"class{i}" for i in range(80)))
 

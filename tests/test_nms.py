@@ -8,7 +8,7 @@ import torch
 from ultralytics.utils.nms import non_max_suppression
 
 from python_models.contract import ModelSpec
-from python_models.runtime.preprocess import LetterboxTransform
+from python_models.runtime.letterbox import LetterboxTransform
 import torchvision
 
 from python_models.contract import OUTPUT_NUM_DETECTIONS
@@ -106,7 +106,7 @@ def test_pack_maps_to_original_pixels_and_zero_fills():
 def untrained_net_outputs() -> torch.Tensor:
     from python_models.export.weights import calibration_images, untrained_detector
     from python_models.runtime.network import forward
-    from python_models.runtime.preprocess import letterbox
+    from python_models.runtime.letterbox import letterbox
 
     net = untrained_detector().model.eval()
     batch = np.stack([letterbox(image, SPEC.imgsz)[0] for image in calibration_images()])

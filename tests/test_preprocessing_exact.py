@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 from python_models import contract as c
 from python_models.export import repository as repo
 from python_models.client import pack_images
-from python_models.runtime.preprocess import decode
+from python_models.runtime.decode import decode
 
 WIDTH, HEIGHT = 640, 320
 TOP = (c.DEFAULT_IMAGE_SIZE - HEIGHT) // 2
@@ -62,7 +62,7 @@ EXPECTED_TRANSFORM = np.array([1, 1, 0, TOP, WIDTH, HEIGHT], np.float32)
 
 
 def test_the_cpu_letterbox_hands_exact_values(png, expected):
-    from python_models.runtime.preprocess import letterbox
+    from python_models.runtime.letterbox import letterbox
 
     image, transform = letterbox(decode(png), c.DEFAULT_IMAGE_SIZE)
     np.testing.assert_array_equal(image, expected)
@@ -71,7 +71,7 @@ def test_the_cpu_letterbox_hands_exact_values(png, expected):
 
 def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
     from python_models.runtime.network import forward_padded
-    from python_models.runtime.preprocess import letterbox_padded
+    from python_models.runtime.letterbox import letterbox_padded
 
     padded, transform = letterbox_padded(decode(png), c.DEFAULT_IMAGE_SIZE)
     seen = []
@@ -87,7 +87,7 @@ def test_track_as_uint8_path_hands_the_network_exact_values(png, expected):
 
 
 def test_the_cpu_steps_uint8_letterbox_hands_exact_values(png, expected_uint8, expected):
-    from python_models.runtime.preprocess import letterbox_rgb, network_input
+    from python_models.runtime.letterbox import letterbox_rgb, network_input
 
     image, transform = letterbox_rgb(decode(png), c.DEFAULT_IMAGE_SIZE)
     np.testing.assert_array_equal(image, expected_uint8)

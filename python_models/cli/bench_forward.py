@@ -66,7 +66,7 @@ def sample_batch(batch: int):
     from ultralytics.utils import ASSETS
 
     from python_models.contract import DEFAULT_IMAGE_SIZE
-    from python_models.runtime.preprocess import letterbox_padded
+    from python_models.runtime.letterbox import letterbox_padded
 
     images = [letterbox_padded(cv2.imread(str(ASSETS / name)), DEFAULT_IMAGE_SIZE)[0] for name in ("bus.jpg", "zidane.jpg")]
     return np.stack([images[i % 2] for i in range(batch)])

@@ -89,7 +89,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     return repository, untrained, record
 
 
-STUB_IMPORTS = ("import numpy, cv2, torch, torchvision, ultralytics, python_models.runtime.preprocess, "
+STUB_IMPORTS = ("import numpy, cv2, torch, torchvision, ultralytics, python_models.runtime.letterbox, "
                 "python_models.runtime.network")
 
 
@@ -171,7 +171,8 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
 
     from python_models.runtime import gpu_decode, network
     from python_models.runtime.nms import nms, nms_on_device, pack_detections
-    from python_models.runtime.preprocess import LetterboxTransform, decode, letterbox_padded, probe
+    from python_models.runtime.decode import decode, probe
+    from python_models.runtime.letterbox import LetterboxTransform, letterbox_padded
     from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
     from python_models.client.matching import predictor_detections
 
@@ -236,7 +237,7 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
             nms_on_device(run_forward(canvas[: len(transforms)]), spec, params)
 
         out["pipeline_images_per_s"] = {
-            "header reading alone (preprocess.probe, one thread)": rate(lambda: [probe(r) for r in rows], batch),
+            "header reading alone (decode.probe, one thread)": rate(lambda: [probe(r) for r in rows], batch),
             "nvJPEG decode alone (torchvision, one call)": rate(lambda: decoder(tensors), batch),
             "device letterbox alone (decoded images)": rate(lambda: gpu_decode.letterbox_on_device(decoded, size, canvas), batch),
             "decode + letterbox (nvJPEG, device)": rate(lambda: gpu_decode.letterbox_rows(rows, size, decoder, canvas, pool), batch),
@@ -296,7 +297,8 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
 
     from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
     from python_models.runtime import gpu_decode
-    from python_models.runtime.preprocess import decode, letterbox_padded, payload, probe
+    from python_models.runtime.decode import decode, payload, probe
+    from python_models.runtime.letterbox import letterbox_padded
 
     device = torch.device("cuda:0")
     torch.cuda.set_device(device)
@@ -315,7 +317,7 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
 
     rows = [np.frombuffer(encoded[i % 2], np.uint8) for i in range(max(batches))]
     out: dict = {"images": list(PARITY_IMAGES), "seconds_per_figure": seconds, "header_check_images_per_s": {
-        "preprocess.probe, one thread": rate(lambda: [probe(r) for r in rows], len(rows)),
+        "decode.probe, one thread": rate(lambda: [probe(r) for r in rows], len(rows)),
         "the truncation rule it replaced alone (rfind of the last scan header), one thread": rate(
             lambda: [(lambda b: b.rfind(b"\xff\xd9") < b.rfind(b"\xff\xda"))(payload(r).tobytes()) for r in rows],
             len(rows))}}
@@ -389,7 +391,8 @@ def dali_benchmark(batches=(1, 32, 128), seconds: float = 3.0) -> dict:
     from ultralytics.utils import ASSETS
 
     from python_models.runtime.dali_letterbox import letterbox_pipeline
-    from python_models.runtime.preprocess import decode, letterbox_rgb
+    from python_models.runtime.decode import decode
+    from python_models.runtime.letterbox import letterbox_rgb
 
     out = {}
     for name in PARITY_IMAGES:
@@ -678,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="yolo11s.pt", help="a .pt, or a .yaml for an untrained network of that size")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--instances", type=int, default=2, help="yolo11_pytorch instances on each GPU")
-    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: preprocess.decode_threads, 8 for 4 instances on 16 cores)")
+    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per instance (0: threads.decode_threads, 8 for 4 instances on 16 cores)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
     parser.add_argument("--decode", choices=repo.TRACK_A_DECODES, default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
     parser.add_argument("--nms", choices=c.TRACK_A_NMS, default=repo.PYTORCH_NMS, help="Track A's parameter nms")

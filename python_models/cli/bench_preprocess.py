@@ -31,7 +31,7 @@ from python_models.export import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client import perf_analyzer as pa  # noqa: E402
 from python_models.client.report import PerfAnalyzerFailed, measure  # noqa: E402
-from python_models.runtime.preprocess import available_cores, decode_threads  # noqa: E402
+from python_models.runtime.threads import available_cores, decode_threads  # noqa: E402
 from python_models.serving.status import wait_ready  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
 

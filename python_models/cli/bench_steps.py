@@ -11,7 +11,7 @@ instance, every core): the End2End graph in ONNX Runtime with EfficientNMS, the 
 graph for comparison, and the DALI letterbox pipeline on DALI's CPU operators, per
 image at batch 1 and 16.
 
-A third table times Track D's CPU guard (``preprocess.probe``: headers, truncation, PNG chunk
+A third table times Track D's CPU guard (``decode.probe``: headers, truncation, PNG chunk
 CRCs, the pixel limit) against a full CPU decode of the same bytes (``cv2.imdecode``), on
 one core, per image of several sizes. (Its cost as served, with the Python backend's
 round trip, is the ``image_guard`` row of ``yolo11-triton bench sweep`` for any Track D model.)
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
     from ultralytics.utils import ASSETS
 
-    from python_models.runtime.preprocess import decode
+    from python_models.runtime.decode import decode
     from python_models.runtime.network import forward
     from python_models.export.weights import model_spec, resolve_weights
-    from python_models.runtime.preprocess import letterbox, letterbox_geometry, letterbox_rgb
+    from python_models.runtime.letterbox import letterbox, letterbox_geometry, letterbox_rgb
     from python_models.runtime.nms import nms, pack_detections
 
     # After the imports: importing ultralytics sets OpenCV to setNumThreads(0).
@@ -114,7 +114,7 @@ def guard_table(args):
     from rich.table import Table
     from ultralytics.utils import ASSETS
 
-    from python_models.runtime.preprocess import probe
+    from python_models.runtime.decode import probe
 
     os.sched_setaffinity(0, {args.core})
     cv2.setNumThreads(1)
@@ -147,9 +147,9 @@ def twins_table(args, data: bytes):
 
     from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, ONNX_INPUT
     from python_models.runtime.dali_letterbox import letterbox_pipeline
-    from python_models.runtime.preprocess import decode
+    from python_models.runtime.decode import decode
     from python_models.export.artifacts import end2end_onnx, export_artifacts, raw_onnx, read_manifest
-    from python_models.runtime.preprocess import letterbox_rgb
+    from python_models.runtime.letterbox import letterbox_rgb
     from python_models.serving.twins.onnx_session import open_session
 
     os.sched_setaffinity(0, range(os.cpu_count() or 1))

@@ -7,7 +7,7 @@ first on its PYTHONPATH (dali_backend: src/model_provider/model_provider.h). Thi
 environment's DALI, deserialises the pipeline, runs it on the sample images (bus.jpg, zidane.jpg, a PNG, a
 tall JPEG, a grayscale JPEG, bus.jpg zero-padded, and stored with each EXIF orientation 2-8) with the mixed decoder of
 dali.py, and compares images and transforms
-with python_models.runtime.preprocess. Exit 1, naming the tier and the image, on any difference beyond one grey level
+with python_models.runtime.letterbox. Exit 1, naming the tier and the image, on any difference beyond one grey level
 on average. On the GPU host: docker compose run --rm export yolo11-triton check dali (it needs a GPU:
 a mixed-decoder pipeline cannot be built without one). --cpu checks the same path with the CPU decoder
 instead of the tiers' files, anywhere.
@@ -95,7 +95,8 @@ def compare(serialized: Path, batch: int, device_id: int | None, images: dict[st
     """Run the serialised pipeline on ``images`` (one batch) and compare with the CPU letterbox."""
     from nvidia.dali import Pipeline
 
-    from python_models.runtime.preprocess import decode, letterbox_rgb
+    from python_models.runtime.decode import decode
+    from python_models.runtime.letterbox import letterbox_rgb
 
     pipe = Pipeline.deserialize(filename=str(serialized), batch_size=batch, num_threads=4, device_id=device_id)
     pipe.build()

@@ -13,7 +13,7 @@ and ``probe_only`` (the guard Track D had before, which only probed rows and pas
 ``serving/twins/probe_only_guard_model.py``). Checks that every image arrives on the GPU with the CPU letterbox's
 bytes, that damaged scans in a burst of good requests fail alone, and times the three alternately on bus.jpg
 (concurrency 1 and 16; every answer's bytes checked), with the CPU time the server's processes spend per image, next
-to one core's ``cv2.imdecode`` and ``preprocess.probe`` of the same bytes. ``--profile-seconds``: also a native
+to one core's ``cv2.imdecode`` and ``decode.probe`` of the same bytes. ``--profile-seconds``: also a native
 profile of one guard instance under load (py-spy, where installed). Writes guard_gpu.json and guard_gpu.md into
 --out; exit 1 when a check fails.
 """
@@ -40,7 +40,8 @@ from python_models import contract as c  # noqa: E402
 from python_models.export import repository as repo  # noqa: E402
 from python_models.client import pack_images  # noqa: E402
 from python_models.client.bad_inputs import damaged_scans, exif_rotated  # noqa: E402
-from python_models.runtime.preprocess import decode, letterbox_rgb  # noqa: E402
+from python_models.runtime.decode import decode  # noqa: E402
+from python_models.runtime.letterbox import letterbox_rgb  # noqa: E402
 from python_models.serving.status import wait_ready  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, memory_pools, server_command, server_env  # noqa: E402
 
@@ -205,7 +206,7 @@ def one_core_ms(data: bytes, repeat: int = 200) -> dict[str, float]:
     header check: what the guard's cost per image is held against."""
     import cv2
 
-    from python_models.runtime.preprocess import probe
+    from python_models.runtime.decode import probe
 
     cv2.setNumThreads(1)
     array = np.frombuffer(data, np.uint8)

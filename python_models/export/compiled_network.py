@@ -45,7 +45,8 @@ def sample_batch(rows: int, size: int, device):
     import torch
     from ultralytics.utils import ASSETS
 
-    from python_models.runtime.preprocess import decode, letterbox_padded
+    from python_models.runtime.decode import decode
+    from python_models.runtime.letterbox import letterbox_padded
 
     images = [letterbox_padded(decode((ASSETS / name).read_bytes()), size)[0] for name in ("bus.jpg", "zidane.jpg")]
     return torch.stack([torch.from_numpy(images[i % 2]) for i in range(rows)]).to(device)

@@ -82,7 +82,7 @@ def uint8_input_graph(raw: onnx.ModelProto) -> onnx.ModelProto:
     """The raw export reading ``images`` as uint8 RGB HWC ``[batch, height, width, 3]`` instead of float32 CHW in [0, 1].
 
     On entry: Cast to float32, Transpose to CHW, Mul by float32(1/255), the steps and order of
-    ``preprocess.network_input`` (and of Ultralytics' predictor), so the network reads the very
+    ``letterbox.network_input`` (and of Ultralytics' predictor), so the network reads the very
     floats it read before. TensorRT wants a uint8 network input consumed by a Cast, hence the cast first.
     """
     (image,) = raw.graph.input

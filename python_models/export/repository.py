@@ -231,7 +231,7 @@ instances of 8 decode threads, against 585 images/s with 2 (results/h100_fp16_4i
 
 def _threaded(config: mc.ModelConfig, name: str) -> mc.ModelConfig:
     """A CPU step's threads per instance: "0" shares twice the server's cores out over the host's instances
-    (``preprocess.decode_threads``); a number sets it."""
+    (``threads.decode_threads``); a number sets it."""
     config.parameters[name].string_value = "0"
     return config
 
@@ -279,7 +279,7 @@ def pytorch_config(spec: c.ModelSpec, kind: int = mc.ModelInstanceGroup.KIND_GPU
                    precision: str = PYTORCH_PRECISION, decode: str = PYTORCH_DECODE,
                    network: str = PYTORCH_NETWORK) -> mc.ModelConfig:
     """Track A on the GPU (the CPU profile runs it as ``cpu_profile_config`` says). ``decode``: where JPEGs are
-    decoded; ``network``: compiled or eager; ``decode_threads`` 0: see ``preprocess.decode_threads``;
+    decoded; ``network``: compiled or eager; ``decode_threads`` 0: see ``threads.decode_threads``;
     ``cuda_graphs``: replay the forward from CUDA graphs on a GPU."""
     config = _described(_python(PYTORCH, PYTORCH_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                 _outputs(spec.public_outputs()), _instances(count, kind), 2000), spec)
@@ -307,7 +307,7 @@ def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
                                _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU), 0),
                        "decode_threads")
     config.parameters["dali_model"].string_value = leaf
-    return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/preprocess.py",))
+    return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/decode.py", "runtime/letterbox.py"))
 
 
 PREPROCESS_DECODES = c.TRACK_A_DECODES
@@ -330,7 +330,7 @@ def preprocess_definition(spec: c.ModelSpec, decode: str = PREPROCESS_DECODE) ->
     config = _threaded(_python(PREPROCESS, ENSEMBLE_MAX_BATCH, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                _outputs(_preprocess_outputs(spec)), _instances(count, kind), 500), "decode_threads")
     config.parameters["decode"].string_value = decode
-    return ModelDefinition(config, entry=RUNTIME + "preprocess_model", logic=("runtime/preprocess.py",),
+    return ModelDefinition(config, entry=RUNTIME + "preprocess_model", logic=("runtime/decode.py", "runtime/gpu_decode.py", "runtime/letterbox.py"),
                            cpu_instances=PREPROCESS_INSTANCES["cpu"][1])
 
 
@@ -346,7 +346,7 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
     defs = [
         # Track A: one Python model.
         ModelDefinition(pytorch_config(spec, decode=track_a.decode, network=track_a.network), entry=RUNTIME + "pytorch_model",
-                        logic=("runtime/preprocess.py", "runtime/network.py", "runtime/nms.py")),
+                        logic=("runtime/decode.py", "runtime/gpu_decode.py", "runtime/letterbox.py", "runtime/network.py", "runtime/nms.py")),
         # Tracks B and C share the preprocessing step.
         preprocess_definition(spec, preprocess_decode),
         ModelDefinition(

@@ -98,7 +98,7 @@ def untrained_detector(config: str = UNTRAINED_CONFIG, seed: int = UNTRAINED_SEE
     """
     from ultralytics import YOLO
 
-    from python_models.runtime.preprocess import letterbox
+    from python_models.runtime.letterbox import letterbox
 
     torch.manual_seed(seed)
     try:

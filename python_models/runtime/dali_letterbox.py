@@ -1,12 +1,12 @@
 """Track D's preprocessing as one DALI graph: decode, letterbox to the served size with grey 114 (uint8 RGB HWC, as
-``preprocess.letterbox_rgb``; the engine's graph casts and scales on entry), plus the transform.
+``letterbox.letterbox_rgb``; the engine's graph casts and scales on entry), plus the transform.
 
 The same graph runs in two places, differing only in where JPEGs are decoded:
 - on the GPU host, the Triton DALI backend serialises it (``dali.py`` in each tier's
   version folder, ``@autoserialize``) with ``decoder_device="mixed"`` (nvJPEG);
 - in the CPU profile, the DALI twin builds it with ``decoder_device="cpu"`` and no GPU.
 
-The geometry is Ultralytics' ``LetterBox`` (``python_models.runtime.preprocess``), computed in
+The geometry is Ultralytics' ``LetterBox`` (``python_models.runtime.letterbox``), computed in
 float64 on DALI's CPU side so the transform equals the CPU letterbox's: Python's
 round-half-to-even is reproduced, since DALI only has floor.
 

@@ -11,7 +11,7 @@ CMYK/YCCK JPEGs take the CPU path of ``preprocess`` for that row alone. A batch 
 is retried row by row, and a row it refuses alone is decoded on the CPU; a row that decoder rejects
 too fails its own request only (``letterbox_rows``).
 
-The letterbox is ``preprocess.letterbox_padded``'s: the same geometry and ``letterbox_transform``, a
+The letterbox is ``letterbox.letterbox_padded``'s: the same geometry and ``letterbox_transform``, a
 linear resize without antialiasing (``cv2.INTER_LINEAR``'s sampling, rounded from float32 where
 OpenCV uses fixed point: from the same decoded pixels, at most one grey level apart), grey 114 around
 it. nvJPEG's decoding itself differs from libjpeg's: on the H100, bus.jpg letterboxed came out up to 33 grey
@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from python_models.contract import PAD_VALUE, TRACK_A_DECODES
-from python_models.runtime.preprocess import (InvalidImageError, LetterboxTransform, decode, letterbox_geometry,
-                                              letterbox_padded, letterbox_transform, map_rows, payload, probe)
+from python_models.runtime.decode import InvalidImageError, decode, payload, probe
+from python_models.runtime.letterbox import (LetterboxTransform, letterbox_geometry, letterbox_padded, letterbox_transform)
+from python_models.runtime.threads import map_rows
 
 Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor | None]]
 """Encoded JPEGs (1-D uint8 CPU tensors) to RGB CHW uint8 tensors on the device, one call for the batch, the stored

@@ -26,7 +26,7 @@ import torchvision
 from ultralytics.utils.ops import xywh2xyxy
 
 from python_models.contract import OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES, ModelSpec
-from python_models.runtime.preprocess import LetterboxTransform, unletterbox_boxes
+from python_models.runtime.letterbox import LetterboxTransform, unletterbox_boxes
 
 CLASS_OFFSET = 7680
 """Ultralytics' ``max_wh``: boxes of different classes are shifted this far apart so one NMS never merges them."""

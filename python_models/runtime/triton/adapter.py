@@ -14,8 +14,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES, TRANSFORM_SPEC, ModelSpec
-from python_models.runtime.preprocess import InvalidImageError, decode, map_rows
-from python_models.runtime.preprocess import LetterboxTransform, letterbox_rgb
+from python_models.runtime.decode import InvalidImageError, decode
+from python_models.runtime.threads import map_rows
+from python_models.runtime.letterbox import LetterboxTransform, letterbox_rgb
 
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ def parameter(config: dict, name: str, default: str) -> str:
 def threads_per_instance(args: dict, name: str = "decode_threads", on_gpu: bool = False) -> int:
     """The threads this instance decodes (or post-processes) on: the config parameter ``name`` when above 0, else
     twice the cores this server may use shared out over every instance on the host (``decode_threads``)."""
-    from python_models.runtime.preprocess import available_cores, decode_threads
+    from python_models.runtime.threads import available_cores, decode_threads
 
     config = model_config(args)
     gpus = 0

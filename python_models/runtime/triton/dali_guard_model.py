@@ -5,7 +5,7 @@ Triton's DALI backend has no per-request error path: when its decoder fails on o
 batch gets the same UNKNOWN error (``ExecuteBatched`` in the backend's ``dali_model_instance.cc``), and it applies
 no size limit. So, for each batch of requests:
 
-1. every row is probed (``preprocess.probe``: format, header, truncation, PNG chunk CRCs, the pixel limit; no
+1. every row is probed (``decode.probe``: format, header, truncation, PNG chunk CRCs, the pixel limit; no
    decoding), and a request with a bad row is answered INVALID_ARGUMENT naming the row, as on every other track;
 2. the rows of every other request go to the DALI leaf through BLS in one request (a few when their lengths differ
    widely: ``preprocess.padded_groups``), zero-padded to the longest as the rows of one client request are, so one
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import DALI_CPU_FALLBACK_METRIC, INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.runtime.preprocess import padded_groups, probe, stack_padded
+from python_models.runtime.decode import padded_groups, probe, stack_padded
 from python_models.runtime.triton.adapter import (BatchBuffer, error_response, guarded, input_array,
                                                    letterboxed_responses, model_config, output_dims, parameter,
                                                    read_rows, thread_pool)

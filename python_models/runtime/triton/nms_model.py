@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from python_models.contract import LETTERBOX_TRANSFORM, RAW_PREDICTIONS
-from python_models.runtime.preprocess import LetterboxTransform
+from python_models.runtime.letterbox import LetterboxTransform
 from python_models.runtime.nms import nms, pack_detections
 from python_models.runtime.triton.adapter import guarded, input_array, model_spec, respond, threads_per_instance
 

@@ -4,7 +4,7 @@ Config parameters: ``precision`` ``fp16`` or ``fp32`` (on a GPU; the CPU always 
 FP32, as the reference predictor does), ``decode`` ``gpu`` (JPEGs decoded by nvJPEG and
 letterboxed on the device, ``python_models.runtime.gpu_decode``; a GPU instance only) or
 ``cpu``, ``decode_threads`` (0: twice the cores shared out over the host's instances, at
-most 16; ``preprocess.decode_threads``), ``network`` ``compiled`` (compiled from the inductor caches
+most 16; ``threads.decode_threads``), ``network`` ``compiled`` (compiled from the inductor caches
 the export built on the GPU host, ``network.load_compiled``; a GPU instance only) or ``eager``,
 ``cuda_graphs`` (``true``: on a GPU the forward, either one, replays CUDA graphs captured
 at load time, see ``network.GraphedForward``), and ``nms`` ``device`` (on a GPU: suppression, mapping
@@ -26,7 +26,8 @@ from python_models.contract import TRACK_A_NETWORKS, TRACK_A_NMS, TRACK_A_UNSTAT
 from python_models.runtime.gpu_decode import decode_mode, gpu_decoder
 from python_models.runtime.network import GraphedForward, forward_padded, load_compiled, load_network, warm_up
 from python_models.runtime.nms import nms, nms_on_device, pack_detections
-from python_models.runtime.preprocess import decode, letterbox_padded
+from python_models.runtime.decode import decode
+from python_models.runtime.letterbox import letterbox_padded
 from python_models.runtime.triton.adapter import (guarded, letterbox_on_gpu, model_config, model_spec, parameter,
                                                    read_rows, respond, thread_pool, transform_array, version_dir)
 

@@ -11,7 +11,8 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
-from python_models.runtime.preprocess import InvalidImageError, decode, letterbox_rgb
+from python_models.runtime.decode import InvalidImageError, decode
+from python_models.runtime.letterbox import letterbox_rgb
 from python_models.runtime.triton.adapter import guarded, input_array, model_config, output_dims, unknown_error
 
 

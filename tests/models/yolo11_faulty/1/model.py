@@ -1,7 +1,7 @@
 """Runs every batch through python_models' own error handling (adapter.guarded) into a planted server fault."""
 
 from python_models.runtime.triton.adapter import guarded, read_rows
-from python_models.runtime.preprocess import probe
+from python_models.runtime.decode import probe
 
 
 class TritonPythonModel:

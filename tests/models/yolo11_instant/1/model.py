@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from python_models.runtime.preprocess import probe
+from python_models.runtime.decode import probe
 from python_models.runtime.triton.adapter import guarded, read_rows, respond
 
 

@@ -1,30 +1,25 @@
-"""Encoded image bytes to the network's input, and back: every step before the network and the one after it.
+"""Encoded image bytes to pixels, or the reason not: the one check every track applies to a row.
 
-- ``probe`` and ``decode``: one row of the public ``images`` tensor to BGR pixels, or a clear
-  ``InvalidImageError`` (empty, not JPEG/PNG, truncated, damaged PNG data, over the pixel
-  limit); ``payload`` strips the zeros that pad a row to the longest of its request.
-- ``letterbox``: ``ultralytics.data.augment.LetterBox(640)`` followed by the predictor's
-  BGR->RGB, CHW and x(1/255) steps; ``letterbox_rgb`` stops before the cast (uint8 RGB HWC, what
-  the engines take) and ``network_input`` finishes it; ``unletterbox_boxes``: ``ultralytics.utils.ops.scale_boxes``
-  + ``clip_boxes``. Both are pinned by tests, to Ultralytics and to exact values.
+``probe`` reads format, size, colour mode and EXIF orientation from the header alone and refuses what decoding
+would get wrong (empty, not JPEG/PNG, truncated, damaged PNG data, over the pixel limit) with ``InvalidImageError``;
+``decode`` gives BGR pixels as ``cv2.imread`` does. ``payload`` strips the zeros that pad a row to the longest of
+its request; ``padded_groups`` and ``stack_padded`` make and undo that padding for rows of several requests.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from dataclasses import astuple, dataclass
-from typing import TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin
 
-from python_models.contract import MAX_IMAGE_PIXELS, PAD_VALUE
+from python_models.contract import MAX_IMAGE_PIXELS
+
 
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_SOS = b"\xff\xda"
@@ -32,8 +27,6 @@ JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND"
 PNG_CRITICAL_CHUNKS = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
-T = TypeVar("T")
-U = TypeVar("U")
 
 
 class InvalidImageError(ValueError):
@@ -193,135 +186,3 @@ def decode(data: bytes | np.ndarray) -> np.ndarray:
     if image is None:
         raise InvalidImageError(f"corrupt {header.format}: the decoder could not read the pixel data")
     return image
-
-
-MAX_DECODE_THREADS = 16
-
-
-def available_cores() -> int:
-    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the host's count,
-    so that decode threads are shared out over the cores actually given to the server."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # no affinity on this platform
-        return os.cpu_count() or 1
-
-
-def decode_threads(asked: int, cores: int, instance_groups: list[dict], gpu_count: int) -> int:
-    """Decode threads for each Track A instance: ``asked`` (the ``decode_threads`` parameter) when above 0.
-
-    0 shares twice the host's cores out over the instances on the host (``instance_groups``
-    as in the config Triton hands the backend; a KIND_GPU group's count is per GPU), at
-    most 16 and at least 1. Every instance decodes on the same cores: on an H100 host (16
-    cores, 4 instances) 16 threads each gave 1,113 images/s at concurrency 128, 4 each
-    1,387 and 8 each 1,529 (results/h100_fp16_4inst_threads8).
-    """
-    if asked < 0:
-        raise ValueError(f"parameter decode_threads must be 0 (automatic) or more, not {asked}")
-    if asked:
-        return asked
-    instances = 0
-    for group in instance_groups or [{"count": 1}]:
-        devices = len(group.get("gpus", [])) or (max(gpu_count, 1) if group.get("kind") == "KIND_GPU" else 1)
-        instances += int(group.get("count", 1)) * devices
-    return max(1, min(MAX_DECODE_THREADS, 2 * cores // max(instances, 1)))
-
-
-def map_rows(work: Callable[[U], T], rows: Sequence[U], pool: Executor | None = None) -> list[T]:
-    """``work`` over ``rows``, in order: on ``pool``'s threads when given and there is more than one row."""
-    return list(pool.map(work, rows)) if pool is not None and len(rows) > 1 else [work(row) for row in rows]
-
-
-@dataclass(frozen=True)
-class LetterboxTransform:
-    """How an original image was placed in the letterboxed one (field order = ``TRANSFORM_FIELDS``)."""
-
-    gain_x: float
-    gain_y: float
-    pad_x: float
-    pad_y: float
-    width: float
-    height: float
-
-    def to_array(self) -> np.ndarray:
-        return np.asarray(astuple(self), dtype=np.float32)
-
-    @classmethod
-    def from_array(cls, values: np.ndarray) -> "LetterboxTransform":
-        return cls(*(float(v) for v in values))
-
-
-def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """Resized (height, width) and (top, left) padding for an image, by Ultralytics' rounding rules."""
-    ratio = min(size / height, size / width)
-    new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
-    top = round((size - new_h) / 2 - 0.1)
-    left = round((size - new_w) / 2 - 0.1)
-    return new_h, new_w, top, left
-
-
-def letterbox_transform(height: int, width: int, size: int) -> LetterboxTransform:
-    """Where ``letterbox_padded`` places an image of that size: what every path hands the un-letterbox."""
-    new_h, new_w, top, left = letterbox_geometry(height, width, size)
-    return LetterboxTransform(new_w / width, new_h / height, float(left), float(top), float(width), float(height))
-
-
-def letterbox_padded(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxTransform]:
-    """Resize keeping aspect ratio and pad with grey to ``size`` x ``size``: BGR HWC uint8, a quarter of the float bytes.
-
-    Track A on the GPU ships this and normalises there; ``letterbox`` finishes it on the CPU.
-    """
-    height, width = image_bgr.shape[:2]
-    new_h, new_w, top, left = letterbox_geometry(height, width, size)
-    resized = image_bgr if (new_h, new_w) == (height, width) else cv2.resize(
-        image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR
-    )
-    padded = cv2.copyMakeBorder(
-        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
-    )
-    return padded, letterbox_transform(height, width, size)
-
-
-def letterbox_rgb(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, LetterboxTransform]:
-    """What tracks B, C and D hand their engines: the letterboxed image as uint8 RGB HWC (``size`` x ``size`` x 3).
-
-    The engines' graphs finish it as ``network_input`` does. ``out`` (size x size x 3 uint8) lets a
-    caller fill a row of a batch without another copy.
-    """
-    padded, transform = letterbox_padded(image_bgr, size)
-    return cv2.cvtColor(padded, cv2.COLOR_BGR2RGB, dst=out), transform
-
-
-def network_input(letterboxed_rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 RGB HWC (one image or a batch) to the network's float32 CHW input in [0, 1]: a cast, then x float32(1/255).
-
-    The exported graphs' entry (``end2end.uint8_input_graph``) takes the same float32 steps, so the
-    engines see bit-for-bit what Ultralytics' predictor computes from the same pixels.
-    """
-    chw = np.moveaxis(letterboxed_rgb, -1, -3)
-    if out is None:
-        out = np.empty(chw.shape, dtype=np.float32)
-    out[...] = chw
-    out *= np.float32(1 / 255)
-    return out
-
-
-def letterbox(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, LetterboxTransform]:
-    """Resize keeping aspect ratio, pad with grey to ``size`` x ``size``, return RGB CHW float32 in [0, 1]: the
-    network's input, as Ultralytics' ``LetterBox`` and predictor make it (``letterbox_rgb``, then ``network_input``).
-
-    ``out`` (3 x size x size float32) lets a caller fill a row of a batch without another copy.
-    """
-    rgb, transform = letterbox_rgb(image_bgr, size)
-    return network_input(rgb, out), transform
-
-
-def unletterbox_boxes(boxes_xyxy: np.ndarray, transform: LetterboxTransform) -> np.ndarray:
-    """Map xyxy boxes from letterboxed pixels to original-image pixels, clipped to the image."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float32).copy()
-    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - transform.pad_x) / transform.gain_x
-    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - transform.pad_y) / transform.gain_y
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, transform.width)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, transform.height)
-    return boxes
