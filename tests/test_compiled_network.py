@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from python_models.export import repository as repo
+from python_models.export import cpu_configs
+from python_models.export import repository_files
 from python_models.export.compiled_network import build_track_a, jit_toolchain_problem
 from python_models.runtime import network
 
@@ -63,14 +65,14 @@ def test_the_build_follows_the_config_the_export_wrote_and_is_refused_here_with_
     spec = repo.default_spec()
     (problem,) = build_track_a(tmp_path, spec)
     assert problem.startswith("yolo11_pytorch: no ") and "run yolo11-triton export" in problem
-    repo.write_repository(tmp_path, spec, track_a=repo.TrackAOptions(network="eager"))  # --track-a-network eager
+    repository_files.write_repository(tmp_path, spec, track_a=repo.TrackAOptions(network="eager"))  # --track-a-network eager
     assert build_track_a(tmp_path, spec) == [], "an eager Track A has nothing to build"
-    assert repo.write_repository(tmp_path, spec, check=True) == [tmp_path / repo.PYTORCH / "config.pbtxt"], \
+    assert repository_files.write_repository(tmp_path, spec, check=True) == [tmp_path / repo.PYTORCH / "config.pbtxt"], \
         "the default config differs from the eager one in Track A's only"
-    repo.write_repository(tmp_path, spec)  # the default: compiled
+    repository_files.write_repository(tmp_path, spec)  # the default: compiled
     (problem,) = build_track_a(tmp_path, spec)
     assert problem.startswith("yolo11_pytorch model.inductor_cache: no GPU here") and "--track-a-network eager" in problem
-    cpu = repo.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
+    cpu = cpu_configs.cpu_profile_config(repo.definitions_by_name(spec)[repo.PYTORCH])
     assert cpu.parameters["network"].string_value == "eager"
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from python_models import contract as c
 from python_models.export import repository as repo
+from python_models.export import repository_files
 from python_models.export.artifacts import EXPORT_COMPLETE, ExportManifest, _up_to_date, raw_onnx, ultralytics_raw_onnx, read_manifest, weights_pt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weig
     assert manifest.untrained and "no such weights file" in manifest.fallback_reason
     assert git_status(checkout) == [], "the export wrote into the checkout's tracked files"
     # The check fires: the same export's configs written into the committed folder (the old default) show up.
-    repo.write_repository(checkout / "model_repository", manifest.spec)
+    repository_files.write_repository(checkout / "model_repository", manifest.spec)
     assert any("model_repository/" in line for line in git_status(checkout))
     outputs = [p for p in repo_dir.rglob("*") if p.suffix in (".pt", ".onnx")]
     assert not _up_to_date(manifest, manifest.weights_sha256, tuple(outputs)), "a stand-in must be re-resolved"

@@ -7,6 +7,7 @@ import ast
 import pytest
 
 from python_models.export import repository as repo
+from python_models.export import repository_files
 from python_models.contract import METADATA, ModelSpec
 
 THREE = ModelSpec(names=("helmet", "vest", "licence plate"), imgsz=320, conf=0.4, iou=0.6, max_det=20)
@@ -59,5 +60,5 @@ def test_every_model_that_reads_the_spec_states_it_and_the_others_do_not():
         for tensor in definition.config.output:
             if tensor.name == "letterboxed_images":
                 assert list(tensor.dims) == [320, 320, 3], definition.name
-    dali = repo.version_files(repo.definitions_by_name(THREE)[repo.dali_preprocess_name(repo.c.DALI_TIERS[0])])
+    dali = repository_files.version_files(repo.definitions_by_name(THREE)[repo.dali_preprocess_name(repo.c.DALI_TIERS[0])])
     assert 'letterbox_graph(size=320, decoder_device="mixed")' in dali["dali.py"]

@@ -11,6 +11,8 @@ import pytest
 
 from python_models import contract as c
 from python_models.export import repository as repo
+from python_models.export import cpu_configs
+from python_models.export import repository_files
 from tritonclient.grpc import model_config_pb2 as mc
 from python_models.serving.cpu_profile import build_cpu_repository
 
@@ -85,9 +87,9 @@ def test_the_preprocessing_step_decodes_on_the_gpu_of_a_gpu_host_and_on_the_cpu_
     assert served.config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert cpu.parameters["decode"].string_value == "cpu" and cpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert (list(cpu.input), list(cpu.output)) == (list(served.config.input), list(served.config.output))
-    assert repo.cpu_profile_config(served) == cpu, "the CPU profile serves the CPU mode, four instances and all"
+    assert cpu_configs.cpu_profile_config(served) == cpu, "the CPU profile serves the CPU mode, four instances and all"
     broken = dataclasses.replace(served, cpu_instances=1)
-    assert repo.cpu_profile_config(broken) != cpu
+    assert cpu_configs.cpu_profile_config(broken) != cpu
     defs = {d.name: d for d in repo.preprocess_only_definitions(spec, "gpu")}
     assert _ensemble_problems(defs, [repo.PREPROCESS_ONLY]) == []
     assert defs[repo.CONSUME].config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
@@ -117,7 +119,7 @@ def test_cpu_twin_keeps_name_io_and_batching():
     for definition in repo.model_definitions(repo.default_spec()):
         if not definition.twin:
             continue
-        twin = repo.cpu_twin(definition)
+        twin = cpu_configs.cpu_twin(definition)
         prod = definition.config
         assert twin.backend == "python" and not twin.platform
         assert (twin.name, twin.max_batch_size) == (prod.name, prod.max_batch_size)
@@ -134,7 +136,7 @@ def test_cpu_repository_serves_ensembles_as_production_has_them(tmp_path):
     assert {repo.PYTORCH, repo.TRT_ENSEMBLE} <= set(layout.served)
     ensemble = layout.path / repo.TRT_ENSEMBLE / "config.pbtxt"
     assert ensemble.read_bytes() == (ROOT / "model_repository" / repo.TRT_ENSEMBLE / "config.pbtxt").read_bytes()
-    twin = repo.parse_pbtxt((layout.path / repo.RAW_TRT / "config.pbtxt").read_text())
+    twin = repository_files.parse_pbtxt((layout.path / repo.RAW_TRT / "config.pbtxt").read_text())
     assert twin.backend == "python" and (layout.path / repo.RAW_TRT / "1" / "model.onnx").exists()
     for public, why in layout.skipped.items():
         assert why, public
@@ -173,7 +175,7 @@ def test_tensorrt_and_dali_leaves_warm_up_on_files_the_repository_holds():
                     assert path.is_file(), path
                     if config.backend == "dali":
                         assert list(value.dims) == [path.stat().st_size]
-        twin = repo.cpu_twin(definition)
+        twin = cpu_configs.cpu_twin(definition)
         assert [w.batch_size for w in twin.model_warmup] == [1], "the CPU twin warms up on the same inputs, at batch 1"
 
 
@@ -210,15 +212,15 @@ def test_every_track_d_ensemble_checks_rows_on_the_cpu_and_calls_its_dali_leaf_f
         assert first.model_name == guard.name and dict(first.input_map) == {c.INPUT_IMAGES: c.INPUT_IMAGES}
         assert engine.model_name == repo.dali_end2end_name(tier)
         assert guard.calls in repo.models_behind(repo.dali_ensemble_name(tier), defs), "the leaf is loaded with it"
-        twin_group = repo.cpu_profile_config(guard).instance_group
-        assert [g.count for g in twin_group] == [repo.TWIN_INSTANCES + repo.GUARD_SPARE_INSTANCES]
+        twin_group = cpu_configs.cpu_profile_config(guard).instance_group
+        assert [g.count for g in twin_group] == [cpu_configs.TWIN_INSTANCES + repo.GUARD_SPARE_INSTANCES]
 
 
 def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
     definition = repo.definitions_by_name(repo.default_spec())[repo.PYTORCH]
     (group,) = definition.config.instance_group
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU, repo.PYTORCH_GPU_INSTANCES) and group.count == 4
-    cpu = repo.cpu_profile_config(definition)
+    cpu = cpu_configs.cpu_profile_config(definition)
     assert [(g.kind, g.count) for g in cpu.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
     on_gpu_only = {"decode": ("gpu", "cpu"), "network": (repo.PYTORCH_NETWORK, "eager")}  # nvJPEG, compiled network
     for name, (gpu, cpu_value) in on_gpu_only.items():
@@ -226,7 +228,7 @@ def test_track_a_runs_the_measured_instances_per_gpu_and_one_on_the_cpu():
     assert {k: v for k, v in cpu.parameters.items() if k not in on_gpu_only} == {
         k: v for k, v in definition.config.parameters.items() if k not in on_gpu_only}
     assert cpu.dynamic_batching == definition.config.dynamic_batching
-    assert repo.cpu_profile_config(repo.definitions_by_name(repo.default_spec())[repo.TRT_ENSEMBLE]) is None
+    assert cpu_configs.cpu_profile_config(repo.definitions_by_name(repo.default_spec())[repo.TRT_ENSEMBLE]) is None
 
 
 def test_memory_pools_hold_every_dali_batch_in_flight_and_what_cpu_steps_hand_the_engines(monkeypatch):
@@ -287,6 +289,6 @@ def test_dali_leaves_name_their_python_pipeline_so_the_backend_never_runs_model_
     for definition in repo.model_definitions(repo.default_spec()):
         if definition.config.backend != "dali":
             continue
-        (name,) = repo.version_files(definition)
+        (name,) = repository_files.version_files(definition)
         assert definition.config.default_model_filename == name and name.endswith(".py"), definition.name
-        assert not repo.cpu_twin(definition).default_model_filename, "the Python twin loads its model.py"
+        assert not cpu_configs.cpu_twin(definition).default_model_filename, "the Python twin loads its model.py"

@@ -47,6 +47,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from python_models import contract as c  # noqa: E402
 from python_models.client import perf_analyzer as pa  # noqa: E402
 from python_models.export import repository as repo  # noqa: E402
+from python_models.export import repository_files  # noqa: E402
 from python_models.client.report import PerfAnalyzerFailed, measure, write_report  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
 from python_models.serving.status import wait_ready  # noqa: E402
@@ -79,8 +80,8 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
         # The queue bound is per model, sized for one GPU's instances: N GPUs' instances take N times the
         # requests in flight before the bound refuses them (at 1 GPU, 160 in flight already exceeded it).
         config.dynamic_batching.default_queue_policy.max_queue_size *= gpus
-    (repository / repo.PYTORCH / "config.pbtxt").write_text(repo.to_pbtxt(config))
-    (version / "model.py").write_text(repo.python_entry(repo.RUNTIME + "pytorch_model"))
+    (repository / repo.PYTORCH / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
+    (version / "model.py").write_text(repository_files.python_entry(repo.RUNTIME + "pytorch_model"))
     record = None
     if network == "compiled":
         from python_models.export.compiled_network import build_compiled_network

@@ -28,6 +28,7 @@ from python_models.cli.paths import ROOT  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.export import repository as repo  # noqa: E402
+from python_models.export import repository_files  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client import perf_analyzer as pa  # noqa: E402
 from python_models.client.report import PerfAnalyzerFailed, measure  # noqa: E402
@@ -45,8 +46,8 @@ def layout(root: Path, threads: int, decode: str = "cpu") -> Path:
             config.parameters["decode_threads"].string_value = str(threads)
         folder = root / definition.name
         (folder / "1").mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(repo.to_pbtxt(config))
-        for name, text in repo.version_files(definition).items():
+        (folder / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
+        for name, text in repository_files.version_files(definition).items():
             (folder / "1" / name).write_text(text)
     return root
 

@@ -29,6 +29,7 @@ from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models import contract as c  # noqa: E402
 from python_models.export import repository as repo  # noqa: E402
+from python_models.export import repository_files  # noqa: E402
 from python_models.export.artifacts import ARTIFACTS_DIR  # noqa: E402
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans  # noqa: E402
 from python_models.client.bad_inputs import exif_rotated  # noqa: E402
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for tier in c.DALI_TIERS:
             target = Path(folder) / f"{tier.name}.dali"
             # The size the export generated this tier for, as its config states it.
-            config = repo.parse_pbtxt((args.repository / repo.dali_preprocess_name(tier) / "config.pbtxt").read_text())
+            config = repository_files.parse_pbtxt((args.repository / repo.dali_preprocess_name(tier) / "config.pbtxt").read_text())
             (size,) = {o.dims[0] for o in config.output if o.name == c.LETTERBOXED_IMAGES}
             try:
                 if args.cpu:

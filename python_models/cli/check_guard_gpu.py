@@ -38,6 +38,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models import contract as c  # noqa: E402
 from python_models.export import repository as repo  # noqa: E402
+from python_models.export import repository_files  # noqa: E402
 from python_models.client import pack_images  # noqa: E402
 from python_models.client.bad_inputs import damaged_scans, exif_rotated  # noqa: E402
 from python_models.runtime.decode import decode  # noqa: E402
@@ -90,9 +91,9 @@ def layout(root: Path, gpu: bool) -> Path:
     for config in (guard.config, standin, probe, probe_only, *ensembles):
         folder = root / config.name
         (folder / "1").mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(repo.to_pbtxt(config))
+        (folder / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
         if config.name in entries:
-            (folder / "1" / "model.py").write_text(repo.python_entry(entries[config.name]))
+            (folder / "1" / "model.py").write_text(repository_files.python_entry(entries[config.name]))
     return root
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
 
-from python_models.export.repository import MAP_BEGIN, MAP_END, architecture_map, default_spec, write_repository  # noqa: E402
+from python_models.export.repository import default_spec  # noqa: E402
+from python_models.export.repository_files import write_repository  # noqa: E402
+from python_models.export.track_map import MAP_BEGIN, MAP_END, architecture_map  # noqa: E402
 from python_models.serving.triton import POOLS_BEGIN, POOLS_END, memory_pools_table  # noqa: E402
 
 

@@ -26,6 +26,7 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics must never pip
 from python_models.cli.paths import ROOT  # noqa: E402
 
 from python_models.export import repository as repo  # noqa: E402
+from python_models.export import repository_files  # noqa: E402
 from python_models.export.weights import DEFAULT_WEIGHTS, WeightsError  # noqa: E402
 from python_models.export.engine_build import EngineBuildError, build_for_gpu_profile, check_plan, engine_specs  # noqa: E402
 from python_models.export.engine_build import runtime_tensorrt_version  # noqa: E402
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
     spec = manifest.spec
-    stale = repo.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options,
+    stale = repository_files.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options,
                                   preprocess_decode=manifest.preprocess_decode)
     if stale:  # Triton would serve configs of another model than the one exported
         print(f"serve: {len(stale)} file(s) of {artifacts} differ from what the export of {manifest.weights} writes "

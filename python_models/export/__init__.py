@@ -1,6 +1,7 @@
 """What builds the model repository: resolving weights (``weights``), exporting them (``artifacts``), the End2End graph
-and its FP16 form (``end2end``), every model config (``repository``), TensorRT plans (``engine_build``), and the NGC
-release production runs (``deployment``).
+and its FP16 form (``end2end``), every model config (``repository``), the repository's files on disk
+(``repository_files``), what the CPU profile serves instead (``cpu_configs``), the docs' map of tracks to modules
+(``track_map``), TensorRT plans (``engine_build``), and the NGC release production runs (``deployment``).
 
 May import: ``python_models.contract``, ``python_models.runtime`` (the untrained test network letterboxes its
 calibration images) and this package. Never ``serving``, ``client`` or ``cli``.

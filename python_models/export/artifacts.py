@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from python_models.export import repository as repo
+from python_models.export import repository_files
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
 
 ARTIFACTS_DIR = "artifacts"
@@ -227,7 +228,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     graphs = (raw_onnx(artifacts), end2end_onnx(artifacts), ultralytics_raw_onnx(artifacts))
     outputs = (weights_pt(artifacts), *graphs, *(path.with_name(FP16_ONNX) for path in graphs))
     current = read_manifest(artifacts)
-    if not force and _up_to_date(current, key, outputs) and not repo.write_repository(
+    if not force and _up_to_date(current, key, outputs) and not repository_files.write_repository(
             artifacts, current.spec, check=True, track_a=options.track_a, preprocess_decode=options.preprocess_decode):
         return current
 
@@ -270,7 +271,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     (artifacts / EXPORT_COMPLETE).unlink(missing_ok=True)  # nor a record a serving pod would start from
     for target, partial in staged.items():
         partial.replace(target)
-    repo.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode)
+    repository_files.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode)
     manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
                               fallback_reason=resolved.fallback_reason, source=resolved.source,
                               track_a=asdict(options.track_a), preprocess_decode=options.preprocess_decode)

@@ -178,11 +178,12 @@ def build_track_a(artifacts: Path, spec, force: bool = False, log=print) -> list
     (``network`` ``compiled``, at its precision and max batch); return why it could not be, empty when it is there
     and matches."""
     from python_models.export import repository as repo
+    from python_models.export import repository_files
 
     config_path = artifacts / repo.PYTORCH / "config.pbtxt"
     if not config_path.exists():
         return [f"{repo.PYTORCH}: no {config_path} (run yolo11-triton export)"]
-    config = repo.parse_pbtxt(config_path.read_text())
+    config = repository_files.parse_pbtxt(config_path.read_text())
     if config.parameters["network"].string_value != "compiled":
         return []
     name = f"{repo.PYTORCH} {COMPILE_CACHE}"

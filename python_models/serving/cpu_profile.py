@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_models.export import repository as repo
+from python_models.export import cpu_configs
+from python_models.export import repository_files
 from python_models.export.artifacts import onnx_for
 from python_models.contract import ModelSpec as ModelSpec
 
@@ -68,10 +70,10 @@ def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_m
         model_dir = target / name
         version = model_dir / "1"
         version.mkdir(parents=True)
-        config = repo.cpu_profile_config(definition) or definition.config
-        (model_dir / "config.pbtxt").write_text(repo.to_pbtxt(config))
+        config = cpu_configs.cpu_profile_config(definition) or definition.config
+        (model_dir / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
         if definition.twin or definition.entry:
-            (version / "model.py").write_text(repo.python_entry(definition.twin or definition.entry))
+            (version / "model.py").write_text(repository_files.python_entry(definition.twin or definition.entry))
         for file, data in repo.warmup_files(definition, spec).items():
             (model_dir / "warmup").mkdir(exist_ok=True)
             (model_dir / "warmup" / file).write_bytes(data)
