@@ -48,7 +48,9 @@ TRACK_A_UNSTATED = {"precision": "fp16", "decode": "cpu", "nms": "host"}
 a client reading the served config falls back to the same)."""
 TRACK_A_NETWORKS = ("compiled", "eager")
 """How Track A runs its network (its parameter ``network``): compiled ahead of serving, or the ``.pt`` module."""
-END2END_TRT = "yolo11_end2end_trt"
+END2END_TRT = "yolo11_end2end_plan"
+"""Track C's engine (and, with a tier's name after it, each Track D tier's): a leaf, named for what it is (a TensorRT
+plan) so that it does not read as the public ``yolo11_trt_end2end`` with its words swapped."""
 
 # Public I/O, identical for every track.
 INPUT_IMAGES = "images"

@@ -18,8 +18,8 @@ from python_models.client import infer_grpc, unpack_detections
 from python_models.client.metrics import average_batch, scrape
 
 TRACKS = ("yolo11_pytorch", "yolo11_trt", "yolo11_trt_end2end", "yolo11_dali_balanced")
-BATCHED_LEAVES = ("yolo11_pytorch", "yolo11_preprocess", "yolo11_raw_trt", "yolo11_nms", "yolo11_end2end_trt",
-                  "yolo11_dali_preprocess_balanced", "yolo11_end2end_trt_balanced")
+BATCHED_LEAVES = ("yolo11_pytorch", "yolo11_preprocess", "yolo11_raw_trt", "yolo11_nms", "yolo11_end2end_plan",
+                  "yolo11_dali_preprocess_balanced", "yolo11_end2end_plan_balanced")
 CLIENTS = 16
 COUNTERS = ("nv_inference_count", "nv_inference_exec_count")
 REQUESTS_PER_CLIENT = 3
