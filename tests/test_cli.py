@@ -48,3 +48,23 @@ def test_the_installed_command_and_the_module_and_the_scripts_compose_calls_are_
     callers = "".join((ROOT / f).read_text() for f in ("docker-compose.yml", "deploy/kubernetes/base/deployment.yaml",
                                                         "deploy/kubernetes/base/export-job.yaml"))
     assert kept == {stem for stem in kept if f"tools/{stem}.py" in callers}, "a script nothing calls by path"
+
+
+def test_where_the_server_is_is_said_the_same_way_to_every_command():
+    """--grpc-url, --http-url and --metrics-url are HOST:PORT everywhere (a pasted URL is reduced to it); detect
+    takes several --grpc-url, one per server."""
+    import argparse
+
+    from python_models.cli.options import add_server_urls, host_port, metrics_endpoint
+
+    parser = argparse.ArgumentParser()
+    add_server_urls(parser, http=True, metrics=True)
+    args = parser.parse_args(["--metrics-url", "http://triton:8002/metrics", "--http-url", "https://triton:8000/"])
+    assert (args.grpc_url, args.http_url, args.metrics_url) == ("127.0.0.1:8001", "triton:8000", "triton:8002")
+    assert metrics_endpoint(args.metrics_url) == "http://triton:8002/metrics" and host_port("h:1") == "h:1"
+    several = argparse.ArgumentParser()
+    add_server_urls(several, several=True)
+    assert several.parse_args(["--grpc-url", "a:1", "--url", "b:2"]).grpc_url == ["a:1", "b:2"]
+    for command in ("check_server", "bench_sweep", "soak", "bench_client", "detect"):
+        source = (ROOT / "python_models" / "cli" / f"{command}.py").read_text()
+        assert "add_server_urls(" in source and 'add_argument("--grpc-url"' not in source, command

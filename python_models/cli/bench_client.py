@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
+from python_models.cli.options import add_server_urls  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import perf_analyzer as pa  # noqa: E402
@@ -41,7 +42,7 @@ def detect_rate(folder: Path, model: str, url: str, concurrency: int, per_reques
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
+    add_server_urls(parser)
     parser.add_argument("--model", default="yolo11_trt")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--images", type=int, default=400)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
+from python_models.cli.options import add_server_urls, metrics_endpoint  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import perf_analyzer as pa  # noqa: E402
@@ -71,8 +72,7 @@ def models_of(public: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
-    parser.add_argument("--metrics-url", default="http://127.0.0.1:8002/metrics")
+    add_server_urls(parser, metrics=True)
     parser.add_argument("--models", help="comma-separated public models (default: every one the server has ready)")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
     parser.add_argument("--images", type=Path, help="a directory of JPEG/PNG files or one file (default: the ultralytics sample images)")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = pa.command(binary, model, args.grpc_url, input_data, concurrency, csv_path, args.measurement_ms,
                                  max_trials=args.max_trials, stability_percent=args.stability_percent)
                 try:
-                    runs.append(measure(cmd, csv_path, model, args.metrics_url, models_of(model)))
+                    runs.append(measure(cmd, csv_path, model, metrics_endpoint(args.metrics_url), models_of(model)))
                 except PerfAnalyzerFailed as exc:
                     hint = ("\n(no stable measurement: raise --measurement-ms or --stability-percent)"
                             if "stable measurement" in str(exc) else "")

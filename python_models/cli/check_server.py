@@ -23,15 +23,12 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_OFFLINE", "1")  # the check never downloads anything
 
 from python_models.cli.paths import ROOT  # noqa: E402
+from python_models.cli.options import add_server_urls, metrics_endpoint  # noqa: E402
 
 from python_models.export import repository as repo  # noqa: E402
 from python_models.client import image_files  # noqa: E402
 from python_models.client.server_check import CheckSettings, ServerCheck, default_images, timestamp  # noqa: E402
 from python_models.export.artifacts import ARTIFACTS_DIR, read_manifest  # noqa: E402
-
-
-def url(value: str) -> str:
-    return value.removeprefix("http://").removeprefix("https://").rstrip("/")
 
 
 def served_weights(weights: Path) -> str:
@@ -73,9 +70,7 @@ def wait_for_server(http_url: str, wait_s: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-url", type=url, default="127.0.0.1:8001")
-    parser.add_argument("--http-url", type=url, default="127.0.0.1:8000")
-    parser.add_argument("--metrics-url", type=url, default="127.0.0.1:8002", help="host:port of Triton's metrics")
+    add_server_urls(parser, http=True, metrics=True)
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG photos to check on, besides bus.jpg and zidane.jpg")
     parser.add_argument("--weights", type=Path, default=ROOT / ARTIFACTS_DIR / repo.PYTORCH / "1" / "model.pt",
                         help="the .pt the server serves, for the comparison with the Ultralytics predictor")
@@ -113,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             perf = None
     settings = CheckSettings(
-        grpc_url=args.grpc_url, metrics_url=f"http://{args.metrics_url}/metrics", models=args.models.split(","),
+        grpc_url=args.grpc_url, metrics_url=metrics_endpoint(args.metrics_url), models=args.models.split(","),
         images=images, weights=args.weights, precision=args.precision,
         decode=args.decode, perf_budget_s=args.perf_budget_s,
         perf_analyzer=perf, skip_perf=args.skip_perf,

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
+from python_models.cli.options import GRPC_DEFAULT, add_server_urls  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client.bulk import VIDEO_SUFFIXES, BulkDetector, RetryPolicy, done_keys, read_jsonl, source_items  # noqa: E402
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source")
     parser.add_argument("--model", required=True, help="a public model, e.g. yolo11_trt_end2end")
     parser.add_argument("--out", type=Path, required=True, help="JSONL, one line per image; also the resume point")
-    parser.add_argument("--grpc-url", "--url", dest="url", action="append", help="a server's gRPC address (repeat "
-                        "for several); default 127.0.0.1:8001")
+    add_server_urls(parser, several=True)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight over all servers")
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument("--processes", type=int, default=0, help="worker processes sending requests and writing "
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     console = Console(stderr=True)
-    detector = BulkDetector(resolve_urls(args.url or ["127.0.0.1:8001"]), args.model, args.concurrency,
+    detector = BulkDetector(resolve_urls(args.grpc_url or [GRPC_DEFAULT]), args.model, args.concurrency,
                             args.images_per_request, RetryPolicy(), timeout_s=args.timeout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     skip = done_keys(args.out)

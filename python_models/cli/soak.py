@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from python_models.cli.paths import ROOT  # noqa: E402
+from python_models.cli.options import add_server_urls  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from python_models.client import (  # noqa: E402
@@ -138,7 +139,7 @@ class Soak:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, required=True, help="seconds")
-    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
+    add_server_urls(parser)
     parser.add_argument("--models", help="comma-separated (default: every public model the server has ready)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--server-pid", type=int, help="tritonserver's pid, for RSS (default: found by its gRPC port)")
