@@ -30,6 +30,8 @@ from python_models.serving.status import wait_ready  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WEIGHTS = "yolo11n.yaml"  # untrained, BatchNorm-calibrated and bias-reset: see python_models.export.weights
 SERVER_START_TIMEOUT_S = 600
+COMMAND = Path(sys.executable).parent / "yolo11-triton"
+"""The console command tools/bootstrap.sh installs: what the README's first command runs."""
 
 
 SERVER_STARTERS = ("start_server(", '"serve.py"')
@@ -148,13 +150,13 @@ SESSION: dict = {}
 
 def start_server(work: Path, weights: str, *options: str, extra_models: Path | None = None, host: str = "127.0.0.1",
                  grpc_port: int | None = None, env: dict[str, str] | None = None) -> Server:
-    """``tools/serve.py`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...).
+    """``yolo11-triton serve`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...).
     ``host``: another loopback address (127.0.0.2) can take the same ``grpc_port`` as a server on 127.0.0.1, as
     the pods behind one DNS name do; ``env``: added to the server's environment."""
     ports = [free_port(), grpc_port or free_port(), free_port()]
     log = work / "server.log"
     srv = Server(*ports, artifacts=work / "artifacts", log=log, host=host)
-    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, *options, "--host", host,
+    cmd = [str(COMMAND), "serve", "--weights", weights, *options, "--host", host,
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
            "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
            *(["--extra-models", str(extra_models)] if extra_models else [])]
@@ -163,7 +165,7 @@ def start_server(work: Path, weights: str, *options: str, extra_models: Path | N
                                    env={**os.environ, **(env or {})})
     if not wait_ready(f"http://{srv.http_url}/v2/health/ready", process, SERVER_START_TIMEOUT_S):
         if process.poll() is not None:
-            pytest.fail(f"tools/serve.py exited with {process.returncode}:\n{srv.log_tail()}")
+            pytest.fail(f"yolo11-triton serve exited with {process.returncode}:\n{srv.log_tail()}")
         process.kill()
         pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
     srv.process = process

@@ -105,9 +105,10 @@ def test_served_dali_twin_letterboxes_as_the_cpu_letterbox(server, samples, tier
     inp.set_data_from_numpy(rows)
     result = server.grpc().infer(repo.dali_preprocess_name(tier), [inp])
     images, transforms = result.as_numpy(c.LETTERBOXED_IMAGES), result.as_numpy(c.LETTERBOX_TRANSFORM)
-    assert images.dtype == np.uint8 and images.shape[1:] == (SIZE, SIZE, 3)
+    size = server.spec.imgsz
+    assert images.dtype == np.uint8 and images.shape[1:] == (size, size, 3)
     for name, image, transform in zip(SAMPLE_NAMES, images, transforms):
-        expected, expected_transform = letterbox_rgb(decode(samples[name]), SIZE)
+        expected, expected_transform = letterbox_rgb(decode(samples[name]), size)
         np.testing.assert_array_equal(transform, expected_transform.to_array(), err_msg=name)
         assert mean_abs_diff(image, expected) <= MAX_MEAN_ABS_DIFF, name
 

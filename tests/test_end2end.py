@@ -70,14 +70,14 @@ def test_graph_io_is_the_contract(end2end, spec):
     assert all(isinstance(_shape(o)[0], str) for o in end2end.graph.output), "dynamic batch"
 
 
-def _letterboxed(sample_dir, names, size: int = c.DEFAULT_IMAGE_SIZE):
+def _letterboxed(sample_dir, names, size: int):
     pairs = [letterbox_rgb(decode((sample_dir / name).read_bytes()), size) for name in names]
     return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
 
 def test_end2end_graph_answers_what_track_b_answers(server, sample_dir, spec):
     """Same network, same NMS decisions, boxes mapped back in the graph: outputs equal Track B's Python steps."""
-    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES, server.spec.imgsz)
     raw = open_session(raw_onnx(server.artifacts)).run(None, {c.ONNX_INPUT: images})[0]
     expected = pack_detections(nms(raw, spec), transforms, spec.max_det)
     session = open_session(end2end_onnx(server.artifacts))
@@ -95,7 +95,7 @@ def test_end2end_graph_answers_what_track_b_answers(server, sample_dir, spec):
 
 def test_unletterbox_in_the_graph_uses_the_transform(server, sample_dir):
     """The same letterboxed tensor with another transform gives boxes mapped by that transform, clipped to it."""
-    images, (transform,) = _letterboxed(sample_dir, ["bus.jpg"])
+    images, (transform,) = _letterboxed(sample_dir, ["bus.jpg"], server.spec.imgsz)
     session = open_session(end2end_onnx(server.artifacts))
     doubled = transform.to_array().copy()
     doubled[:2] /= 2  # gain halved: every box twice as large in a twice-as-large original
@@ -178,7 +178,7 @@ def test_the_fp16_graph_keeps_the_post_head_in_fp32_and_detects_what_fp32_detect
             floats = [types[n] for n in [*node.input, *node.output] if types.get(n) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
             assert TensorProto.FLOAT16 not in floats, f"{node.name} ({node.op_type}) computes in FP16"
     assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [TensorProto.UINT8, TensorProto.FLOAT]
-    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES, server.spec.imgsz)
     params = np.stack([t.to_array() for t in transforms])
     full = _detections(_run(end2end_onnx(server.artifacts), images, params))
     half = _detections(_run(fp16_path, images, params))
@@ -223,7 +223,7 @@ def test_float_equality_selection_would_detect_nothing_under_mixed_precision(ser
     shipped = onnx.load(str(end2end_onnx(server.artifacts)))
     planted = tmp_path / "planted.onnx"
     onnx.save(_float_equality_selection(shipped), str(planted))
-    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES)
+    images, transforms = _letterboxed(sample_dir, SAMPLE_NAMES, server.spec.imgsz)
     params = np.stack([t.to_array() for t in transforms])
     assert _run(planted, images, params)[c.OUTPUT_NUM_DETECTIONS].sum() == 0
     assert _run(end2end_onnx(server.artifacts), images, params)[c.OUTPUT_NUM_DETECTIONS].min() > 0
