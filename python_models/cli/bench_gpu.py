@@ -157,6 +157,21 @@ def execute_timing(server_log: Path) -> list[str]:
     return sorted(last.values())
 
 
+def images_per_s(step, images: int, device, seconds: float) -> float:
+    """``images`` per call of ``step``, timed for ``seconds`` on ``device`` after one warm-up call (GPU work
+    included: synchronised before and after)."""
+    import torch
+
+    step()
+    torch.cuda.synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += images
+    torch.cuda.synchronize(device)
+    return round(count / (time.perf_counter() - start), 1)
+
+
 def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, package_dir: Path | None) -> dict:
     """Track A's GPU work in one process, no server: the forward alone (CUDA graph of the eager network, compiled,
     compiled replayed from CUDA graphs) and the served pipeline (headers read on 8 threads, batched nvJPEG, device
@@ -190,14 +205,7 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     out: dict = {"batch": batch, "precision": precision}
 
     def rate(step, images: int) -> float:
-        step()
-        torch.cuda.synchronize(device)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            step()
-            count += images
-        torch.cuda.synchronize(device)
-        return round(count / (time.perf_counter() - start), 1)
+        return images_per_s(step, images, device, seconds)
 
     padded = torch.stack([torch.from_numpy(letterbox_padded(decode(r), size)[0]) for r in rows]).to(device)
     graphed = network.GraphedForward(net, device, half, batch, size)
@@ -307,14 +315,7 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
     encoded = [(Path(ASSETS) / name).read_bytes() for name in PARITY_IMAGES]
 
     def rate(step, images: int) -> float:
-        step()
-        torch.cuda.synchronize(device)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            step()
-            count += images
-        torch.cuda.synchronize(device)
-        return round(count / (time.perf_counter() - start), 1)
+        return images_per_s(step, images, device, seconds)
 
     rows = [np.frombuffer(encoded[i % 2], np.uint8) for i in range(max(batches))]
     out: dict = {"images": list(PARITY_IMAGES), "seconds_per_figure": seconds, "header_check_images_per_s": {
