@@ -119,3 +119,11 @@ def test_the_compiled_network_is_built_before_serving_and_refused_here_with_the_
     config = _config(tmp_path / "compiled" / "repository")
     assert config.parameters["network"].string_value == "compiled"
     assert config.parameters["decode"].string_value == repo.PYTORCH_DECODE == "gpu"
+
+
+def test_the_before_server_changes_only_the_parameters_named_and_refuses_unknown_ones(bench):
+    assert bench.before_settings("network=eager") == {"network": "eager"}
+    assert bench.before_settings("nms=host, decode=cpu") == {"nms": "host", "decode": "cpu"}
+    for wrong in ("network=fast", "precision=fp32", "eager", ""):
+        with pytest.raises(SystemExit, match="--compare-before"):
+            bench.before_settings(wrong)

@@ -687,8 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run the forward eagerly (parameter cuda_graphs false)")
     parser.add_argument("--decode", choices=repo.TRACK_A_DECODES, default=repo.PYTORCH_DECODE, help="Track A's parameter decode")
     parser.add_argument("--nms", choices=c.TRACK_A_NMS, default=repo.PYTORCH_NMS, help="Track A's parameter nms")
-    parser.add_argument("--compare-before", action="store_true", help="serve Track A first as it was before "
-                        "issue 25 (nms host) at the same levels, then as configured; writes compare.md")
+    parser.add_argument("--compare-before", nargs="?", const="network=eager", metavar="SETTINGS",
+                        help="serve Track A first with these of its parameters changed (comma-separated KEY=VALUE "
+                        f"over {', '.join(BEFORE_SETTINGS)}; alone: network=eager, the baseline of the compiled "
+                        "network's latency at low load) at the same levels, then as configured; writes compare.md")
     parser.add_argument("--network", choices=repo.TRACK_A_NETWORKS, default=repo.PYTORCH_NETWORK,
                         help="Track A's parameter network (compiled: its caches are built first, or kept if up to date)")
     parser.add_argument("--build-only", action="store_true", help="lay out the repository and build the compiled "
@@ -752,9 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     before = None
     if args.compare_before:
-        asked, args.nms = args.nms, "host"
-        before = serve_track_a(args, args.out / "before", console, levels)
-        args.nms = asked
+        before = serve_track_a(argparse.Namespace(**{**vars(args), **before_settings(args.compare_before)}),
+                               args.out / "before", console, levels)
     result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
     if before is not None:
         (args.out / "compare.md").write_text(comparison(before, result))
@@ -777,14 +778,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result["parity"]["passed"] else 1
 
 
+BEFORE_SETTINGS = {"decode": repo.TRACK_A_DECODES, "network": repo.TRACK_A_NETWORKS, "nms": c.TRACK_A_NMS}
+
+
+def before_settings(text: str) -> dict[str, str]:
+    """``--compare-before``'s ``KEY=VALUE,...`` as Track A's parameters; SystemExit naming what is wrong."""
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in BEFORE_SETTINGS or value not in BEFORE_SETTINGS[key]:
+            raise SystemExit(f"--compare-before {text!r}: {item!r} is not KEY=VALUE with KEY one of "
+                             f"{', '.join(BEFORE_SETTINGS)} and VALUE one of its values "
+                             f"({'; '.join(f'{k}: {v}' for k, v in BEFORE_SETTINGS.items())})")
+        settings[key] = value
+    if not settings:
+        raise SystemExit(f"--compare-before {text!r}: no KEY=VALUE given")
+    return settings
+
+
 def comparison(before: dict, after: dict) -> str:
     """Per concurrency: images/s and p50/p99 served before (the previous defaults) and after, from one run."""
     rows = {r.perf.concurrency: [r, None] for r in before["runs"]}
     for r in after["runs"]:
         rows.setdefault(r.perf.concurrency, [None, None])[1] = r
-    lines = [f"# Track A before and after, one server each, same GPU, same run\n\nbefore: nms {before['meta']['nms']}; "
-             f"after: nms {after['meta']['nms']}; network {after['meta']['network']}, decode {after['meta']['decode']}, "
-             f"{after['meta']['gpu']}\n\ncommand: `{after['meta']['command']}`\n",
+    settings = lambda meta: ", ".join(f"{k} {meta[k]}" for k in BEFORE_SETTINGS)  # noqa: E731
+    lines = [f"# Track A before and after, one server each, same GPU, same run\n\nbefore: {settings(before['meta'])}; "
+             f"after: {settings(after['meta'])}; {after['meta']['gpu']}\n\ncommand: `{after['meta']['command']}`\n",
              "| concurrency | before images/s | p50 ms | p99 ms | after images/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
     for concurrency, pair in sorted(rows.items()):
         cells = [f"{r.perf.throughput:,.0f} | {r.perf.p50_ms:.1f} | {r.perf.p99_ms:.1f}" if r else "not measured | |"
