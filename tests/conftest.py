@@ -34,7 +34,7 @@ COMMAND = Path(sys.executable).parent / "yolo11-triton"
 """The console command tools/bootstrap.sh installs: what the README's first command runs."""
 
 
-SERVER_STARTERS = ("start_server(", '"serve.py"')
+SERVER_STARTERS = ("start_server(", "launch_server(", "launch_session_server(", '"serve.py"')
 """What the source of a fixture that starts a Triton server holds: the shared starter, or tools/serve.py by path."""
 
 
@@ -47,12 +47,14 @@ def starts_a_server(fixture) -> bool:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The ``server`` marker, from the fixtures a test uses (directly or through other fixtures)."""
+    """The ``server`` marker, from the fixtures a test uses (directly or through other fixtures); the tests that need
+    no server run first (in their files' order), while the session server starts (``EARLY``)."""
     for item in items:
         definitions = getattr(item, "_fixtureinfo", None)
         chains = definitions.name2fixturedefs.values() if definitions else ()
         if any(starts_a_server(d.func) for chain in chains for d in chain):
             item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: item.get_closest_marker("server") is not None)
 
 
 def git_status() -> str | None:
@@ -63,15 +65,46 @@ def git_status() -> str | None:
         return None
 
 
+SHM = Path("/dev/shm")
+SHM_REGIONS = "triton_python_backend_shm_region_*"
+
+
+def mapped_files() -> set[str]:
+    """Every file some live process of this machine maps (what /proc/*/maps can be read for)."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split(maxsplit=5)[-1] for line in maps.read_text().splitlines() if "/" in line)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return mapped
+
+
+def remove_leaked_shm(existing_before: set[str]) -> list[str]:
+    """Remove the Python backend's shared-memory regions (64 MB each) that appeared during this session and that no
+    live process maps: servers and stubs the tests kill never unlink theirs, and on a CI machine they pile up in
+    RAM run after run until the suite slows or fails."""
+    mapped, removed = mapped_files(), []
+    for region in SHM.glob(SHM_REGIONS):
+        if region.name not in existing_before and str(region) not in mapped:
+            region.unlink(missing_ok=True)
+            removed.append(region.name)
+    return removed
+
+
 def pytest_sessionstart(session) -> None:
     session.config.stash[GIT_STATUS] = git_status()
+    session.config.stash[SHM_BEFORE] = {region.name for region in SHM.glob(SHM_REGIONS)}
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Every server stopped; running the tests must not change the checkout: no tracked file rewritten, nothing new
     left behind."""
+    for unused in EARLY.values():  # launched, and no test got as far as using it
+        stop_server(unused, wait=True)
     for stopping in STOPPING:
         stopping.join()
+    remove_leaked_shm(session.config.stash.get(SHM_BEFORE, set()))
     before, after = session.config.stash.get(GIT_STATUS, None), git_status()
     if before is not None and after is not None and after != before:
         changed = sorted(set(after.splitlines()) - set(before.splitlines()))
@@ -81,6 +114,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 GIT_STATUS = pytest.StashKey[str | None]()
+SHM_BEFORE = pytest.StashKey[set[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -148,28 +182,39 @@ SESSION: dict = {}
 """``spec``: what the session server serves (set once it is ready)."""
 
 
-def start_server(work: Path, weights: str, *options: str, extra_models: Path | None = None, host: str = "127.0.0.1",
-                 grpc_port: int | None = None, env: dict[str, str] | None = None) -> Server:
-    """``yolo11-triton serve`` exactly as a user runs it, on free loopback ports; ``options`` go to it (``--imgsz``...).
-    ``host``: another loopback address (127.0.0.2) can take the same ``grpc_port`` as a server on 127.0.0.1, as
-    the pods behind one DNS name do; ``env``: added to the server's environment."""
+def launch_server(work: Path, weights: str, *options: str, extra_models: Path | None = None, host: str = "127.0.0.1",
+                  grpc_port: int | None = None, env: dict[str, str] | None = None,
+                  artifacts: Path | None = None) -> Server:
+    """``yolo11-triton serve`` exactly as a user runs it, on free loopback ports, started and not waited for;
+    ``options`` go to it (``--imgsz``...). ``host``: another loopback address (127.0.0.2) can take the same
+    ``grpc_port`` as a server on 127.0.0.1, as the pods behind one DNS name do; ``env``: added to the server's
+    environment; ``artifacts``: another server's export to serve (with ``--skip-export``)."""
     ports = [free_port(), grpc_port or free_port(), free_port()]
     log = work / "server.log"
-    srv = Server(*ports, artifacts=work / "artifacts", log=log, host=host)
+    srv = Server(*ports, artifacts=artifacts or work / "artifacts", log=log, host=host)
     cmd = [str(COMMAND), "serve", "--weights", weights, *options, "--host", host,
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
            "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
            *(["--extra-models", str(extra_models)] if extra_models else [])]
     with open(log, "wb") as sink:
-        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **(env or {})})
-    if not wait_ready(f"http://{srv.http_url}/v2/health/ready", process, SERVER_START_TIMEOUT_S):
-        if process.poll() is not None:
-            pytest.fail(f"yolo11-triton serve exited with {process.returncode}:\n{srv.log_tail()}")
-        process.kill()
-        pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
-    srv.process = process
+        srv.process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                       env={**os.environ, **(env or {})})
     return srv
+
+
+def wait_server(srv: Server) -> Server:
+    """``srv`` once it is ready; the test fails with the server's log when it exits or does not become ready."""
+    if not wait_ready(f"http://{srv.http_url}/v2/health/ready", srv.process, SERVER_START_TIMEOUT_S):
+        if srv.process.poll() is not None:
+            pytest.fail(f"yolo11-triton serve exited with {srv.process.returncode}:\n{srv.log_tail()}")
+        srv.process.kill()
+        pytest.fail(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{srv.log_tail()}")
+    return srv
+
+
+def start_server(*args, **kwargs) -> Server:
+    """``launch_server`` then ``wait_server``."""
+    return wait_server(launch_server(*args, **kwargs))
 
 
 def stop_server(srv: Server, wait: bool = False) -> None:
@@ -202,10 +247,25 @@ STOPPING: list[threading.Thread] = []
 """Servers being stopped in the background; joined when the session ends."""
 
 
+def launch_session_server(tmp_path_factory) -> Server:
+    return launch_server(tmp_path_factory.mktemp("triton"), TEST_WEIGHTS, extra_models=ROOT / "tests" / "models")
+
+
+EARLY: dict[str, Server] = {}
+"""The session server, launched as soon as the tests are collected when one of them will need it: its half a
+minute of export and loading then overlaps the tests that need no server, which run first (on a 2-core host they
+leave a core to it)."""
+
+
+def pytest_collection_finish(session) -> None:
+    if any("server" in item.fixturenames for item in session.items):
+        EARLY["server"] = launch_session_server(session.config._tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     """The session's server: the untrained test network, with the tests' deliberately wrong models beside it."""
-    srv = start_server(tmp_path_factory.mktemp("triton"), TEST_WEIGHTS, extra_models=ROOT / "tests" / "models")
+    srv = wait_server(EARLY.pop("server", None) or launch_session_server(tmp_path_factory))
     SESSION["spec"] = srv.spec
     yield srv
     stop_server(srv)

@@ -163,9 +163,10 @@ def second(server, tmp_path_factory):
     """A second server on 127.0.0.2 with the session server's gRPC port, as two pods behind one DNS name; its
     yolo11_instant is slow. The last test of this module kills it."""
     port = int(server.grpc_url.rsplit(":", 1)[1])
-    srv = start_server(tmp_path_factory.mktemp("second"), "yolo11n.yaml", "--models", c.PYTORCH, host="127.0.0.2",
-                       grpc_port=port, extra_models=ROOT / "tests" / "models",
-                       env={"YOLO11_INSTANT_DELAY_MS": str(SLOW_MS)})
+    # The session server's export, served as a second pod serves the export its deployment shares.
+    srv = start_server(tmp_path_factory.mktemp("second"), "yolo11n.yaml", "--models", c.PYTORCH, "--skip-export",
+                       artifacts=server.artifacts, host="127.0.0.2", grpc_port=port,
+                       extra_models=ROOT / "tests" / "models", env={"YOLO11_INSTANT_DELAY_MS": str(SLOW_MS)})
     yield srv
     if srv.process.poll() is None:
         stop_server(srv)

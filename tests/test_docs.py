@@ -119,3 +119,78 @@ def test_every_documented_command_is_a_command_whose_flags_parse(capsys):
     assert parse_only("yolo11-triton detect photos/ --model yolo11_trt --out x.jsonl --grcp-url h:1") == 2, \
         "a misspelt flag fails the check"
     assert parse_only("yolo11-triton bench gpus") == 2 and not names_a_command(["bench", "gpus"])
+
+
+NOT_RUN_HERE = {
+    ("serve",): "the README's first command: every server of the suite starts with it (conftest.start_server)",
+    ("export",): "tests/test_export.py runs it offline in a copy of the checkout; --profile gpu needs TensorRT",
+    ("check", "server"): "tests/test_launcher.py runs it against the session server: defaults, and broken models",
+    ("check", "image"): "needs the built serving image (docker compose build)",
+    ("soak",): "an hour (--duration 3600); tests/test_soak.py runs it for half a minute",
+    ("bench", "gpu"): "needs a GPU",
+    ("bench", "preprocess"): "its GPU modes need a GPU",
+    ("bench", "sweep"): "minutes of perf_analyzer windows; tests/test_load.py runs it with 1 s windows",
+    ("bench", "client"): "minutes of timed runs; the figures in docs/detecting-at-scale.md are its output",
+    ("dev", "train-shapes"): "trains for minutes; its output is tests/assets/shapes_yolo11.pt",
+    ("dev", "gen-configs"): "tests/test_repository.py checks the committed configs equal what it generates",
+}
+"""Documented commands this machine cannot run, or that another test runs, and why; every other one runs below."""
+
+
+def subcommand(words: list[str]) -> tuple[str, ...]:
+    from python_models import cli
+
+    return tuple(words[:2]) if words and words[0] in cli.GROUPS else tuple(words[:1])
+
+
+def runnable_here(line: str, server_url: str, photos: Path) -> list[str] | None:
+    """The documented ``line`` as it runs here (against the session server, on the sample photos), or None when it
+    is only a mention or ``NOT_RUN_HERE`` says why it cannot."""
+    import shlex
+
+    words = shlex.split(line)[1:]
+    if not words or words in (["--help"], ["COMMAND", "--help"]):
+        return ["--help"]
+    if names_a_command(words) or subcommand(words) in NOT_RUN_HERE:
+        return None
+    ran = []
+    for i, word in enumerate(words):
+        previous = words[i - 1] if i else ""
+        ran.append(server_url if previous == "--grpc-url" else str(photos) if word == "photos/" else word)
+    return ran
+
+
+def test_every_documented_command_that_can_run_here_runs_against_the_session_server(server, sample_dir, tmp_path):
+    """The docs' commands (detect on a folder, through one or several addresses; --help) run as written, with only
+    the server's address and the photos folder replaced, from a fresh working folder; each writes what it says."""
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_dir, photos)
+    ran = {}
+    for page, line in documented_commands():
+        argv = runnable_here(line, server.grpc_url, photos)
+        if argv is None or tuple(argv) in ran:
+            continue
+        work = tmp_path / f"run{len(ran)}"
+        work.mkdir()
+        result = subprocess.run([str(ROOT / ".venv" / "bin" / "yolo11-triton"), *argv], cwd=work, capture_output=True,
+                                text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, f"{page}: {line}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        ran[tuple(argv)] = (page, work)
+    assert ("--help",) in ran
+    detected = [work for argv, (_, work) in ran.items() if argv[0] == "detect"]
+    assert len(detected) >= 2, ran
+    for work in detected:
+        (out,) = work.glob("*.jsonl")
+        lines = out.read_text().splitlines()
+        assert len(lines) == len(list(photos.iterdir())), out
+
+
+def test_every_documented_command_runs_here_or_says_why_not():
+    """A command added to the docs is run by the test above unless ``NOT_RUN_HERE`` names it with the reason; a
+    reason kept for a command the docs no longer show is dropped."""
+    shown = {subcommand(line.split()[1:]) for _, line in documented_commands()}
+    assert set(NOT_RUN_HERE) <= shown, set(NOT_RUN_HERE) - shown
+    assert runnable_here("yolo11-triton soak --duration 3600", "h:1", Path("p")) is None
+    assert runnable_here("yolo11-triton detect photos/ --grpc-url gpu1:8001 --grpc-url gpu2:8001", "h:1", Path("p")) \
+        == ["detect", "p", "--grpc-url", "h:1", "--grpc-url", "h:1"]
+    assert runnable_here("yolo11-triton detect", "h:1", Path("p")) is None, "a mention runs nothing"

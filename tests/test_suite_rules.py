@@ -30,3 +30,26 @@ def test_tests_that_need_a_live_server_are_marked_server_from_the_fixtures_they_
         return tmp_path_factory.mktemp("x")
 
     assert starts_a_server(starts_one) and not starts_a_server(starts_none)
+
+
+def test_the_session_removes_the_shared_memory_its_killed_servers_leaked_and_nothing_else(tmp_path, monkeypatch):
+    """A region that appeared during the session and that no process maps is a killed server's or stub's leftover
+    (64 MB of RAM each, never freed otherwise); a region some process still maps, or one there before the session
+    (another run's), stays."""
+    import mmap
+
+    import conftest
+
+    monkeypatch.setattr(conftest, "SHM", tmp_path)
+    name = conftest.SHM_REGIONS.replace("*", "{}")
+    leaked, in_use, older = (tmp_path / name.format(k) for k in ("leaked", "in_use", "older"))
+    for region in (leaked, in_use, older):
+        region.write_bytes(b"\0" * 4096)
+    with open(in_use, "r+b") as handle, mmap.mmap(handle.fileno(), 4096):
+        removed = conftest.remove_leaked_shm({older.name})
+        assert removed == [leaked.name] and not leaked.exists()
+        assert in_use.exists() and older.exists()
+
+        # Shown to fire: a cleanup that ignored the mappings would remove the live server's region.
+        monkeypatch.setattr(conftest, "mapped_files", lambda: set())
+        assert conftest.remove_leaked_shm({older.name}) == [in_use.name]

@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="served precision, for the tolerances (auto: Track A's config)")
     parser.add_argument("--decode", choices=("auto", *repo.TRACK_A_DECODES), default="auto",
                         help="where the served Track A decodes JPEGs, for the tolerances (auto: Track A's config)")
-    parser.add_argument("--perf-concurrency", default="1,16")
-    parser.add_argument("--perf-window-ms", type=int, default=2000,
+    defaults = CheckSettings(grpc_url="", metrics_url="", models=[], images={})  # its defaults, stated once
+    parser.add_argument("--perf-concurrency", default=",".join(map(str, defaults.perf_concurrency)))
+    parser.add_argument("--perf-window-ms", type=int, default=defaults.perf_window_ms,
                         help="shortest perf_analyzer window; longer where one request takes long on this server")
-    parser.add_argument("--perf-budget-s", type=float, default=10,
+    parser.add_argument("--perf-budget-s", type=float, default=defaults.perf_budget_s,
                         help="a concurrency level whose windows would take longer is reported as not measured")
     parser.add_argument("--wait-s", type=float, default=900,
                         help="how long to wait for a server still loading its models before giving up")
