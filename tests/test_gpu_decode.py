@@ -165,6 +165,38 @@ def test_a_mixed_batch_lands_in_request_order_each_row_by_its_path():
     assert [r.width for r in results] == [401, 810, 240, 1280]
 
 
+class CountingPool:
+    """A thread pool that records how many rows each ``map`` hands to its threads."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool, self.mapped = ThreadPoolExecutor(2), []
+
+    def map(self, work, rows):
+        rows = list(rows)
+        self.mapped.append(len(rows))
+        return self.pool.map(work, rows)
+
+
+def test_only_the_rows_the_cpu_decodes_go_to_the_threads_and_a_header_is_read_where_the_batch_is():
+    """Reading a header holds the GIL: JPEG rows are routed on the calling thread, and the threads get the PNG and
+    the bad row's work only, with the same answers as without threads."""
+    png = cv2.imencode(".png", smooth(300, 401, 5))[1].tobytes()
+    bus, zidane = SAMPLES["bus.jpg"](), SAMPLES["zidane.jpg"]()
+    rows = rows_of(bus, png, zidane, bus, png)
+    pool, alone = CountingPool(), torch.zeros((5, SIZE, SIZE, 3), dtype=torch.uint8)
+    out = torch.zeros_like(alone)
+    results = gpu_decode.letterbox_rows(rows, SIZE, StandInDecoder(), out, pool)
+    assert pool.mapped == [2], "the two PNG rows, and no JPEG header, went to the threads"
+    expected = gpu_decode.letterbox_rows(rows, SIZE, StandInDecoder(), alone)
+    assert torch.equal(out, alone) and [r.width for r in results] == [r.width for r in expected]
+
+    jpegs_only = CountingPool()
+    gpu_decode.letterbox_rows(rows_of(bus, zidane, bus), SIZE, StandInDecoder(), out, jpegs_only)
+    assert jpegs_only.mapped in ([], [0]), "a batch of JPEGs never waits on the threads"
+
+
 def phone_photos(orient=gpu_decode.orient) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """bus.jpg stored with each EXIF orientation, letterboxed through the GPU path (one batch, the stand-in decoder,
     ``orient`` turning each upright), with the CPU letterbox of the same bytes (OpenCV applies the tag)."""

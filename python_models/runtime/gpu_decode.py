@@ -196,13 +196,14 @@ def letterbox_rows(rows: Sequence[np.ndarray], size: int, decoder: Decoder, out:
     """Decode and letterbox every row into ``out[:k]`` (k: the rows that succeed, in order); per row, its transform
     or the error that rejects it.
 
-    Headers are read, and the rows nvJPEG cannot take decoded, on ``pool``'s threads; the JPEG rows go
-    to ``decoder`` in one call. ``cpu`` decodes and letterboxes a row on the CPU (``cpu_letterbox``).
+    Headers are read on the calling thread: reading one is Python holding the GIL, so threads cannot share the work
+    and handing each row to one costs more than the read. The rows nvJPEG cannot take are decoded on ``pool``'s
+    threads (OpenCV releases the GIL), the JPEG rows by ``decoder`` in one call. ``cpu`` decodes and letterboxes a row on
+    the CPU (``cpu_letterbox``).
     """
-    def first_pass(row: np.ndarray) -> JpegRow | Letterboxed | InvalidImageError:
+    def routed(row: np.ndarray) -> JpegRow | None | InvalidImageError:
         try:
-            jpeg = route(row)
-            return jpeg if jpeg is not None else cpu(row, size)
+            return route(row)
         except InvalidImageError as exc:
             return exc
 
@@ -212,7 +213,10 @@ def letterbox_rows(rows: Sequence[np.ndarray], size: int, decoder: Decoder, out:
         except InvalidImageError as exc:
             return exc
 
-    values: list = map_rows(first_pass, rows, pool)
+    values: list = [routed(row) for row in rows]
+    not_jpeg = [i for i, value in enumerate(values) if value is None]
+    for index, value in zip(not_jpeg, map_rows(on_cpu, not_jpeg, pool)):
+        values[index] = value
     jpeg_at = [i for i, value in enumerate(values) if isinstance(value, JpegRow)]
     decoded = dict(zip(jpeg_at, decode_on_device([values[i] for i in jpeg_at], decoder))) if jpeg_at else {}
     refused = [i for i, image in decoded.items() if image is None]
