@@ -127,3 +127,16 @@ def test_the_before_server_changes_only_the_parameters_named_and_refuses_unknown
     for wrong in ("network=fast", "precision=fp32", "eager", ""):
         with pytest.raises(SystemExit, match="--compare-before"):
             bench.before_settings(wrong)
+
+
+def test_the_profile_of_a_stage_names_the_python_and_the_torch_work_it_does(bench):
+    import torch
+
+    def stage():
+        return sorted(range(2000), key=lambda k: -k), torch.ones(64, 64) @ torch.ones(64, 64)
+
+    profiled = bench.where_time_goes(stage, calls=3)
+    assert any("sorted" in line for line in profiled["python_by_own_time"]), profiled["python_by_own_time"]
+    assert any("aten::mm" in line for line in profiled["torch_by_own_time"]), profiled["torch_by_own_time"]
+    idle = bench.where_time_goes(lambda: sorted(range(10)), calls=3)
+    assert not any("aten::mm" in line for line in idle["torch_by_own_time"]), "it names only what ran"

@@ -76,6 +76,18 @@ def test_the_preprocessing_benchmark_ensemble_fits_its_leaves_and_preprocesses_a
     assert _ensemble_problems(broken, [repo.PREPROCESS_ONLY]), "a step whose inputs do not fit is found"
 
 
+def test_the_step_benchmark_serves_the_instance_count_asked_and_the_exported_one_by_default(tmp_path):
+    from python_models.cli import bench_preprocess
+
+    def served_count(root):
+        return repository_files.parse_pbtxt((root / repo.PREPROCESS / "config.pbtxt").read_text()).instance_group[0].count
+
+    exported = repo.preprocess_definition(repo.default_spec(), "gpu").config.instance_group[0].count
+    assert served_count(bench_preprocess.layout(tmp_path / "as_exported", 0, "gpu")) == exported
+    assert served_count(bench_preprocess.layout(tmp_path / "four", 0, "gpu", instances=4)) == 4
+    assert bench_preprocess.step_instances("gpu", 0) == exported and bench_preprocess.step_instances("gpu", 4) == 4
+
+
 def test_the_preprocessing_step_decodes_on_the_gpu_of_a_gpu_host_and_on_the_cpu_in_the_cpu_profile():
     """Tracks B and C's step: on a GPU host its GPU mode (``decode gpu``, KIND_GPU, measured faster) unless the export
     says ``--preprocess-decode cpu``; the CPU profile runs the CPU mode's instances; both modes have the same I/O; the

@@ -174,7 +174,7 @@ def images_per_s(step, images: int, device, seconds: float) -> float:
 
 def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, package_dir: Path | None) -> dict:
     """Track A's GPU work in one process, no server: the forward alone (CUDA graph of the eager network, compiled,
-    compiled replayed from CUDA graphs) and the served pipeline (headers read on 8 threads, batched nvJPEG, device
+    compiled replayed from CUDA graphs) and the served pipeline (headers read, batched nvJPEG, device
     letterbox, forward, NMS and packing) at the served batch size, on bus.jpg and zidane.jpg alternating as
     perf_analyzer sends them; the device letterbox against the CPU one; the Ultralytics predictor on the same
     weights and GPU as the peer."""
@@ -292,12 +292,43 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     return out
 
 
+def where_time_goes(step, calls: int = 30, rows: int = 15) -> dict[str, list[str]]:
+    """``step`` called ``calls`` times under cProfile (the host's Python, functions by their own time) and then under
+    torch.profiler (operators, and on a GPU its kernels, by their own time): the two tables that place a stage's cost
+    between Python, the CPU side of torch and the GPU."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    python = cProfile.Profile()
+    python.enable()
+    for _ in range(calls):
+        step()
+    python.disable()
+    text = io.StringIO()
+    pstats.Stats(python, stream=text).sort_stats("tottime").print_stats(rows)
+    on_gpu = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as traced:
+        for _ in range(calls):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize()
+    table = traced.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total",
+                                        row_limit=rows)
+    return {"calls": [str(calls)], "python_by_own_time": [line for line in text.getvalue().splitlines() if line.strip()],
+            "torch_by_own_time": table.splitlines()}
+
+
 def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
     """Preprocessing alone, in one process (no server, no network), on bus.jpg and zidane.jpg alternating: per GPU
     decoder (``decode gpu``: nvJPEG through torchvision; ``decode nvimgcodec``: the hardware decoder, where
     nvImageCodec is installed), the decode alone and decode + letterbox into the network's batch as Track A and
-    the B/C step run it (``gpu_decode.letterbox_rows``, headers read on 8 threads); the header check alone, and the
-    truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included."""
+    the B/C step run it (``gpu_decode.letterbox_rows``, with a pool of 8 threads); the header check alone, and the
+    truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included; and
+    where decode + letterbox spends its time at the largest batch (``where_time_goes``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -345,7 +376,10 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
                 gpu_decode.letterbox_rows([row], size, decoder, canvas[:1])
                 diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(row), size)[0])
                 parity[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3)}
-            out[f"decode {mode}"] = {"images_per_s": figures, "letterbox_vs_cpu_grey_levels": parity}
+            batch = max(batches)
+            profiled = where_time_goes(lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool))
+            out[f"decode {mode}"] = {"images_per_s": figures, "letterbox_vs_cpu_grey_levels": parity,
+                                     f"where_time_goes_batch_{batch}": profiled}
     return out
 
 

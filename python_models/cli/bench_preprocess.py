@@ -1,7 +1,7 @@
 """What bounds tracks B and C on the host's CPU: their preprocessing step, served by Triton, measured alone.
 
-    .venv/bin/yolo11-triton bench preprocess [--decode cpu,gpu] [--decode-threads 1,0] [--concurrency 16,64]
-        [--images DIR] [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
+    .venv/bin/yolo11-triton bench preprocess [--decode cpu,gpu] [--decode-threads 1,0] [--instances 0,4]
+        [--concurrency 16,64] [--images DIR] [--stub-python-bin /path/to/numpy1-env/bin] [--out reports/preprocess]
 
 Serves ``yolo11_preprocess`` as exported (in each ``--decode`` mode), followed by a step that only consumes
 its output (``yolo11_consume``), as the ensemble ``yolo11_preprocess_only``: perf_analyzer's requests carry the
@@ -9,7 +9,8 @@ encoded images in and a few bytes out, so the figure is the step's own, not gRPC
 One server per ``--decode`` mode (the step's parameter: ``cpu``, four KIND_CPU instances; ``gpu`` or
 ``nvimgcodec``, KIND_GPU instances decoding JPEGs with nvJPEG or the hardware decoder, a GPU host only, with the GPU
 profile's memory pools) and ``--decode-threads`` value (1 is one thread per
-instance, the behaviour before it had a pool; 0 shares twice the cores out over the instances). Prints and writes images/s, latency and
+instance, the behaviour before it had a pool; 0 shares twice the cores out over the instances) and ``--instances``
+count (0: as exported; another count replaces the step's instance count). Prints and writes images/s, latency and
 where Triton spent the time (queue / compute per request, average batch) for each setting and concurrency.
 """
 
@@ -37,13 +38,16 @@ from python_models.serving.status import wait_ready  # noqa: E402
 from python_models.serving.triton import Ports, find_triton, server_command, server_env  # noqa: E402
 
 
-def layout(root: Path, threads: int, decode: str = "cpu") -> Path:
-    """The three models of ``preprocess_only_definitions``, the step's ``decode_threads`` set to ``threads``."""
+def layout(root: Path, threads: int, decode: str = "cpu", instances: int = 0) -> Path:
+    """The three models of ``preprocess_only_definitions``, the step's ``decode_threads`` set to ``threads`` (and its
+    instance count to ``instances`` unless 0)."""
     for definition in repo.preprocess_only_definitions(repo.default_spec(), decode):
         config = type(definition.config)()
         config.CopyFrom(definition.config)
         if definition.name == repo.PREPROCESS:
             config.parameters["decode_threads"].string_value = str(threads)
+            if instances:
+                config.instance_group[0].count = instances
         folder = root / definition.name
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
@@ -52,11 +56,17 @@ def layout(root: Path, threads: int, decode: str = "cpu") -> Path:
     return root
 
 
-def resolved_threads(threads: int, decode: str = "cpu") -> int:
+def step_instances(decode: str, instances: int = 0) -> int:
+    """The step's instance count served: ``instances``, or as exported for ``decode`` when 0."""
+    return instances or repo.preprocess_definition(repo.default_spec(), decode).config.instance_group[0].count
+
+
+def resolved_threads(threads: int, decode: str = "cpu", instances: int = 0) -> int:
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = repo.preprocess_definition(repo.default_spec(), decode).config
-    groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": g.count} for g in config.instance_group]
+    groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": step_instances(decode, instances)}
+              for g in config.instance_group]
     gpus = 0
     if decode != "cpu":
         from python_models.serving.triton import gpu_count
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decode", default="cpu", help="the step's decode modes, one server each: cpu, gpu, nvimgcodec")
     parser.add_argument("--decode-threads", default="1,0", help="values of the step's decode_threads, one server each")
+    parser.add_argument("--instances", default="0", help="the step's instance counts, one server each (0: as exported)")
     parser.add_argument("--concurrency", default="16,64")
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG (default: the ultralytics sample images)")
     parser.add_argument("--measurement-ms", type=int, default=4000)
@@ -84,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
     rows = []
-    settings = [(mode, int(t)) for mode in args.decode.split(",") for t in args.decode_threads.split(",")]
-    for decode, threads in settings:
-        name = f"threads{threads}" if decode == "cpu" else f"{decode}_threads{threads}"
-        repository = layout(args.out / name / "repository", threads, decode)
+    settings = [(mode, int(t), int(n)) for mode in args.decode.split(",") for t in args.decode_threads.split(",")
+                for n in args.instances.split(",")]
+    for decode, threads, asked in settings:
+        instances = step_instances(decode, asked)
+        name = (f"threads{threads}" if decode == "cpu" else f"{decode}_threads{threads}") + (f"_x{asked}" if asked else "")
+        repository = layout(args.out / name / "repository", threads, decode, asked)
         log = open(args.out / name / "server.log", "wb")
         # The GPU modes hand their batches on in Triton's CUDA pool: sized as the GPU profile sizes it (with the
         # default 64 MB, outputs fell back to pinned host memory, results/h200_issue25/README.md).
@@ -104,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     run = measure(command, csv_path, repo.PREPROCESS_ONLY, metrics_url, [repo.PREPROCESS])
                 except PerfAnalyzerFailed as exc:
-                    rows.append({"decode": decode, "decode_threads": threads, "concurrency": concurrency,
-                                 "error": str(exc)[-300:]})
+                    rows.append({"decode": decode, "instances": instances, "decode_threads": threads,
+                                 "concurrency": concurrency, "error": str(exc)[-300:]})
                     continue
                 step = run.server[repo.PREPROCESS]
-                rows.append({"decode": decode, "decode_threads": threads,
-                             "threads_per_instance": resolved_threads(threads, decode),
+                rows.append({"decode": decode, "instances": instances, "decode_threads": threads,
+                             "threads_per_instance": resolved_threads(threads, decode, asked),
                              "concurrency": concurrency, "images_per_s": round(run.perf.throughput, 1),
                              "p50_ms": round(run.perf.p50_ms, 1), "p99_ms": round(run.perf.p99_ms, 1),
                              "avg_batch": round(step.avg_batch, 1), "queue_ms": round(step.queue_ms, 1),
@@ -118,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    lines = ["| decode | decode_threads (per instance) | concurrency | images/s | p50 ms | p99 ms | avg batch "
-             "| queue / compute ms |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| decode | instances | decode_threads (per instance) | concurrency | images/s | p50 ms | p99 ms "
+             "| avg batch | queue / compute ms |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['decode']} | {r['decode_threads']} ({r.get('threads_per_instance', '')}) | {r['concurrency']} | " + (
+        lines.append(f"| {r['decode']} | {r['instances']} | {r['decode_threads']} ({r.get('threads_per_instance', '')}) | {r['concurrency']} | " + (
             f"{r['images_per_s']:,.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['avg_batch']} | "
             f"{r['queue_ms']} / {r['compute_ms']} |" if "error" not in r else f"failed: {r['error'][:120]} |||||"))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.processor() or platform.machine(),
