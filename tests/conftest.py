@@ -258,6 +258,8 @@ leave a core to it)."""
 
 
 def pytest_collection_finish(session) -> None:
+    if session.config.option.collectonly:  # nothing will run (tests/test_suite_rules.py lists the marked tests)
+        return
     if any("server" in item.fixturenames for item in session.items):
         EARLY["server"] = launch_session_server(session.config._tmp_path_factory)
 
