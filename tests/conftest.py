@@ -57,10 +57,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: item.get_closest_marker("server") is not None)
 
 
-def git_status() -> str | None:
+def git_status(checkout: Path = ROOT) -> str | None:
+    """``git status --porcelain`` of ``checkout``, untracked files listed one by one; None outside a git checkout."""
     try:
-        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, check=True).stdout
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout,
+                              capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):  # not a git checkout (an sdist): nothing to compare
         return None
 

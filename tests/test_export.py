@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import git_status
 
 from python_models import contract as c
 from python_models.export import repository as repo
@@ -70,11 +71,6 @@ def checkout_copy(destination: Path) -> Path:
     return destination
 
 
-def git_status(checkout: Path) -> list[str]:
-    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout, capture_output=True,
-                          text=True, check=True).stdout.splitlines()
-
-
 def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weights_nor_touches_the_checkout(tmp_path):
     """Offline, as the README's first command runs here: the export (serve.py's first step, with the same default
     --artifacts) falls back to the untrained network and writes it into the ignored artifacts/ folder of the
@@ -89,10 +85,10 @@ def test_allow_untrained_serves_the_test_network_and_never_caches_it_as_the_weig
     repo_dir = checkout / "artifacts"
     manifest = read_manifest(repo_dir)
     assert manifest.untrained and "no such weights file" in manifest.fallback_reason
-    assert git_status(checkout) == [], "the export wrote into the checkout's tracked files"
+    assert git_status(checkout) == "", "the export wrote into the checkout's tracked files"
     # The check fires: the same export's configs written into the committed folder (the old default) show up.
     repository_files.write_repository(checkout / "model_repository", manifest.spec)
-    assert any("model_repository/" in line for line in git_status(checkout))
+    assert "model_repository/" in git_status(checkout)
     outputs = [p for p in repo_dir.rglob("*") if p.suffix in (".pt", ".onnx")]
     assert not _up_to_date(manifest, manifest.weights_sha256, tuple(outputs)), "a stand-in must be re-resolved"
     requested = ExportManifest(**{**json.loads((repo_dir / "export.json").read_text()), "fallback_reason": None})

@@ -140,3 +140,17 @@ def test_the_profile_of_a_stage_names_the_python_and_the_torch_work_it_does(benc
     assert any("aten::mm" in line for line in profiled["torch_by_own_time"]), profiled["torch_by_own_time"]
     idle = bench.where_time_goes(lambda: sorted(range(10)), calls=3)
     assert not any("aten::mm" in line for line in idle["torch_by_own_time"]), "it names only what ran"
+
+
+def test_the_benchmarks_letterbox_comparison_reads_a_faithful_decoder_as_close_and_a_wrong_one_as_far(bench):
+    """What ``bench gpu`` reports as the GPU letterbox against the CPU one, run here with the stand-in nvJPEG of
+    tests/test_gpu_decode.py: every photo, the phone photos included, within a grey level; swapped channels far."""
+    import torch
+    from test_gpu_decode import SIZE, StandInDecoder
+
+    canvas = torch.zeros((1, SIZE, SIZE, 3), dtype=torch.uint8)
+    close = bench.letterbox_vs_cpu(StandInDecoder(), canvas, SIZE)
+    assert len(close) == 10 and "bus.jpg, EXIF orientation 6" in close
+    assert all(figures["max_abs_diff"] <= 1 for figures in close.values()), close
+    far = bench.letterbox_vs_cpu(StandInDecoder(channels_reversed=True), canvas, SIZE)
+    assert all(figures["max_abs_diff"] > 50 for figures in far.values()), far

@@ -189,7 +189,6 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
     from python_models.runtime.nms import nms, nms_on_device, pack_detections
     from python_models.runtime.decode import decode, probe
     from python_models.runtime.letterbox import LetterboxTransform, letterbox_padded
-    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
     from python_models.client.matching import predictor_detections
 
     device, half = torch.device("cuda:0"), precision == "fp16"
@@ -265,20 +264,7 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
         out["nms_device_vs_host"] = {name: ("identical" if np.array_equal(host[name], on_device[name]) else
                                             f"max abs diff {np.abs(host[name].astype(float) - on_device[name]).max()}")
                                      for name in host} | {"detections": int(host["num_detections"].sum())}
-    letterbox = {}
-    for name in PARITY_IMAGES:
-        data = np.frombuffer((Path(ASSETS) / name).read_bytes(), np.uint8)
-        gpu_decode.letterbox_rows([data], size, decoder, canvas[:1])
-        diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(data), size)[0])
-        letterbox[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3),
-                           "share_differing": round(float((diff > 0).mean()), 3)}
-    for orientation in EXIF_ORIENTATIONS:  # phone photos: decoded by nvJPEG, turned upright on the device
-        data = np.frombuffer(exif_rotated((Path(ASSETS) / "bus.jpg").read_bytes(), orientation), np.uint8)
-        gpu_decode.letterbox_rows([data], size, decoder, canvas[:1])
-        diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(data), size)[0])
-        letterbox[f"bus.jpg stored with EXIF orientation {orientation}"] = {
-            "max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3)}
-    out["device_letterbox_vs_cpu_letterbox_grey_levels"] = letterbox
+    out["device_letterbox_vs_cpu_letterbox_grey_levels"] = letterbox_vs_cpu(decoder, canvas, size)
     out["small_batches_beside_a_compiled_forward"] = hybrid_graphs_check(net, device, half, batch, size, padded)
 
     images = [decode(r) for r in rows]
@@ -290,6 +276,29 @@ def gpu_pipeline(weights_pt: Path, precision: str, batch: int, seconds: float, p
 
     out["ultralytics_predictor_images_per_s"] = rate(predictor_batch, batch)
     return out
+
+
+def letterbox_vs_cpu(decoder, canvas, size: int) -> dict[str, dict]:
+    """The GPU path's letterbox (``decoder``, one row at a time into ``canvas``) against the CPU letterbox, in grey
+    levels, on bus.jpg and zidane.jpg and on bus.jpg as a phone stores it with each EXIF orientation."""
+    import numpy as np
+    from ultralytics.utils import ASSETS
+
+    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
+    from python_models.runtime import gpu_decode
+    from python_models.runtime.decode import decode
+    from python_models.runtime.letterbox import letterbox_padded
+
+    encoded = {name: (Path(ASSETS) / name).read_bytes() for name in PARITY_IMAGES}
+    encoded |= {f"bus.jpg, EXIF orientation {o}": exif_rotated(encoded["bus.jpg"], o) for o in EXIF_ORIENTATIONS}
+    compared = {}
+    for name, data in encoded.items():
+        row = np.frombuffer(data, np.uint8)
+        gpu_decode.letterbox_rows([row], size, decoder, canvas[:1])
+        diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(row), size)[0])
+        compared[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3),
+                          "share_differing": round(float((diff > 0).mean()), 3)}
+    return compared
 
 
 def where_time_goes(step, calls: int = 30, rows: int = 15) -> dict[str, list[str]]:
@@ -335,10 +344,8 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
     import torch
     from ultralytics.utils import ASSETS
 
-    from python_models.client.bad_inputs import EXIF_ORIENTATIONS, exif_rotated
     from python_models.runtime import gpu_decode
-    from python_models.runtime.decode import decode, payload, probe
-    from python_models.runtime.letterbox import letterbox_padded
+    from python_models.runtime.decode import payload, probe
 
     device = torch.device("cuda:0")
     torch.cuda.set_device(device)
@@ -354,7 +361,6 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
         "the truncation rule it replaced alone (rfind of the last scan header), one thread": rate(
             lambda: [(lambda b: b.rfind(b"\xff\xd9") < b.rfind(b"\xff\xda"))(payload(r).tobytes()) for r in rows],
             len(rows))}}
-    photos = {f"bus.jpg, EXIF orientation {o}": exif_rotated(encoded[0], o) for o in EXIF_ORIENTATIONS}
     decoders: dict = {}
     for mode in ("gpu", "nvimgcodec"):
         try:
@@ -370,12 +376,7 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
                 figures[f"batch {batch}: decode alone"] = rate(lambda: decoder(tensors), batch)
                 figures[f"batch {batch}: decode + letterbox"] = rate(
                     lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool), batch)
-            parity = {}
-            for name, data in {**dict(zip(PARITY_IMAGES, encoded)), **photos}.items():
-                row = np.frombuffer(data, np.uint8)
-                gpu_decode.letterbox_rows([row], size, decoder, canvas[:1])
-                diff = np.abs(canvas[0].cpu().numpy().astype(np.int16) - letterbox_padded(decode(row), size)[0])
-                parity[name] = {"max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.mean()), 3)}
+            parity = letterbox_vs_cpu(decoder, canvas, size)
             batch = max(batches)
             profiled = where_time_goes(lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool))
             out[f"decode {mode}"] = {"images_per_s": figures, "letterbox_vs_cpu_grey_levels": parity,
