@@ -101,15 +101,18 @@ def names_a_command(words: list[str]) -> bool:
     return len(words) == 2 and words[0] in cli.GROUPS and words[1] in cli.GROUPS[words[0]][1]
 
 
+def asks_for_help(words: list[str]) -> bool:
+    """The command alone, ``--help``, or ``COMMAND --help``: what the docs show for the help text."""
+    return words in ([], ["--help"], ["COMMAND", "--help"])
+
+
 def test_every_documented_command_is_a_command_whose_flags_parse(capsys):
     commands = documented_commands()
     assert len(commands) > 15 and any("detect" in line for _, line in commands)
     bad = {}
     for page, line in commands:
         words = line.split()[1:]
-        if words in ([], ["--help"], ["COMMAND", "--help"]) or names_a_command(words):
-            if words and words[0] not in ("--help", "COMMAND") and not names_a_command(words):
-                bad[f"{page}: {line}"] = "no such command"
+        if asks_for_help(words) or names_a_command(words):
             continue
         outcome = parse_only(line)
         if outcome != "parsed":
@@ -149,7 +152,7 @@ def runnable_here(line: str, server_url: str, photos: Path) -> list[str] | None:
     import shlex
 
     words = shlex.split(line)[1:]
-    if not words or words in (["--help"], ["COMMAND", "--help"]):
+    if asks_for_help(words):
         return ["--help"]
     if names_a_command(words) or subcommand(words) in NOT_RUN_HERE:
         return None

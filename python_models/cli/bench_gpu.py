@@ -301,7 +301,7 @@ def letterbox_vs_cpu(decoder, canvas, size: int) -> dict[str, dict]:
     return compared
 
 
-def where_time_goes(step, calls: int = 30, rows: int = 15) -> dict[str, list[str]]:
+def where_time_goes(step, calls: int = 30, rows: int = 15) -> dict:
     """``step`` called ``calls`` times under cProfile (the host's Python, functions by their own time) and then under
     torch.profiler (operators, and on a GPU its kernels, by their own time): the two tables that place a stage's cost
     between Python, the CPU side of torch and the GPU."""
@@ -327,7 +327,7 @@ def where_time_goes(step, calls: int = 30, rows: int = 15) -> dict[str, list[str
             torch.cuda.synchronize()
     table = traced.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total",
                                         row_limit=rows)
-    return {"calls": [str(calls)], "python_by_own_time": [line for line in text.getvalue().splitlines() if line.strip()],
+    return {"calls": calls, "python_by_own_time": [line for line in text.getvalue().splitlines() if line.strip()],
             "torch_by_own_time": table.splitlines()}
 
 

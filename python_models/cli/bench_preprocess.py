@@ -61,12 +61,12 @@ def step_instances(decode: str, instances: int = 0) -> int:
     return instances or repo.preprocess_definition(repo.default_spec(), decode).config.instance_group[0].count
 
 
-def resolved_threads(threads: int, decode: str = "cpu", instances: int = 0) -> int:
+def resolved_threads(threads: int, decode: str, instances: int) -> int:
+    """Decode threads per instance of the step served with ``instances`` instances (``step_instances``)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = repo.preprocess_definition(repo.default_spec(), decode).config
-    groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": step_instances(decode, instances)}
-              for g in config.instance_group]
+    groups = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": instances} for g in config.instance_group]
     gpus = 0
     if decode != "cpu":
         from python_models.serving.triton import gpu_count
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 step = run.server[repo.PREPROCESS]
                 rows.append({"decode": decode, "instances": instances, "decode_threads": threads,
-                             "threads_per_instance": resolved_threads(threads, decode, asked),
+                             "threads_per_instance": resolved_threads(threads, decode, instances),
                              "concurrency": concurrency, "images_per_s": round(run.perf.throughput, 1),
                              "p50_ms": round(run.perf.p50_ms, 1), "p99_ms": round(run.perf.p99_ms, 1),
                              "avg_batch": round(step.avg_batch, 1), "queue_ms": round(step.queue_ms, 1),
