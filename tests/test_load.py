@@ -34,7 +34,7 @@ def run_locust(server, out: Path, models: list[str] | None, seconds: int = 20, u
 
 
 def test_bounded_locust_run_over_every_public_model_has_no_failures(server, tmp_path):
-    run = run_locust(server, tmp_path, models=None, seconds=15, users=8)
+    run = run_locust(server, tmp_path, models=None, seconds=8, users=8)
     assert set(run["rows"]) == set(repo.PUBLIC_MODELS), run["log"]
     for model, row in run["rows"].items():
         assert int(row["Request Count"]) >= 1, model

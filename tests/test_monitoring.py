@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "yolo11-triton.json"
 PROMETHEUS = Path(sys.executable).parent / "prometheus"
 RATE_WINDOW = "20s"
-TRAFFIC_S = 25
+TRAFFIC_S = 10
 TRAFFIC_ENDED: list[float] = []
 """When ``scraped_under_traffic`` stopped its requests: a one-minute rate asked later may have nothing to rate."""
 POD_LABELS = {"namespace": "yolo11", "pod": "yolo11-triton-0"}

@@ -21,7 +21,6 @@ from python_models.serving.supervisor import python_stubs
 STORM_CLIENTS = 200
 SLOW_MODEL = repo.PYTORCH  # about 100 ms an image on this CPU: 200 clients are far past its capacity
 BUS_SIZE = (810, 1080)
-RELOADED = f"supervisor: {repo.NMS} reloaded"
 
 
 def tritonserver_pid(server) -> int:
@@ -100,70 +99,34 @@ def test_overload_is_rejected_fast_and_the_rest_answered_correctly(server, sampl
     assert abs(rss_after - rss_before) <= 0.2 * rss_before, (rss_before, rss_after)
 
 
-def test_a_killed_stub_fails_its_requests_cleanly_and_the_model_comes_back(server, samples, bus_reference):
-    """Kill one of yolo11_nms's stubs under traffic on yolo11_trt (which calls it) and on yolo11_pytorch (which does not)."""
-    victims = [s for s in python_stubs(tritonserver_pid(server)) if s.model == repo.NMS]
-    assert victims, "no yolo11_nms stub found"
-    results: list[tuple[str, float, str]] = []
-    stop = threading.Event()
-
-    def drive(model: str) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            status, _, payload = send(server, model, samples["bus.jpg"], timeout=60)
-            results.append((model, started, status if status != "ok" else ("ok" if not contract_violations(payload, [BUS_SIZE], SESSION["spec"]) else "wrong")))
-
-    threads = [threading.Thread(target=drive, args=(m,)) for m in (repo.TRT_ENSEMBLE, repo.TRT_ENSEMBLE, repo.PYTORCH)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
-    reloads_before = server.log.read_text().count(RELOADED)
-    killed_at = time.monotonic()
-    psutil.Process(victims[0].pid).send_signal(signal.SIGKILL)
-    # The supervisor's reload returns once the new instances serve; requests sent after it must all succeed.
-    reloaded_at = None
-    while time.monotonic() < killed_at + 120 and reloaded_at is None:
-        if server.log.read_text().count(RELOADED) > reloads_before:
-            reloaded_at = time.monotonic()
-        time.sleep(0.2)
-    time.sleep(5)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert reloaded_at is not None, f"no reload within 120 s:\n{server.log_tail()}"
-    trt_errors = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > killed_at and r[2] != "ok"]
-    after_reload = [r for r in results if r[0] == repo.TRT_ENSEMBLE and r[1] > reloaded_at]
-    print(f"\nfault: {len(trt_errors)} failed yolo11_trt requests; reloaded {reloaded_at - killed_at:.1f} s after the kill; "
-          f"{len(after_reload)} requests after it")
-    assert "wrong" not in {r[2] for r in results}, "a request got a wrong answer"
-    assert {r[2] for r in trt_errors} <= {"StatusCode.INTERNAL", "StatusCode.UNAVAILABLE"}, trt_errors[:3]
-    assert len(after_reload) >= 5 and all(r[2] == "ok" for r in after_reload), after_reload[:5]
-    assert all(r[2] == "ok" for r in results if r[0] == repo.PYTORCH), "a model that does not use yolo11_nms was hurt"
-    live = [s for s in python_stubs(tritonserver_pid(server)) if s.model == repo.NMS]
-    assert victims[0].pid not in {s.pid for s in live} and live
-    outputs = infer_grpc(server.grpc(), repo.TRT_ENSEMBLE, [samples["bus.jpg"]])
-    assert_same_detections(unpack_detections(outputs)[0], bus_reference, *tolerance(repo.TRT_ENSEMBLE), "after recovery")
-
-
 def _reloads(server, model: str) -> int:
     return server.log.read_text(errors="replace").count(f"supervisor: {model} reloaded")
 
 
-@pytest.mark.parametrize("model,public", [(repo.NMS, repo.TRT_ENSEMBLE), (repo.PYTORCH, repo.PYTORCH)])
-def test_a_stub_killed_three_times_recovers_three_times_with_one_reload_each(server, samples, model, public):
-    """Recovery must hold the second and third time, not only the first, and a crash is one reload."""
+@pytest.mark.parametrize("model,public,bystander", [(repo.NMS, repo.TRT_ENSEMBLE, repo.PYTORCH),
+                                                    (repo.PYTORCH, repo.PYTORCH, repo.TRT_ENSEMBLE)])
+def test_a_stub_killed_three_times_fails_only_its_requests_cleanly_and_recovers_with_one_reload_each(
+        server, samples, model, public, bystander):
+    """Kill the newest stub of ``model`` three times under traffic on ``public`` (which runs it), the first time
+    also on ``bystander`` (which does not): the requests it held fail with a clean status, never a wrong answer;
+    each kill is one reload, after which every request is answered correctly, the second and third time too; the
+    bystander never fails."""
     reference = unpack_detections(infer_grpc(server.grpc(), public, [samples["bus.jpg"]]))[0]
-    wrong: list[str] = []
-    stop = threading.Event()
+    results: list[tuple[str, str]] = []
+    stop, bystander_stop = threading.Event(), threading.Event()
 
-    def drive() -> None:
-        while not stop.is_set():
-            status, _, payload = send(server, public, samples["bus.jpg"], timeout=60)
+    def drive(target: str, stopped: threading.Event) -> None:
+        while not stopped.is_set():
+            status, _, payload = send(server, target, samples["bus.jpg"], timeout=60)
             if status == "ok" and contract_violations(payload, [BUS_SIZE], SESSION["spec"]):
-                wrong.append("contract")
+                status = "wrong"
+            results.append((target, status))
 
-    driver = threading.Thread(target=drive)
-    driver.start()
+    # The bystander's traffic runs through the first kill only: on 2 cores, more of it slows every reload.
+    drivers = [threading.Thread(target=drive, args=(public, stop)),
+               threading.Thread(target=drive, args=(bystander, bystander_stop))]
+    for driver in drivers:
+        driver.start()
     start_reloads = _reloads(server, model)
     try:
         for kill in range(1, 4):
@@ -180,9 +143,15 @@ def test_a_stub_killed_three_times_recovers_three_times_with_one_reload_each(ser
                 outputs = infer_grpc(server.grpc(), public, [samples["bus.jpg"]])
                 assert_same_detections(unpack_detections(outputs)[0], reference, *tolerance(public), f"after kill {kill}")
             assert victim.pid not in {s.pid for s in python_stubs(tritonserver_pid(server))}
+            bystander_stop.set()
         time.sleep(5)  # a needless second reload (a retired sibling taken for a death) would show up by now
     finally:
         stop.set()
-        driver.join()
+        bystander_stop.set()
+        for driver in drivers:
+            driver.join()
     assert _reloads(server, model) - start_reloads == 3, "one reload per kill"
-    assert not wrong, "an answer broke the contract"
+    seen = {target: {status for t, status in results if t == target} for target in (public, bystander)}
+    assert "wrong" not in seen[public] | seen[bystander], "an answer broke the contract"
+    assert "ok" in seen[public] and seen[public] <= {"ok", "StatusCode.INTERNAL", "StatusCode.UNAVAILABLE"}, seen
+    assert seen[bystander] == {"ok"}, f"{bystander}, which does not run {model}, was hurt: {seen[bystander]}"
