@@ -124,9 +124,29 @@ def test_the_compiled_network_is_built_before_serving_and_refused_here_with_the_
 def test_the_before_server_changes_only_the_parameters_named_and_refuses_unknown_ones(bench):
     assert bench.before_settings("network=eager") == {"network": "eager"}
     assert bench.before_settings("nms=host, decode=cpu") == {"nms": "host", "decode": "cpu"}
-    for wrong in ("network=fast", "precision=fp32", "eager", ""):
+    assert bench.before_settings("instances=4") == {"instances": 4}
+    for wrong in ("network=fast", "precision=fp32", "eager", "", "instances=0", "instances=four"):
         with pytest.raises(SystemExit, match="--compare-before"):
             bench.before_settings(wrong)
+
+
+def test_a_second_server_starts_from_the_first_ones_compiled_caches_and_never_overwrites_its_own(bench, tmp_path):
+    from python_models.runtime.network import COMPILE_CACHE, COMPILED_RECORD
+
+    first, second = tmp_path / "after", tmp_path / "before"
+    second.mkdir()
+    assert not bench.copy_compiled_caches(first, second), "nothing to copy from a folder with no build"
+    (first / COMPILE_CACHE).mkdir(parents=True)
+    (first / COMPILE_CACHE / "kernels.bin").write_bytes(b"autotuned")
+    assert not bench.copy_compiled_caches(first, second), "caches without their record are not a build"
+    (first / COMPILED_RECORD).write_text('{"fingerprint": "abc"}')
+    assert bench.copy_compiled_caches(first, second)
+    assert (second / COMPILE_CACHE / "kernels.bin").read_bytes() == b"autotuned"
+    assert (second / COMPILED_RECORD).read_text() == '{"fingerprint": "abc"}'
+    (first / COMPILED_RECORD).write_text('{"fingerprint": "other"}')
+    assert not bench.copy_compiled_caches(first, second), "a folder's own build is kept"
+    assert (second / COMPILED_RECORD).read_text() == '{"fingerprint": "abc"}'
+    assert not bench.copy_compiled_caches(None, tmp_path / "third")
 
 
 def test_the_profile_of_a_stage_names_the_python_and_the_torch_work_it_does(bench):

@@ -58,10 +58,12 @@ PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
            cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE,
-           network: str = repo.PYTORCH_NETWORK, nms: str = repo.PYTORCH_NMS) -> tuple[Path, bool, dict | None]:
+           network: str = repo.PYTORCH_NETWORK, nms: str = repo.PYTORCH_NMS,
+           caches_from: Path | None = None) -> tuple[Path, bool, dict | None]:
     """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``;
-    with ``network`` compiled, its caches built (or kept, when up to date) as the export builds them. Returns the
-    repository, whether the network is untrained, and the caches' record."""
+    with ``network`` compiled, its caches built (or kept, when up to date) as the export builds them, starting from
+    ``caches_from``'s (another layout's version folder) when this one has none. Returns the repository, whether the
+    network is untrained, and the caches' record."""
     from python_models.export.weights import model_spec, resolve_weights
 
     repository = out / "repository"
@@ -86,8 +88,25 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     if network == "compiled":
         from python_models.export.compiled_network import build_compiled_network
 
+        copy_compiled_caches(caches_from, version)
         record = build_compiled_network(version, precision, config.max_batch_size, model_spec(model).imgsz)
     return repository, untrained, record
+
+
+def copy_compiled_caches(source: Path | None, version: Path) -> bool:
+    """Copy another layout's compiled caches into ``version`` when it has none, so that a second server of the same
+    weights (another instance count) does not autotune again for ten minutes; the build keeps them only if their
+    record matches (weights, precision, GPU, torch). True when copied."""
+    from python_models.runtime.network import COMPILE_CACHE, COMPILED_RECORD
+
+    if source is None or (version / COMPILED_RECORD).exists() or not (source / COMPILED_RECORD).exists():
+        return False
+    cache = source / COMPILE_CACHE
+    if not cache.exists():
+        return False
+    (shutil.copytree if cache.is_dir() else shutil.copy2)(cache, version / COMPILE_CACHE)
+    shutil.copy2(source / COMPILED_RECORD, version / COMPILED_RECORD)
+    return True
 
 
 STUB_IMPORTS = ("import numpy, cv2, torch, torchvision, ultralytics, python_models.runtime.letterbox, "
@@ -574,7 +593,8 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
     out.mkdir(parents=True, exist_ok=True)
     check_stub_environment(args.stub_python_bin)
     repository, untrained, package = layout(out, args.weights, args.precision, args.instances, args.decode_threads,
-                                            not args.no_cuda_graphs, gpus, args.decode, args.network, args.nms)
+                                            not args.no_cuda_graphs, gpus, args.decode, args.network, args.nms,
+                                            getattr(args, "caches_from", None))
     install = find_triton()
     ports = Ports(args.grpc_port - 1, args.grpc_port, args.grpc_port + 1)
     grpc_url, metrics_url = f"127.0.0.1:{ports.grpc}", f"http://127.0.0.1:{ports.metrics}/metrics"
@@ -725,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-before", nargs="?", const="network=eager", metavar="SETTINGS",
                         help="serve Track A first with these of its parameters changed (comma-separated KEY=VALUE "
                         f"over {', '.join(BEFORE_SETTINGS)}; alone: network=eager, the baseline of the compiled "
-                        "network's latency at low load) at the same levels, then as configured; writes compare.md")
+                        "network's latency at low load; instances=4 against --instances 6 shares one compiled build) "
+                        "at the same levels, then as configured; writes compare.md")
     parser.add_argument("--network", choices=repo.TRACK_A_NETWORKS, default=repo.PYTORCH_NETWORK,
                         help="Track A's parameter network (compiled: its caches are built first, or kept if up to date)")
     parser.add_argument("--build-only", action="store_true", help="lay out the repository and build the compiled "
@@ -789,8 +810,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     before = None
     if args.compare_before:
-        before = serve_track_a(argparse.Namespace(**{**vars(args), **before_settings(args.compare_before)}),
+        version = Path("repository") / repo.PYTORCH / "1"
+        before = serve_track_a(argparse.Namespace(**{**vars(args), **before_settings(args.compare_before),
+                                                     "caches_from": args.out / version}),
                                args.out / "before", console, levels)
+        args.caches_from = args.out / "before" / version
     result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
     if before is not None:
         (args.out / "compare.md").write_text(comparison(before, result))
@@ -813,7 +837,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result["parity"]["passed"] else 1
 
 
-BEFORE_SETTINGS = {"decode": repo.TRACK_A_DECODES, "network": repo.TRACK_A_NETWORKS, "nms": c.TRACK_A_NMS}
+BEFORE_SETTINGS = {"decode": repo.TRACK_A_DECODES, "network": repo.TRACK_A_NETWORKS, "nms": c.TRACK_A_NMS,
+                   "instances": tuple(str(n) for n in range(1, 17))}
 
 
 def before_settings(text: str) -> dict[str, str]:
@@ -825,7 +850,7 @@ def before_settings(text: str) -> dict[str, str]:
             raise SystemExit(f"--compare-before {text!r}: {item!r} is not KEY=VALUE with KEY one of "
                              f"{', '.join(BEFORE_SETTINGS)} and VALUE one of its values "
                              f"({'; '.join(f'{k}: {v}' for k, v in BEFORE_SETTINGS.items())})")
-        settings[key] = value
+        settings[key] = int(value) if key == "instances" else value
     if not settings:
         raise SystemExit(f"--compare-before {text!r}: no KEY=VALUE given")
     return settings
