@@ -56,18 +56,23 @@ from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 PARITY_IMAGES = ("bus.jpg", "zidane.jpg")
 
 
+def track_a_version(out: Path) -> Path:
+    """Track A's version folder (model.pt, its compiled caches) in the repository ``layout`` writes under ``out``."""
+    return out / "repository" / repo.PYTORCH / "1"
+
+
 def layout(out: Path, weights: str, precision: str, instances: int, decode_threads: int = 0,
            cuda_graphs: bool = True, gpus: int | None = None, decode: str = repo.PYTORCH_DECODE,
            network: str = repo.PYTORCH_NETWORK, nms: str = repo.PYTORCH_NMS,
            caches_from: Path | None = None) -> tuple[Path, bool, dict | None]:
     """A repository holding only Track A, on the GPU: ``instances`` on every GPU, or on each of the first ``gpus``;
     with ``network`` compiled, its caches built (or kept, when up to date) as the export builds them, starting from
-    ``caches_from``'s (another layout's version folder) when this one has none. Returns the repository, whether the
+    the caches of the layout under ``caches_from`` when this one has none. Returns the repository, whether the
     network is untrained, and the caches' record."""
     from python_models.export.weights import model_spec, resolve_weights
 
-    repository = out / "repository"
-    version = repository / repo.PYTORCH / "1"
+    version = track_a_version(out)
+    repository = version.parents[1]
     version.mkdir(parents=True, exist_ok=True)
     resolved = resolve_weights(weights)
     model, untrained = resolved.model, resolved.untrained
@@ -88,7 +93,7 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     if network == "compiled":
         from python_models.export.compiled_network import build_compiled_network
 
-        copy_compiled_caches(caches_from, version)
+        copy_compiled_caches(track_a_version(caches_from) if caches_from else None, version)
         record = build_compiled_network(version, precision, config.max_batch_size, model_spec(model).imgsz)
     return repository, untrained, record
 
@@ -624,7 +629,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
                 "compiled_package": package, "instance_load_s": instance_load_times(out / "server.log"),
                 "command": shlex.join(["python3", *sys.argv])}
         console.print(meta)
-        checked = parity(grpc_url, repository / repo.PYTORCH / "1" / "model.pt", args.precision, args.decode)
+        checked = parity(grpc_url, track_a_version(out) / "model.pt", args.precision, args.decode)
         console.print({"parity": checked})
         from ultralytics.utils import ASSETS
 
@@ -799,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         # from CUDA graphs, which the server then does or, if not, is told not to, as the report says).
         _, _, package = layout(args.out, args.weights, args.precision, args.instances, args.decode_threads,
                                not args.no_cuda_graphs, None, args.decode, args.network)
-        version = args.out / "repository" / repo.PYTORCH / "1"
+        version = track_a_version(args.out)
         in_process = gpu_pipeline(version / "model.pt", args.precision, repo.PYTORCH_MAX_BATCH, args.pipeline_seconds,
                                   version if package else None)
         in_process["preprocess_stages"] = preprocess_stages(seconds=args.pipeline_seconds)
@@ -810,11 +815,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     before = None
     if args.compare_before:
-        version = Path("repository") / repo.PYTORCH / "1"
         before = serve_track_a(argparse.Namespace(**{**vars(args), **before_settings(args.compare_before),
-                                                     "caches_from": args.out / version}),
+                                                     "caches_from": args.out}),
                                args.out / "before", console, levels)
-        args.caches_from = args.out / "before" / version
+        args.caches_from = args.out / "before"
     result = serve_track_a(args, args.out, console, levels, detect_images=args.detect_images)
     if before is not None:
         (args.out / "compare.md").write_text(comparison(before, result))
