@@ -19,6 +19,7 @@ import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin
 
 from python_models.contract import MAX_IMAGE_PIXELS
+from python_models.runtime.jpeg_header import jpeg_header
 
 
 JPEG_SOI = b"\xff\xd8\xff"
@@ -113,29 +114,51 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
     Rows of a multi-image request are zero-padded to the longest row, so trailing
     bytes after the end-of-image marker are allowed.
     """
-    buf = payload(data).tobytes()
-    if not buf:
+    array = np.ascontiguousarray(payload(data))
+    if not array.size:
         raise InvalidImageError("empty image: the row holds no bytes (or only zero padding)")
-    if buf.startswith(JPEG_SOI):
-        fmt = "JPEG"
-        # Entropy-coded data byte-stuffs 0xFF, so an EOI after the last scan header
-        # only exists when the last scan is complete; an EXIF thumbnail's EOI comes earlier.
-        # "No scan header after the last EOI" is searched forward from that EOI (near the end), not by
-        # finding the last scan header backwards through the whole entropy-coded data.
-        if buf.find(JPEG_SOS, buf.rfind(JPEG_EOI) + 1) >= 0:
+    start = array[:8].tobytes()
+    if start.startswith(JPEG_SOI):
+        if jpeg_truncated(array):
             raise InvalidImageError("truncated JPEG: no end-of-image marker after the last scan")
-    elif buf.startswith(PNG_SIGNATURE):
-        fmt = "PNG"
+        header = jpeg_header(memoryview(array))
+        if header is not None:
+            return checked_size(ImageHeader("JPEG", *header))
+        return checked_size(pillow_header(array.tobytes(), "JPEG"))
+    if start.startswith(PNG_SIGNATURE):
+        buf = array.tobytes()
         if buf.rfind(PNG_IEND) < 0:
             raise InvalidImageError("truncated PNG: no IEND chunk")
         png_damage(buf)
-    else:
-        raise InvalidImageError(
-            f"not a JPEG or PNG: the row starts with bytes {buf[:8].hex()} ({len(buf)} bytes in all)"
-        )
+        return checked_size(pillow_header(buf, "PNG"))
+    raise InvalidImageError(f"not a JPEG or PNG: the row starts with bytes {start.hex()} ({array.size} bytes in all)")
+
+
+JPEG_TAIL = 4096
+
+
+def jpeg_truncated(array: np.ndarray) -> bool:
+    """True when no end-of-image marker follows the last scan header.
+
+    Entropy-coded data byte-stuffs 0xFF, so an EOI after the last scan header only exists when the last scan is
+    complete; an EXIF thumbnail's EOI comes earlier. The last EOI is searched in a tail of the row that grows until
+    it holds one (a whole photo is not copied to find the marker in its last bytes), and no scan header may follow.
+    """
+    size = JPEG_TAIL
+    while True:
+        first = max(0, len(array) - size)
+        tail = array[first:].tobytes()
+        eoi = tail.rfind(JPEG_EOI)
+        if eoi >= 0 or first == 0:
+            return tail.find(JPEG_SOS, eoi + 1) >= 0
+        size *= 16
+
+
+def pillow_header(buf: bytes, fmt: str) -> ImageHeader:
+    """The header as Pillow reads it: for PNGs, and for the JPEGs ``jpeg_header`` leaves to it."""
     # The format's own header parser, not Image.open: ultralytics patches Image.open to
     # pip-install a HEIF plugin when Pillow cannot identify a file, which a bad request
-    # must never trigger; and Image.open's decompression-bomb check is ours below.
+    # must never trigger; and Image.open's decompression-bomb check is ours (``checked_size``).
     reader = JpegImagePlugin.JpegImageFile if fmt == "JPEG" else PngImagePlugin.PngImageFile
     try:
         with reader(io.BytesIO(buf)) as img:
@@ -144,11 +167,15 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
             orientation = int(img.getexif().get(0x0112, 1)) if fmt == "JPEG" else 1
     except Exception as exc:  # Pillow raises many types for corrupt headers
         raise InvalidImageError(f"corrupt {fmt} header: {exc}") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InvalidImageError(
-            f"{fmt} header claims {width}x{height} = {width * height} pixels, over the limit of {MAX_IMAGE_PIXELS}"
-        )
     return ImageHeader(fmt, width, height, mode, orientation)
+
+
+def checked_size(header: ImageHeader) -> ImageHeader:
+    pixels = header.width * header.height
+    if pixels > MAX_IMAGE_PIXELS:
+        raise InvalidImageError(f"{header.format} header claims {header.width}x{header.height} = {pixels} pixels, "
+                                f"over the limit of {MAX_IMAGE_PIXELS}")
+    return header
 
 
 def png_damage(buf: bytes) -> None:
