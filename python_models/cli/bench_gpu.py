@@ -359,10 +359,11 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
     """Preprocessing alone, in one process (no server, no network), on bus.jpg and zidane.jpg alternating: per GPU
     decoder (``decode gpu``: nvJPEG through torchvision; ``decode nvimgcodec``: the hardware decoder, where
     nvImageCodec is installed), the decode alone and decode + letterbox into the network's batch as Track A and
-    the B/C step run it (``gpu_decode.letterbox_rows``, with a pool of 8 threads); the header check alone, and the
-    truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included; and
+    the B/C step run it (``gpu_decode.letterbox_rows``, with a pool of 8 threads), also with Pillow's header parser
+    for every JPEG as before ``jpeg_header``; the header check alone, and the truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included; and
     where decode + letterbox spends its time at the largest batch (``where_time_goes``)."""
     from concurrent.futures import ThreadPoolExecutor
+    from unittest import mock
 
     import numpy as np
     import torch
@@ -380,8 +381,12 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
         return images_per_s(step, images, device, seconds)
 
     rows = [np.frombuffer(encoded[i % 2], np.uint8) for i in range(max(batches))]
+    pillow_only = mock.patch("python_models.runtime.decode.jpeg_header", lambda buf: None)
+    with pillow_only:
+        pillow_probe = rate(lambda: [probe(r) for r in rows], len(rows))
     out: dict = {"images": list(PARITY_IMAGES), "seconds_per_figure": seconds, "header_check_images_per_s": {
         "decode.probe, one thread": rate(lambda: [probe(r) for r in rows], len(rows)),
+        "decode.probe with Pillow's parser for every JPEG (before jpeg_header), one thread": pillow_probe,
         "the truncation rule it replaced alone (rfind of the last scan header), one thread": rate(
             lambda: [(lambda b: b.rfind(b"\xff\xd9") < b.rfind(b"\xff\xda"))(payload(r).tobytes()) for r in rows],
             len(rows))}}
@@ -400,6 +405,9 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
                 figures[f"batch {batch}: decode alone"] = rate(lambda: decoder(tensors), batch)
                 figures[f"batch {batch}: decode + letterbox"] = rate(
                     lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool), batch)
+                with pillow_only:
+                    figures[f"batch {batch}: decode + letterbox, Pillow's header parser (before)"] = rate(
+                        lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool), batch)
             parity = letterbox_vs_cpu(decoder, canvas, size)
             batch = max(batches)
             profiled = where_time_goes(lambda: gpu_decode.letterbox_rows(rows[:batch], size, decoder, canvas, pool))
