@@ -52,12 +52,20 @@ END2END_TRT = "yolo11_end2end_plan"
 """Track C's engine (and, with a tier's name after it, each Track D tier's): a leaf, named for what it is (a TensorRT
 plan) so that it does not read as the public ``yolo11_trt_end2end`` with its words swapped."""
 
+TRACK = "yolo11_track"
+"""Video streams: a stateful model (Triton's sequence batcher, one sequence per stream) that follows the objects a
+detection track finds from frame to frame, and answers that track's outputs plus ``track_ids``."""
+TRACKERS = ("bytetrack", "botsort")
+"""Ultralytics' trackers the tracking model can run (its parameter ``tracker``); BoT-SORT without ReID."""
+
 # Public I/O, identical for every track.
 INPUT_IMAGES = "images"
 OUTPUT_NUM_DETECTIONS = "num_detections"
 OUTPUT_BOXES = "detection_boxes"
 OUTPUT_SCORES = "detection_scores"
 OUTPUT_CLASSES = "detection_classes"
+OUTPUT_TRACK_IDS = "track_ids"
+"""The tracking model's extra output: per detection row its track ID (from 1 in each stream), -1 for none yet."""
 
 # Tensors that pass between the steps of an ensemble.
 LETTERBOXED_IMAGES = "letterboxed_images"
@@ -140,6 +148,10 @@ class ModelSpec:
             TensorSpec(OUTPUT_SCORES, np.dtype(np.float32), (self.max_det,)),
             TensorSpec(OUTPUT_CLASSES, np.dtype(np.int32), (self.max_det,)),
         )
+
+    def track_outputs(self) -> tuple[TensorSpec, ...]:
+        """What the tracking model returns per frame: the public outputs, and a track ID per detection row."""
+        return (*self.public_outputs(), TensorSpec(OUTPUT_TRACK_IDS, np.dtype(np.int32), (self.max_det,)))
 
     def letterboxed_spec(self) -> TensorSpec:
         """What preprocessing hands an engine: the letterboxed image as uint8 RGB, height x width x channels.
@@ -239,3 +251,5 @@ def dali_ensemble_name(tier: Tier) -> str:
 
 PUBLIC_MODELS = (PYTORCH, TRT_ENSEMBLE, END2END_ENSEMBLE, *(dali_ensemble_name(t) for t in DALI_TIERS))
 """Every track, in the order the docs and reports list them."""
+SERVED_MODELS = (*PUBLIC_MODELS, TRACK)
+"""What a client can call: the detection tracks, and the tracking model for video streams (a sequence per stream)."""

@@ -52,9 +52,9 @@ from python_models.contract import ModelSpec  # noqa: E402
 
 def public_models(value: str) -> list[str]:
     models = value.split(",")
-    unknown = [m for m in models if m not in repo.PUBLIC_MODELS]
+    unknown = [m for m in models if m not in repo.SERVED_MODELS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"not public models: {', '.join(unknown)} (choose from {', '.join(repo.PUBLIC_MODELS)})")
+        raise argparse.ArgumentTypeError(f"not public models: {', '.join(unknown)} (choose from {', '.join(repo.SERVED_MODELS)})")
     return models
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where exported models are written (default: artifacts/ of the checkout, ignored by git)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".triton", help="where the CPU-profile repository is laid out")
     parser.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto")
-    parser.add_argument("--models", type=public_models, default=list(repo.PUBLIC_MODELS),
+    parser.add_argument("--models", type=public_models, default=list(repo.SERVED_MODELS),
                         help="comma-separated public models to serve (default: all)")
     parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
     parser.add_argument("--skip-export", action="store_true",

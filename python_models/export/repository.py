@@ -23,6 +23,7 @@ from python_models.contract import (  # noqa: F401 - this module's vocabulary
     NMS,
     PREPROCESS,
     PUBLIC_MODELS,
+    SERVED_MODELS,
     PYTORCH,
     RAW_TRT,
     TRACK_A_DECODES,
@@ -400,7 +401,44 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
                 _step(dali_end2end_name(tier), _ENGINE_INPUTS, _PUBLIC_OUT),
             ], spec)),
         ]
-    return defs
+    return [*defs, track_definition(spec)]
+
+
+TRACK_DETECTOR = PYTORCH
+"""The detection track the tracking model calls unless the export is told another (``--track-detector``)."""
+TRACK_TRACKER = "bytetrack"
+TRACK_STREAMS = 64
+"""Streams one tracking instance holds at once (the sequence batcher's ``max_candidate_sequences``, and its largest
+batch: one frame per stream). Streams beyond it wait in Triton's backlog until one ends or goes idle."""
+TRACK_IDLE_US = 10_000_000
+"""A stream that sends nothing for this long is let go (Triton frees its slot, the model its tracker): a camera
+that stalls for longer starts its sequence again."""
+TRACK_QUEUE_DELAY_US = 1000
+"""How long the sequence batcher waits to gather frames of several streams into one execution."""
+
+
+def track_definition(spec: c.ModelSpec, detector: str = TRACK_DETECTOR, tracker: str = TRACK_TRACKER,
+                     idle_us: int = TRACK_IDLE_US) -> ModelDefinition:
+    """The tracking model (``runtime/triton/track_model.py``): Triton's sequence batcher, strategy ``oldest`` (a
+    stream stays on one instance and its frames come one at a time, in order; the ``direct`` strategy would pad
+    batches with empty requests), calling ``detector`` through BLS. Its state lives in the Python model (the Python
+    backend has no implicit state); one instance on the CPU, where the trackers run."""
+    if detector not in PUBLIC_MODELS:
+        raise ValueError(f"the tracking model's detector must be a detection track ({', '.join(PUBLIC_MODELS)}), "
+                         f"not {detector!r}")
+    if tracker not in c.TRACKERS:
+        raise ValueError(f"tracker must be one of {c.TRACKERS}, not {tracker!r}")
+    oldest = mc.ModelSequenceBatching.StrategyOldest(max_candidate_sequences=TRACK_STREAMS,
+                                                     max_queue_delay_microseconds=TRACK_QUEUE_DELAY_US)
+    config = mc.ModelConfig(name=c.TRACK, backend="python", max_batch_size=TRACK_STREAMS,
+                            input=_inputs(c.PUBLIC_INPUTS), output=_outputs(spec.track_outputs()),
+                            sequence_batching=mc.ModelSequenceBatching(max_sequence_idle_microseconds=idle_us,
+                                                                       oldest=oldest),
+                            instance_group=_instances(1, mc.ModelInstanceGroup.KIND_CPU))
+    config.parameters["detector"].string_value = detector
+    config.parameters["tracker"].string_value = tracker
+    return ModelDefinition(_described(config, spec), entry=RUNTIME + "track_model", calls=detector,
+                           logic=("runtime/tracking.py",))
 
 
 CONSUME = "yolo11_consume"
@@ -462,7 +500,13 @@ own Triton client calls."""
 def models_behind(public: str, definitions: dict[str, ModelDefinition]) -> list[str]:
     """Every model a public model needs loaded (and, for TensorRT leaves, built): its steps, what they call, and what
     is served beside it."""
-    steps = request_path(public, definitions) if definitions[public].config.platform == "ensemble" else []
+    definition = definitions[public]
+    if definition.config.platform == "ensemble":
+        steps = request_path(public, definitions)
+    elif definition.calls in PUBLIC_MODELS:  # the tracking model: the detection track and all it needs
+        steps = [definition.calls, *models_behind(definition.calls, definitions)]
+    else:
+        steps = []
     return [*steps, *SERVED_BESIDE.get(public, ())]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from python_models.contract import PUBLIC_MODELS
+from python_models.contract import SERVED_MODELS
 from python_models.export.repository import ModelDefinition, default_spec, definitions_by_name, request_path
 
 
@@ -42,11 +42,12 @@ def architecture_map() -> str:
     by_name = definitions_by_name(default_spec())
     lines = [MAP_BEGIN, "", "| public model | step | runs on (production) | what the step does is in | entry (production / CPU twin) |",
              "|---|---|---|---|---|"]
-    callers = {d.calls: d.name for d in by_name.values() if d.calls}
-    for public in PUBLIC_MODELS:
-        for index, step in enumerate(request_path(public, by_name)):
+    for public in SERVED_MODELS:
+        path = request_path(public, by_name)
+        for index, step in enumerate(path):
             definition = by_name[step]
-            called = f" (called by `{callers[step]}`)" if step in callers else ""
+            caller = path[index - 1] if index and by_name[path[index - 1]].calls == step else None
+            called = f" (called by `{caller}`)" if caller else ""
             lines.append(f"| {'`' + public + '`' if index == 0 else ''} | {index + 1}. `{step}`{called} "
                          f"| {_runs_on(definition.config)} | {', '.join(_module_link(p) for p in definition.logic)} "
                          f"| {_adapter(definition)} |")

@@ -57,7 +57,7 @@ def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_m
         if definition.twin and (why := _twin_ready(definition, artifacts)):
             blocked[name] = why
     needed: set[str] = set()
-    for public in models or repo.PUBLIC_MODELS:
+    for public in models or repo.SERVED_MODELS:
         leaves = repo.models_behind(public, definitions)
         reasons = [f"{leaf}: {blocked[leaf]}" for leaf in leaves if leaf in blocked]
         if reasons:

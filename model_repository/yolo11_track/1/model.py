@@ -1,0 +1,1 @@
+from python_models.runtime.triton.track_model import TritonPythonModel  # noqa: F401

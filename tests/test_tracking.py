@@ -1,0 +1,143 @@
+"""Streams of frames keep their own Ultralytics tracker: identities as the tracker gives them, a fresh tracker at
+START, freed at END and when idle, and a refused frame leaves the stream as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from python_models.runtime import tracking
+from python_models.runtime.tracking import NO_TRACK, Detections, Streams, new_tracker, tracker_settings, update
+
+
+def moving_objects(frames: int, objects: int = 3, seed: int = 0) -> list[Detections]:
+    """Boxes moving in straight lines, one per object, in a shuffled order every frame (as a detector answers)."""
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(50, 400, (objects, 2))
+    speed = rng.uniform(-6, 6, (objects, 2))
+    size = rng.uniform(40, 90, (objects, 2))
+    out = []
+    for t in range(frames):
+        centre = start + speed * t
+        xyxy = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        order = rng.permutation(objects)
+        out.append(Detections(xyxy[order], np.full(objects, 0.9), np.arange(objects)[order] % 2))
+    return out
+
+
+def alone(frames: list[Detections], name: str = "bytetrack") -> list[np.ndarray]:
+    tracker = new_tracker(tracker_settings(name))
+    return [update(tracker, frame) for frame in frames]
+
+
+def test_each_detection_gets_the_id_of_the_track_that_holds_it():
+    frames = moving_objects(12)
+    ids = alone(frames)
+    assert (ids[0] > 0).all()  # the first frame confirms its tracks at once
+    assert all(set(map(int, frame_ids)) == {1, 2, 3} for frame_ids in ids)
+    # the ID rides with its box, not its row: rows come in another order every frame
+    tracker = new_tracker(tracker_settings("bytetrack"))
+    for frame, frame_ids in zip(frames, ids):
+        for row in tracker.update(frame, None):
+            assert frame_ids[int(row[-1])] == int(row[4])
+    centres = [dict(zip(map(int, frame_ids), frame.xywh[:, 0])) for frame, frame_ids in zip(frames, ids)]
+    steps = {k: np.diff([c[k] for c in centres]) for k in (1, 2, 3)}
+    assert all(np.allclose(step, step[0], atol=1e-3) for step in steps.values())  # each ID follows one straight line
+
+
+@pytest.mark.parametrize("name", ["bytetrack", "botsort"])
+def test_both_trackers_follow_the_objects(name):
+    ids = alone(moving_objects(10), name)
+    assert all(set(map(int, frame)) == {1, 2, 3} for frame in ids)
+
+
+def test_a_new_object_has_no_id_on_its_first_frame_and_low_scores_start_no_track():
+    frames = moving_objects(6, objects=2)
+    late = Detections(np.array([[500, 500, 560, 560]]), np.array([0.9]), np.array([0]))
+    faint = Detections(np.array([[700, 100, 760, 160]]), np.array([0.15]), np.array([0]))
+    joined = [frames[0], *[Detections(np.concatenate([f.xyxy, late.xyxy, faint.xyxy]),
+                                      np.concatenate([f.conf, late.conf, faint.conf]),
+                                      np.concatenate([f.cls, late.cls, faint.cls])) for f in frames[1:]]]
+    ids = alone(joined)
+    assert ids[1][2] == NO_TRACK and ids[2][2] > 0  # confirmed on its second frame
+    assert all(frame[3] == NO_TRACK for frame in ids[1:])  # below new_track_thresh: never a track
+
+
+def play(streams: Streams, plan: list[tuple[str, int, bool, bool]], clips: dict[str, list[Detections]]) -> dict:
+    """Frames of several streams interleaved (stream, frame index, start, end): each stream's IDs, in order."""
+    got: dict[str, list] = {}
+    for t, (stream, index, start, end) in enumerate(plan):
+        got.setdefault(stream, []).append(streams.frame(stream, clips[stream][index], float(t), start, end))
+    return got
+
+
+def interleaved(clips: dict[str, list[Detections]]) -> list[tuple[str, int, bool, bool]]:
+    length = len(next(iter(clips.values())))
+    return [(name, i, i == 0, i == length - 1) for i in range(length) for name in clips]
+
+
+def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_interleaved_streams_each_get_their_solo_answer_and_a_shared_tracker_is_caught(monkeypatch):
+    clips = {f"cam{k}": moving_objects(8, seed=k) for k in range(4)}
+    solo = {name: alone(frames) for name, frames in clips.items()}
+    streams = Streams(tracker_settings("bytetrack"), idle_s=60)
+    got = play(streams, interleaved(clips), clips)
+    assert all(same(got[name], solo[name]) for name in clips)
+    assert len(streams) == 0  # every stream ended
+    # planted bug: one tracker for every stream
+    shared = new_tracker(tracker_settings("bytetrack"))
+    monkeypatch.setattr(tracking, "new_tracker", lambda settings: shared)
+    got = play(Streams(tracker_settings("bytetrack"), idle_s=60), interleaved(clips), clips)
+    assert not all(same(got[name], solo[name]) for name in clips)
+
+
+def test_start_begins_a_stream_afresh_and_ignoring_it_is_caught(monkeypatch):
+    frames = moving_objects(6)
+    other = moving_objects(6, seed=9)
+    streams = Streams(tracker_settings("bytetrack"), idle_s=60)
+    for t, frame in enumerate(frames):
+        streams.frame("cam", frame, t, start=t == 0)
+    restarted = [streams.frame("cam", frame, 10 + t, start=t == 0) for t, frame in enumerate(other)]
+    assert same(restarted, alone(other))  # identities from 1 again, not 4
+    # planted bug: START does not reset
+    monkeypatch.setattr(Streams, "frame", lambda self, sid, det, now, start=False, end=False: update(
+        (self.streams.setdefault(sid, tracking.Stream(new_tracker(self.settings), now))).tracker, det))
+    streams = Streams(tracker_settings("bytetrack"), idle_s=60)
+    for t, frame in enumerate(frames):
+        streams.frame("cam", frame, t, start=t == 0)
+    assert not same([streams.frame("cam", frame, 10 + t, start=t == 0) for t, frame in enumerate(other)], alone(other))
+
+
+def test_an_idle_stream_is_freed_and_an_ended_one_at_once():
+    streams = Streams(tracker_settings("bytetrack"), idle_s=5)
+    frame = moving_objects(1)[0]
+    streams.frame("a", frame, 0.0, start=True)
+    streams.frame("b", frame, 3.0, start=True)
+    streams.frame("c", frame, 3.0, start=True, end=True)
+    assert "c" not in streams and len(streams) == 2
+    assert streams.free_idle(6.0) == ["a"] and "b" in streams
+    assert streams.free_idle(8.1) == ["b"] and len(streams) == 0
+
+
+def test_a_refused_frame_leaves_the_stream_as_it_was():
+    frames = moving_objects(8)
+    streams = Streams(tracker_settings("bytetrack"), idle_s=60)
+    got = []
+    for t, frame in enumerate(frames):
+        if t == 4:
+            streams.touch("cam", float(t))  # the detector refused this frame
+            continue
+        got.append(streams.frame("cam", frame, float(t), start=t == 0))
+    expected = alone(frames[:4] + frames[5:])
+    assert same(got, expected)
+
+
+def test_trackers_are_ultralytics_defaults_and_botsort_runs_without_the_frame():
+    assert tracker_settings("bytetrack").track_buffer == 30
+    settings = tracker_settings("botsort")
+    assert settings.gmc_method == "none" and settings.with_reid is False
+    with pytest.raises(ValueError, match="tracker must be one of"):
+        tracker_settings("sort")
