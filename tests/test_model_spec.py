@@ -53,7 +53,7 @@ def test_every_model_that_reads_the_spec_states_it_and_the_others_do_not():
     """Public models (clients), the raw leaf (Ultralytics' client), the NMS step (its thresholds); leaves that only
     need the image size read their own output dims, so nothing is stated twice where it is not read."""
     described = {d.name for d in repo.model_definitions(THREE) if METADATA in d.config.parameters}
-    assert described == {*repo.PUBLIC_MODELS, repo.ULTRALYTICS_RAW_TRT, repo.NMS}
+    assert described == {*repo.SERVED_MODELS, repo.ULTRALYTICS_RAW_TRT, repo.NMS}
     for definition in repo.model_definitions(THREE):
         if definition.name in described:
             assert ModelSpec.from_metadata(definition.config.parameters[METADATA].string_value) == THREE

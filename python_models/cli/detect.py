@@ -1,7 +1,9 @@
 """Detect objects in a folder of images, a list, a glob or a video, through one or several servers; nothing lost.
+Or follow them through video streams (--track).
 
     .venv/bin/yolo11-triton detect SOURCE --model yolo11_trt --out results.jsonl [--grpc-url HOST:PORT ...]
         [--concurrency 16] [--images-per-request 1] [--coco-out detections.json] [--coco-annotations instances.json]
+    .venv/bin/yolo11-triton detect --track SOURCE [SOURCE ...] --out tracks.jsonl [--save-video DIR]
 
 SOURCE: a folder (recursive), a glob ("photos/**/*.jpg"), a text file of paths, one image, or a video (frames
 encoded to JPEG here, named video.mp4#frame=000123). Every input becomes exactly one JSON line in --out: its
@@ -37,9 +39,16 @@ def interrupt(*_) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source")
-    parser.add_argument("--model", required=True, help="a public model, e.g. yolo11_trt_end2end")
-    parser.add_argument("--out", type=Path, required=True, help="JSONL, one line per image; also the resume point")
+    parser.add_argument("source", nargs="+", help="what to detect in (several only with --track)")
+    parser.add_argument("--model", help="a public model, e.g. yolo11_trt_end2end (with --track: yolo11_track)")
+    parser.add_argument("--out", type=Path, required=True, help="JSONL, one line per image; also the resume point "
+                        "(with --track: one line per frame, written afresh)")
+    parser.add_argument("--track", action="store_true", help="follow objects from frame to frame: each SOURCE (a "
+                        "video file, an rtsp:// or http:// stream, a camera's device index) is one sequence of the "
+                        "tracking model, its frames sent in order; a live source drops frames rather than fall "
+                        "behind. Lines carry each detection's track_id")
+    parser.add_argument("--save-video", type=Path, metavar="DIR", help="with --track: also write each source, "
+                        "annotated with boxes and track IDs, to DIR")
     add_server_urls(parser, several=True)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight over all servers")
     parser.add_argument("--images-per-request", type=int, default=1)
@@ -52,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
                         "names, and the COCO mAP summary of the served model on its images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.track:
+        from python_models.client.streams import track_sources
+        from python_models.contract import TRACK
+
+        signal.signal(signal.SIGTERM, interrupt)
+        urls = resolve_urls(args.grpc_url or [GRPC_DEFAULT])
+        return track_sources(args.source, urls, args.out, args.save_video, args.model or TRACK, args.timeout,
+                             log=lambda text: print(text, file=sys.stderr, flush=True))
+    if len(args.source) > 1 or args.save_video or not args.model:
+        parser.error("one SOURCE and --model without --track (several sources and --save-video need --track)")
+    args.source = args.source[0]
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
