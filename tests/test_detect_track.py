@@ -65,7 +65,7 @@ def test_video_files_in_one_run_each_get_their_own_sequence_and_an_annotated_vid
         saved = cv2.VideoCapture(str(tmp_path / "annotated" / f"{index}_{name[:-4]}.avi"))
         assert int(saved.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
     bus = [d for line in lines if line["source"].endswith("bus.avi") for d in line["detections"]]
-    assert sum(d["track_id"] > 0 for d in bus) > 10 and {"box", "class", "score"} <= set(bus[0])
+    assert sum(d["track_id"] > 0 for d in bus) > 10 and {"box", "class_name", "score", "track_id"} <= set(bus[0])
 
 
 class Mjpeg(BaseHTTPRequestHandler):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from python_models.contract import (INPUT_IMAGES, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES,
-                                    OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK)
+from python_models.contract import INPUT_IMAGES, OUTPUT_NUM_DETECTIONS, OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK
+from python_models.contract import ModelSpec
 
 TRACK_OUTPUT_NAMES = (*PUBLIC_OUTPUT_NAMES, OUTPUT_TRACK_IDS)
 
@@ -126,15 +126,17 @@ class StreamSummary:
     """How the sequence ended: end of stream, interrupted, or the reason the source or server failed."""
 
 
-def frame_line(source: str, index: int, frame_shape, outputs: dict[str, np.ndarray], names: Sequence[str]) -> dict:
-    count = int(outputs[OUTPUT_NUM_DETECTIONS].reshape(-1)[0])
-    ids = outputs[OUTPUT_TRACK_IDS][0, :count]
-    boxes, scores = outputs[OUTPUT_BOXES][0, :count], outputs[OUTPUT_SCORES][0, :count]
-    classes = outputs[OUTPUT_CLASSES][0, :count]
-    return {"source": source, "frame": index, "height": int(frame_shape[0]), "width": int(frame_shape[1]),
-            "detections": [{"track_id": int(t), "class_id": int(k), "class": names[k] if k < len(names) else str(k),
-                            "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
-                           for t, k, s, b in zip(ids, classes, scores, boxes)]}
+def frame_line(source: str, index: int, frame_shape, outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict:
+    """A frame's line: ``detect``'s line for a video frame (its key ``SOURCE#frame=000123``, size, detections), with
+    the source, the frame's index and each detection's ``track_id``."""
+    from python_models.client import unpack_detections
+    from python_models.client.bulk import result_line
+
+    (detections,) = unpack_detections(outputs, spec)
+    line = result_line(f"{source}#frame={index:06d}", detections, (int(frame_shape[1]), int(frame_shape[0])))
+    for detection, track_id in zip(line["detections"], frame_track_ids(outputs).tolist()):
+        detection["track_id"] = track_id
+    return {"source": source, "frame": index, **line}
 
 
 def draw(frame: np.ndarray, line: dict) -> np.ndarray:
@@ -144,13 +146,13 @@ def draw(frame: np.ndarray, line: dict) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in det["box"])
         colour = (0, 200, 0) if det["track_id"] >= 0 else (160, 160, 160)
         cv2.rectangle(frame, (x1, y1), (x2, y2), colour, 2)
-        label = f"{det['track_id']} {det['class']}" if det["track_id"] >= 0 else det["class"]
+        label = f"{det['track_id']} {det['class_name']}" if det["track_id"] >= 0 else det["class_name"]
         cv2.putText(frame, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     return frame
 
 
 def track_source(client, source: str, stream_id: int, write: Callable[[dict], None], stop: threading.Event,
-                 names: Sequence[str] = (), video_path: Path | None = None, model: str = TRACK,
+                 spec: ModelSpec, video_path: Path | None = None, model: str = TRACK,
                  timeout: float = 300.0) -> StreamSummary:
     """Send one source's frames as one sequence, in order, writing a line per frame (its detections with track IDs,
     or the reason it was refused); END goes with the last frame, or with the next frame once ``stop`` is set."""
@@ -181,7 +183,7 @@ def track_source(client, source: str, stream_id: int, write: Callable[[dict], No
                 summary.refused += 1
                 write({"source": source, "frame": index, "error": exc.message() or str(exc)})
             else:
-                line = frame_line(source, index, frame.shape, outputs, names)
+                line = frame_line(source, index, frame.shape, outputs, spec)
                 write(line)
                 if video_path is not None:
                     if writer is None:
@@ -244,9 +246,9 @@ def track_sources(sources: Sequence[str], urls: Sequence[str], out: Path, video_
     def run(index: int, source: str) -> None:
         client = grpcclient.InferenceServerClient(urls[index % len(urls)])
         try:
-            names = served_spec(client, model).names
+            spec = served_spec(client, model)
             video = video_dir / f"{index}_{Path(source.rstrip('/')).stem or 'stream'}.avi" if video_dir else None
-            summary = track_source(client, source, new_stream_id(), write, stop, names, video, model, timeout)
+            summary = track_source(client, source, new_stream_id(), write, stop, spec, video, model, timeout)
         except Exception as exc:  # noqa: BLE001 - the server is not there, or the model is not served: said per source
             summary = StreamSummary(source, 0, ended=f"{type(exc).__name__}: {exc}")
         finally:
