@@ -141,3 +141,56 @@ def test_trackers_are_ultralytics_defaults_and_botsort_runs_without_the_frame():
     assert settings.gmc_method == "none" and settings.with_reid is False
     with pytest.raises(ValueError, match="tracker must be one of"):
         tracker_settings("sort")
+
+
+def churn(frames: int, seed: int = 1) -> list[Detections]:
+    """A busy scene: an object enters every frame and each leaves 20 frames later, so tracks are born, lost and
+    removed every frame: what makes a tracker's lists grow."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(frames):
+        born = np.arange(max(0, t - 19), t + 1)  # the objects alive at t
+        x = (born * 37) % 1800 + (t - born) * 4.0
+        y = (born * 53) % 1000 + rng.normal(0, 0.5, len(born))
+        out.append(Detections(np.stack([x, y, x + 30, y + 30], axis=1), np.full(len(born), 0.9), np.zeros(len(born))))
+    return out
+
+
+def test_a_stream_s_state_stays_bounded():
+    streams = Streams(tracker_settings("bytetrack"), idle_s=5)
+    for t, frame in enumerate(churn(1100)):
+        streams.frame("busy", frame, t / 30, start=t == 0)
+    tracker = streams.streams["busy"].tracker
+    # 1,100 tracks were born: the tracker keeps its last 1,000 removed ones (Ultralytics' removed_buffer) and its lost
+    # ones for track_buffer frames, so a stream's state stops growing (about 18 MB at most, measured with tracemalloc)
+    assert len(tracker.removed_stracks) == 1000
+    assert len(tracker.lost_stracks) <= tracker.max_frames_lost + 1 and len(tracker.tracked_stracks) <= 21
+
+
+@pytest.mark.parametrize("leak", [False, True])
+def test_an_idle_stream_gives_its_memory_back(leak, monkeypatch):
+    import gc
+    import tracemalloc
+
+    frames = churn(150)
+    streams = Streams(tracker_settings("bytetrack"), idle_s=5)
+    if leak:  # planted bug: a freed stream's tracker is still referenced somewhere
+        kept, free = [], Streams.free_idle
+        monkeypatch.setattr(Streams, "free_idle", lambda self, now: (kept.extend(self.streams.values()),
+                                                                     free(self, now))[1])
+    streams.frame("warm-up", frames[0], 0.0, start=True, end=True)  # the trackers' modules, imported once
+    tracemalloc.start()
+    try:
+        gc.collect()
+        baseline = tracemalloc.get_traced_memory()[0]
+        for t, frame in enumerate(frames):
+            streams.frame("busy", frame, t / 30, start=t == 0)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        assert streams.free_idle(150 / 30 + 6) == ["busy"] and len(streams) == 0
+        gc.collect()
+        freed = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert held > 1_000_000
+    assert (freed < held / 20) is not leak, (held, freed)
