@@ -17,7 +17,8 @@ from ultralytics.utils import ASSETS
 
 from conftest import COMMAND
 from python_models.cli import detect
-from python_models.client.streams import JPEG_QUALITY, frame_track_ids, send_frame
+from python_models.client.bulk import VIDEO_JPEG_QUALITY
+from python_models.client.streams import frame_track_ids, send_frame
 
 
 def pan(path: str, frames: int, step: tuple[int, int], size: int = 480) -> list[np.ndarray]:
@@ -42,7 +43,7 @@ def replayed_ids(server, frames: list[np.ndarray], stream_id: int) -> list[list[
     client = server.grpc()
     ids = []
     for t, frame in enumerate(frames):
-        encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, VIDEO_JPEG_QUALITY])[1].tobytes()
         ids.append(frame_track_ids(send_frame(client, stream_id, encoded, start=t == 0, end=t == len(frames) - 1,
                                               timeout=300)).tolist())
     client.close()

@@ -360,8 +360,9 @@ def preprocess_stages(batches=(32, 64), seconds: float = 3.0) -> dict:
     decoder (``decode gpu``: nvJPEG through torchvision; ``decode nvimgcodec``: the hardware decoder, where
     nvImageCodec is installed), the decode alone and decode + letterbox into the network's batch as Track A and
     the B/C step run it (``gpu_decode.letterbox_rows``, with a pool of 8 threads), also with Pillow's header parser
-    for every JPEG as before ``jpeg_header``; the header check alone, and the truncation rule it replaced alone; each decoder's letterbox against the CPU one, phone photos included; and
-    where decode + letterbox spends its time at the largest batch (``where_time_goes``)."""
+    for every JPEG as before ``jpeg_header``; the header check alone, and the truncation rule it replaced alone;
+    each decoder's letterbox against the CPU one, phone photos included; and where decode + letterbox spends its
+    time at the largest batch (``where_time_goes``)."""
     from concurrent.futures import ThreadPoolExecutor
     from unittest import mock
 

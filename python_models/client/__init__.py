@@ -101,15 +101,18 @@ def ready_public_models(client) -> list[str]:
     return [model for model in PUBLIC_MODELS if client.is_model_ready(model)]
 
 
-def infer_grpc(client, model: str, encoded: Sequence[bytes], timeout: float | None = None) -> dict[str, np.ndarray]:
+def infer_grpc(client, model: str, encoded: Sequence[bytes], timeout: float | None = None,
+               outputs: Sequence[str] = PUBLIC_OUTPUT_NAMES, **sequence) -> dict[str, np.ndarray]:
+    """The ``outputs`` of ``model`` for the ``encoded`` images in one request; ``sequence``: the ``sequence_id``,
+    ``sequence_start`` and ``sequence_end`` of a frame of a stream (``client.streams``)."""
     import tritonclient.grpc as grpcclient
 
     rows = pack_images(encoded)
     inp = grpcclient.InferInput(INPUT_IMAGES, list(rows.shape), "UINT8")
     inp.set_data_from_numpy(rows)
-    outputs = [grpcclient.InferRequestedOutput(name) for name in PUBLIC_OUTPUT_NAMES]
-    result = client.infer(model, [inp], outputs=outputs, client_timeout=timeout)
-    return {name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES}
+    requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+    result = client.infer(model, [inp], outputs=requested, client_timeout=timeout, **sequence)
+    return {name: result.as_numpy(name) for name in outputs}
 
 
 def infer_http(client, model: str, encoded: Sequence[bytes], timeout: float | None = None) -> dict[str, np.ndarray]:

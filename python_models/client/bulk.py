@@ -49,6 +49,11 @@ class SourceItem:
     """The encoded image (read or encoded when called, in a read-ahead thread)."""
 
 
+def video_frame_key(video: str | Path, index: int) -> str:
+    """How a line names a frame of a video: ``video.mp4#frame=000123``."""
+    return f"{video}#frame={index:06d}"
+
+
 def _video_frames(path: Path) -> Iterator[SourceItem]:
     import cv2
 
@@ -62,7 +67,7 @@ def _video_frames(path: Path) -> Iterator[SourceItem]:
                 return
             # Encoded here, in the reading thread: frames are decoded sequentially anyway.
             data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, VIDEO_JPEG_QUALITY])[1].tobytes()
-            yield SourceItem(f"{path}#frame={index:06d}", lambda data=data: data)
+            yield SourceItem(video_frame_key(path, index), lambda data=data: data)
     finally:
         capture.release()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from python_models.contract import INPUT_IMAGES, OUTPUT_NUM_DETECTIONS, OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK
+from python_models.contract import OUTPUT_NUM_DETECTIONS, OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK
 from python_models.contract import ModelSpec
 
 TRACK_OUTPUT_NAMES = (*PUBLIC_OUTPUT_NAMES, OUTPUT_TRACK_IDS)
@@ -21,15 +21,10 @@ def send_frame(client, stream_id: int | str, encoded: bytes, start: bool = False
                model: str = TRACK, timeout: float | None = None) -> dict[str, np.ndarray]:
     """One frame of stream ``stream_id`` (a non-zero integer or a non-empty string) through a ``tritonclient`` gRPC
     client: the tracking model's outputs by name (one row). Raises what the client raises for a refused frame."""
-    import tritonclient.grpc as grpcclient
+    from python_models.client import infer_grpc
 
-    row = np.frombuffer(encoded, np.uint8)[None]
-    tensor = grpcclient.InferInput(INPUT_IMAGES, list(row.shape), "UINT8")
-    tensor.set_data_from_numpy(row)
-    outputs = [grpcclient.InferRequestedOutput(name) for name in TRACK_OUTPUT_NAMES]
-    result = client.infer(model, [tensor], outputs=outputs, sequence_id=stream_id, sequence_start=start,
-                          sequence_end=end, client_timeout=timeout)
-    return {name: result.as_numpy(name) for name in TRACK_OUTPUT_NAMES}
+    return infer_grpc(client, model, [encoded], timeout, TRACK_OUTPUT_NAMES, sequence_id=stream_id,
+                      sequence_start=start, sequence_end=end)
 
 
 def frame_track_ids(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -39,7 +34,6 @@ def frame_track_ids(outputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-JPEG_QUALITY = 95
 
 
 def is_live(source: str) -> bool:
@@ -130,10 +124,10 @@ def frame_line(source: str, index: int, frame_shape, outputs: dict[str, np.ndarr
     """A frame's line: ``detect``'s line for a video frame (its key ``SOURCE#frame=000123``, size, detections), with
     the source, the frame's index and each detection's ``track_id``."""
     from python_models.client import unpack_detections
-    from python_models.client.bulk import result_line
+    from python_models.client.bulk import result_line, video_frame_key
 
     (detections,) = unpack_detections(outputs, spec)
-    line = result_line(f"{source}#frame={index:06d}", detections, (int(frame_shape[1]), int(frame_shape[0])))
+    line = result_line(video_frame_key(source, index), detections, (int(frame_shape[1]), int(frame_shape[0])))
     for detection, track_id in zip(line["detections"], frame_track_ids(outputs).tolist()):
         detection["track_id"] = track_id
     return {"source": source, "frame": index, **line}
@@ -159,6 +153,8 @@ def track_source(client, source: str, stream_id: int, write: Callable[[dict], No
     import cv2
     from tritonclient.utils import InferenceServerException
 
+    from python_models.client.bulk import VIDEO_JPEG_QUALITY
+
     summary = StreamSummary(source, stream_id)
     try:
         capture = open_capture(source)
@@ -173,7 +169,7 @@ def track_source(client, source: str, stream_id: int, write: Callable[[dict], No
     try:
         for index, frame, last in frames:
             end = last or stop.is_set()
-            encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+            encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, VIDEO_JPEG_QUALITY])[1].tobytes()
             try:
                 outputs = send_frame(client, stream_id, encoded, start=sent is None, end=end, model=model,
                                      timeout=timeout)

@@ -41,9 +41,7 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
     """
     if definition.twin:
         return cpu_twin(definition)
-    if definition.config.HasField("sequence_batching"):
-        return None  # the tracking model already runs on the CPU, and its streams are pinned to its instances
-    if definition.calls:
+    if definition.calls_leaf:
         # Sized to the leaf it calls, which the CPU profile runs as one twin instance.
         config = mc.ModelConfig()
         config.CopyFrom(definition.config)

@@ -77,6 +77,12 @@ class ModelDefinition:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def calls_leaf(self) -> bool:
+        """It calls a leaf through BLS (Track D's guard, its DALI leaf), not a model clients call (the tracking model,
+        its detection track): the CPU profile sizes it to that leaf, and the leaf's batches come back through it."""
+        return bool(self.calls) and self.calls not in SERVED_MODELS
+
 
 def _inputs(specs: Iterable[c.TensorSpec], ragged: bool = False, rename: dict[str, str] | None = None):
     rename = rename or {}
@@ -503,7 +509,7 @@ def models_behind(public: str, definitions: dict[str, ModelDefinition]) -> list[
     definition = definitions[public]
     if definition.config.platform == "ensemble":
         steps = request_path(public, definitions)
-    elif definition.calls in PUBLIC_MODELS:  # the tracking model: the detection track and all it needs
+    elif definition.calls and not definition.calls_leaf:  # the tracking model: the detection track and all it needs
         steps = [definition.calls, *models_behind(definition.calls, definitions)]
     else:
         steps = []

@@ -12,7 +12,7 @@ batcher's timeout is freed here too, because Triton frees its slot without telli
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,6 @@ def update(tracker, detections: Detections) -> np.ndarray:
 class Stream:
     tracker: object
     last_seen: float
-    frames: int = field(default=0)
 
 
 class Streams:
@@ -102,15 +101,19 @@ class Streams:
             del self.streams[key]
         return idle
 
+    def _stream(self, stream_id: Hashable, now: float, start: bool) -> Stream:
+        """The stream's state, fresh at a START or for a stream this instance does not hold; seen ``now``."""
+        stream = self.streams.get(stream_id)
+        if start or stream is None:
+            stream = self.streams[stream_id] = Stream(new_tracker(self.settings), now)
+        stream.last_seen = now
+        return stream
+
     def frame(self, stream_id: Hashable, detections: Detections, now: float, start: bool = False,
               end: bool = False) -> np.ndarray:
         """The track IDs of one frame's detections in stream ``stream_id``: a START (or a stream this instance does
         not hold) begins a fresh tracker, an END frees it after this frame."""
-        stream = self.streams.get(stream_id)
-        if start or stream is None:
-            stream = self.streams[stream_id] = Stream(new_tracker(self.settings), now)
-        ids = update(stream.tracker, detections)
-        stream.last_seen, stream.frames = now, stream.frames + 1
+        ids = update(self._stream(stream_id, now, start).tracker, detections)
         if end:
             del self.streams[stream_id]
         return ids
@@ -118,8 +121,6 @@ class Streams:
     def touch(self, stream_id: Hashable, now: float, start: bool = False, end: bool = False) -> None:
         """A frame that was not tracked (refused as a bad image): the stream's state stays as it was, but it is
         not idle, a START still begins it afresh and an END still frees it."""
-        if start or stream_id not in self.streams:
-            self.streams[stream_id] = Stream(new_tracker(self.settings), now)
-        self.streams[stream_id].last_seen = now
+        self._stream(stream_id, now, start)
         if end:
             del self.streams[stream_id]

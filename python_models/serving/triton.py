@@ -122,7 +122,7 @@ def memory_pools(spec: c.ModelSpec) -> tuple[int, int]:
         batch_bytes = config.max_batch_size * letterboxed_bytes(spec) * sum(g.count for g in config.instance_group)
         if config.backend == "dali":
             cuda += BATCHES_IN_FLIGHT * batch_bytes
-        elif definition.calls and any(output.name == c.LETTERBOXED_IMAGES for output in config.output):
+        elif definition.calls_leaf:
             cuda += batch_bytes
         elif config.platform == "tensorrt_plan" and _fed_by_python(config.name, by_name):
             pinned += batch_bytes
