@@ -57,6 +57,11 @@ TRACK = "yolo11_track"
 detection track finds from frame to frame, and answers that track's outputs plus ``track_ids``."""
 TRACKERS = ("bytetrack", "botsort")
 """Ultralytics' trackers the tracking model can run (its parameter ``tracker``); BoT-SORT without ReID."""
+TRACK_STREAMS_METRIC = "yolo11_track_streams"
+"""Gauge on Triton's metrics endpoint (labels ``model``, ``instance``): the streams a tracking instance holds."""
+TRACK_OBJECTS_METRIC = "yolo11_track_objects"
+"""Gauge (same labels): the tracks those streams' trackers hold (followed, lost and recently removed): what a
+stream's memory is made of (about 18 MB per 1,000 removed tracks, Ultralytics' limit per stream)."""
 
 # Public I/O, identical for every track.
 INPUT_IMAGES = "images"

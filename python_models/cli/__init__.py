@@ -35,6 +35,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "client": ("bench_client", "detect's own ceiling against perf_analyzer's on the same server"),
         "steps": ("bench_steps", "the serving path's Python steps in-process, on one core"),
         "forward": ("bench_forward", "Track A's network forward alone on a GPU, eager, graphed and compiled"),
+        "streams": ("bench_streams", "live cameras at a frame rate against the tracking model: how many keep up"),
     }),
     "dev": ("for the project's developers", {
         "gen-configs": ("gen_configs", "write the committed configs and the docs' generated blocks (--check: compare)"),

@@ -89,6 +89,11 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
         config.dynamic_batching.default_queue_policy.max_queue_size *= gpus
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
     (version / "model.py").write_text(repository_files.python_entry(repo.RUNTIME + "pytorch_model"))
+    # The tracking model over Track A, as the export writes it for a GPU host (``--streams`` drives it).
+    tracking = repo.track_definition(model_spec(model), repo.TrackingOptions(detector=repo.PYTORCH))
+    (repository / tracking.name / "1").mkdir(parents=True, exist_ok=True)
+    (repository / tracking.name / "config.pbtxt").write_text(repository_files.to_pbtxt(tracking.config))
+    (repository / tracking.name / "1" / "model.py").write_text(repository_files.python_entry(tracking.entry))
     record = None
     if network == "compiled":
         from python_models.export.compiled_network import build_compiled_network
@@ -623,7 +628,7 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
     server = subprocess.Popen(server_command(install, repository, ports), env=env,
                               stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None)
-    runs, not_measured, utilisation, detect = [], {}, {}, {}
+    runs, not_measured, utilisation, detect, streams = [], {}, {}, {}, {}
     try:
         if not wait_ready(f"http://127.0.0.1:{ports.http}/v2/health/ready", server, timeout_s=600):
             raise SystemExit(f"tritonserver did not become ready: see {out / 'server.log'}")
@@ -680,6 +685,14 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
             if "images_per_s" in detect:
                 detect["ratio_to_perf_analyzer"] = round(detect["images_per_s"] / best.perf.throughput, 3)
             console.print({"detect.py": detect})
+        if getattr(args, "streams", None):
+            from python_models.cli.bench_streams import run_levels
+            from python_models.client.stream_load import camera_frames
+
+            with Utilisation() as used:
+                streams = run_levels(grpc_url, metrics_url, [int(v) for v in args.streams.split(",")],
+                                     args.stream_fps, args.stream_seconds, camera_frames(), log=console.print)
+            streams = {"levels": streams, "utilisation": used.result}
     finally:
         server.terminate()
         try:
@@ -688,7 +701,8 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
             server.kill()
     timing = execute_timing(out / "server.log")
     paths = write_report(out, runs, meta, extra={"parity": checked, "not_measured": not_measured,
-                                                 "utilisation": utilisation, "detect": detect, "execute_timing": timing})
+                                                 "utilisation": utilisation, "detect": detect, "execute_timing": timing,
+                                                 "streams": streams})
     with open(paths["report.md"], "a") as md:
         md.write("\n## Where the time goes (Triton, per request, ms), and what was busy\n\n"
                  "| concurrency | queue | compute input | compute infer | compute output | host CPU busy % | GPU util % |\n"
@@ -706,6 +720,12 @@ def serve_track_a(args, out: Path, console, concurrencies: list[int], gpus: int 
         md.write(f"\n## Parity with the Ultralytics predictor ({args.precision}, same GPU)\n\n```\n{json.dumps(checked, indent=2)}\n```\n")
         if detect:
             md.write(f"\n## yolo11-triton detect at the busiest level\n\n```\n{json.dumps(detect, indent=2)}\n```\n")
+        if streams:
+            from python_models.cli.bench_streams import level_table
+
+            md.write(f"\n## Live streams tracked at once ({c.TRACK} over {repo.PYTORCH}, 720p cameras at "
+                     f"{args.stream_fps:g} fps)\n\n{level_table(streams['levels'])}\nHost and GPUs while the levels "
+                     f"ran: `{json.dumps(streams['utilisation'])}`\n")
     return {"meta": meta, "runs": runs, "parity": checked, "not_measured": not_measured, "utilisation": utilisation,
             "detect": detect, "paths": paths}
 
@@ -780,6 +800,10 @@ def main(argv: list[str] | None = None) -> int:
                         "per GPU and the clients on the rest (0: everything shares every core)")
     parser.add_argument("--detect-images", type=int, default=0, help="drive the busiest level again with "
                         "yolo11-triton detect over this many images, every answer checked")
+    parser.add_argument("--streams", help="after the sweep, live 720p cameras tracked at once by yolo11_track over "
+                        "Track A, levels e.g. 16,32,64 (yolo11-triton bench streams)")
+    parser.add_argument("--stream-fps", type=float, default=30.0)
+    parser.add_argument("--stream-seconds", type=float, default=15.0)
     parser.add_argument("--detect-processes", type=int, default=0, help="yolo11-triton detect --processes (0: its default)")
     args = parser.parse_args(argv)
     if args.preprocess_only:

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         write_complete(complete, manifest.weights, profile, args.models)
         return 0
     failed = build_for_gpu_profile(artifacts, spec, args.models, precision=args.precision, force=args.force,
-                                   log=lambda line: print(line, flush=True))
+                                   log=lambda line: print(line, flush=True), tracking=manifest.tracking_options)
     for line in failed:
         print(f"export: NOT BUILT {line}", file=sys.stderr)
     if failed:

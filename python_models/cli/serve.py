@@ -58,9 +58,10 @@ def public_models(value: str) -> list[str]:
     return models
 
 
-def gpu_load_list(models: list[str], artifacts: Path, served: ModelSpec) -> list[str]:
+def gpu_load_list(models: list[str], artifacts: Path, served: ModelSpec,
+                  tracking: repo.TrackingOptions = repo.TrackingOptions()) -> list[str]:
     """Every model the public ``models`` need, after printing why any TensorRT plan among them would not load."""
-    definitions = repo.definitions_by_name(served)
+    definitions = repo.definitions_by_name(served, tracking=tracking)
     needed = sorted({name for model in models for name in (model, *repo.models_behind(model, definitions))})
     runtime = runtime_tensorrt_version()
     for spec in engine_specs(artifacts, served):
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(untrained_banner(manifest), flush=True)
     spec = manifest.spec
     stale = repository_files.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options,
-                                  preprocess_decode=manifest.preprocess_decode)
+                                              preprocess_decode=manifest.preprocess_decode,
+                                              tracking=manifest.tracking_options)
     if stale:  # Triton would serve configs of another model than the one exported
         print(f"serve: {len(stale)} file(s) of {artifacts} differ from what the export of {manifest.weights} writes "
               f"(first: {stale[0]}); run yolo11-triton export again", file=sys.stderr)
@@ -132,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--extra-models is for the CPU profile only")
         repository = artifacts
         if not args.skip_export:
-            for line in build_for_gpu_profile(artifacts, spec, args.models, log=lambda line: print(line, flush=True)):
+            for line in build_for_gpu_profile(artifacts, spec, args.models, log=lambda line: print(line, flush=True),
+                                              tracking=manifest.tracking_options):
                 print(f"NOT BUILT {line}", flush=True)
-        load = gpu_load_list(args.models, artifacts, spec)
+        load = gpu_load_list(args.models, artifacts, spec, manifest.tracking_options)
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
         layout = build_cpu_repository(spec, artifacts, args.work_dir.resolve() / "cpu_repository",
-                                      args.extra_models, models=args.models)
+                                      args.extra_models, models=args.models, tracking=manifest.tracking_options)
         repository = layout.path
         print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
         for name, why in layout.skipped.items():
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if wait_ready(f"http://{local}:{ports.http}/v2/health/live", process):
         expected = args.models if profile == "gpu" else layout.served
         try:
-            lines, _ = load_report(model_states(f"{local}:{ports.http}", key), expected)
+            lines, _ = load_report(model_states(f"{local}:{ports.http}", key), expected,
+                                   manifest.tracking_options.for_profile(profile))
         except OSError as exc:  # the report is advice; the server keeps running without it
             lines = [f"could not read the model states from the repository index: {exc}"]
         for line in lines:

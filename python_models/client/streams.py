@@ -27,6 +27,26 @@ def send_frame(client, stream_id: int | str, encoded: bytes, start: bool = False
                       sequence_start=start, sequence_end=end)
 
 
+SEQUENCE_LOST = "must specify the START flag"
+"""Triton's words for a frame of a sequence it does not hold: the stream went idle past the timeout, or the tracking
+model was reloaded (its stub died) and its streams with it."""
+RESTART_WINDOW_S = 60.0
+"""How long a stream keeps trying to start its sequence again after the server lost it (a reload takes seconds)."""
+
+
+def sequence_lost(exc: Exception) -> bool:
+    """Whether a refused frame was refused for its sequence, not for itself: Triton no longer holds the stream."""
+    return SEQUENCE_LOST in str(exc)
+
+
+def bad_frame(exc: Exception) -> bool:
+    """Whether the frame itself was refused (not an image, damaged): the stream goes on with the next one."""
+    from tritonclient.utils import InferenceServerException
+
+    return (isinstance(exc, InferenceServerException) and "INVALID_ARGUMENT" in str(exc.status())
+            and not sequence_lost(exc))
+
+
 def frame_track_ids(outputs: dict[str, np.ndarray]) -> np.ndarray:
     """The track ID of each detection of a one-frame answer (the first ``num_detections``; -1 for none yet)."""
     count = int(outputs[OUTPUT_NUM_DETECTIONS].reshape(-1)[0])
@@ -116,6 +136,9 @@ class StreamSummary:
     frames: int = 0
     refused: int = 0
     dropped: int = 0
+    restarts: int = 0
+    """Times the server lost the sequence (a reloaded model, an idle timeout) and it was started again: track IDs
+    begin again from there."""
     ended: str = "end of stream"
     """How the sequence ended: end of stream, interrupted, or the reason the source or server failed."""
 
@@ -170,16 +193,27 @@ def track_source(client, source: str, stream_id: int, write: Callable[[dict], No
         for index, frame, last in frames:
             end = last or stop.is_set()
             encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, VIDEO_JPEG_QUALITY])[1].tobytes()
+            restarted = None
             try:
-                outputs = send_frame(client, stream_id, encoded, start=sent is None, end=end, model=model,
-                                     timeout=timeout)
+                try:
+                    outputs = send_frame(client, stream_id, encoded, start=sent is None, end=end, model=model,
+                                         timeout=timeout)
+                except InferenceServerException as exc:
+                    if bad_frame(exc) or sent is None:
+                        raise
+                    outputs, lost = resend(client, stream_id, encoded, end, model, timeout, sequence_lost(exc))
+                    if lost:
+                        summary.restarts += 1
+                        restarted = exc.message() or str(exc)
             except InferenceServerException as exc:
-                if "INVALID_ARGUMENT" not in str(exc.status()):
-                    raise  # not this frame's fault: the stream stops, and says why
+                if not bad_frame(exc):
+                    raise  # not this frame's fault, and the sequence could not be started again: the stream stops
                 summary.refused += 1
                 write({"source": source, "frame": index, "error": exc.message() or str(exc)})
             else:
                 line = frame_line(source, index, frame.shape, outputs, spec)
+                if restarted:
+                    line["restarted"] = restarted  # track IDs begin again with this frame
                 write(line)
                 if video_path is not None:
                     if writer is None:
@@ -205,6 +239,27 @@ def track_source(client, source: str, stream_id: int, write: Callable[[dict], No
             capture.release()
         if writer is not None:
             writer.release()
+
+
+def resend(client, stream_id: int, encoded: bytes, end: bool, model: str, timeout: float, lost: bool,
+           window_s: float = RESTART_WINDOW_S) -> tuple[dict[str, np.ndarray], bool]:
+    """Send a frame again after the server failed it, retrying until ``window_s`` has passed: as it was while the
+    server still holds the stream (the detector failed once: the tracker did not move), as the START of a new sequence
+    once the server says it lost it (``lost``; its stub died and the model was reloaded, or it went idle). The
+    answer, and whether the sequence started again; raises the last refusal."""
+    import time
+
+    from tritonclient.utils import InferenceServerException
+
+    deadline = time.monotonic() + window_s
+    while True:
+        try:
+            return send_frame(client, stream_id, encoded, start=lost, end=end, model=model, timeout=timeout), lost
+        except InferenceServerException as exc:
+            if bad_frame(exc) or time.monotonic() > deadline:
+                raise
+            lost = lost or sequence_lost(exc)
+        time.sleep(0.5)
 
 
 def new_stream_id() -> int:
@@ -274,7 +329,8 @@ def track_sources(sources: Sequence[str], urls: Sequence[str], out: Path, video_
     sink.close()
     for summary in sorted(summaries, key=lambda s: sources.index(s.source)):
         log(json.dumps({"stream": {"source": summary.source, "frames": summary.frames, "refused": summary.refused,
-                                   "dropped": summary.dropped, "ended": summary.ended}}))
+                                   "dropped": summary.dropped, "restarts": summary.restarts,
+                                   "ended": summary.ended}}))
     if interrupted:
         return 130
     failed = any(s.refused or s.ended != "end of stream" for s in summaries)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from python_models.export import repository as repo
 from python_models.export import repository_files
-from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, ModelSpec
+from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, TRACKERS, ModelSpec
 
 ARTIFACTS_DIR = "artifacts"
 """The export's repository, under the checkout (the tools' default ``--artifacts``; in the containers
@@ -57,6 +57,7 @@ class ExportOptions:
     max_det: int = DEFAULT_MAX_DET
     track_a: repo.TrackAOptions = repo.TrackAOptions()
     preprocess_decode: str = repo.PREPROCESS_DECODE
+    tracking: repo.TrackingOptions = repo.TrackingOptions()
 
     @staticmethod
     def add_arguments(parser) -> None:
@@ -91,12 +92,22 @@ class ExportOptions:
                             default=default("YOLO11_PREPROCESS_DECODE", str, repo.PREPROCESS_DECODE),
                             help="where tracks B and C decode and letterbox on a GPU host: gpu (nvJPEG) or "
                                  "nvimgcodec (KIND_GPU instances), or cpu (OpenCV threads, KIND_CPU instances)")
+        tracking = repo.TrackingOptions()
+        parser.add_argument("--track-detector", choices=("auto", *repo.PUBLIC_MODELS),
+                            default=default("YOLO11_TRACK_DETECTOR", str, tracking.detector),
+                            help="the detection track the tracking model (yolo11_track) calls; auto: the fastest "
+                                 f"measured on the profile served ({', '.join(f'{k}: {v}' for k, v in repo.FASTEST_DETECTOR.items())})")
+        parser.add_argument("--tracker", choices=TRACKERS, default=default("YOLO11_TRACKER", str, tracking.tracker),
+                            help="Ultralytics' tracker the tracking model runs, with its YAML defaults")
+        parser.add_argument("--track-idle-s", type=float, default=default("YOLO11_TRACK_IDLE_S", float, tracking.idle_s),
+                            help="seconds a video stream may send nothing before the tracking model lets it go")
 
     @classmethod
     def from_args(cls, args) -> "ExportOptions":
         return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
                    track_a=repo.TrackAOptions(args.track_a_decode, args.track_a_network),
-                   preprocess_decode=args.preprocess_decode)
+                   preprocess_decode=args.preprocess_decode,
+                   tracking=repo.TrackingOptions(args.track_detector, args.tracker, args.track_idle_s))
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,8 @@ class ExportManifest:
     """Track A's ``TrackAOptions`` the configs were written with (None: the defaults)."""
     preprocess_decode: str = repo.PREPROCESS_DECODE
     """The B/C preprocessing step's mode the configs were written with."""
+    tracking: dict | None = None
+    """The tracking model's ``TrackingOptions`` the configs were written with (None: the defaults)."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -125,6 +138,10 @@ class ExportManifest:
     @property
     def track_a_options(self) -> repo.TrackAOptions:
         return repo.TrackAOptions(**(self.track_a or {}))
+
+    @property
+    def tracking_options(self) -> repo.TrackingOptions:
+        return repo.TrackingOptions(**(self.tracking or {}))
 
 
 def artifact(artifacts: Path, model: str, filename: str) -> Path:
@@ -229,7 +246,8 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     outputs = (weights_pt(artifacts), *graphs, *(path.with_name(FP16_ONNX) for path in graphs))
     current = read_manifest(artifacts)
     if not force and _up_to_date(current, key, outputs) and not repository_files.write_repository(
-            artifacts, current.spec, check=True, track_a=options.track_a, preprocess_decode=options.preprocess_decode):
+            artifacts, current.spec, check=True, track_a=options.track_a, preprocess_decode=options.preprocess_decode,
+            tracking=options.tracking):
         return current
 
     resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained,
@@ -271,10 +289,12 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     (artifacts / EXPORT_COMPLETE).unlink(missing_ok=True)  # nor a record a serving pod would start from
     for target, partial in staged.items():
         partial.replace(target)
-    repository_files.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode)
+    repository_files.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode,
+                                      tracking=options.tracking)
     manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
                               fallback_reason=resolved.fallback_reason, source=resolved.source,
-                              track_a=asdict(options.track_a), preprocess_decode=options.preprocess_decode)
+                              track_a=asdict(options.track_a), preprocess_decode=options.preprocess_decode,
+                              tracking=asdict(options.tracking))
     manifest_path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

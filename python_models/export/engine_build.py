@@ -203,16 +203,18 @@ def build_engines(artifacts: Path, served: ModelSpec, models: list[str] | None =
 
 
 def build_for_gpu_profile(artifacts: Path, served: ModelSpec, models: list[str], precision: str = "fp16",
-                          force: bool = False, log=print) -> list[str]:
+                          force: bool = False, log=print,
+                          tracking: repo.TrackingOptions = repo.TrackingOptions()) -> list[str]:
     """Everything the GPU profile needs to serve the public ``models``: the plan of every TensorRT model behind them
     and, with Track A among them, its compiled network when its config asks for one. Returns what could not be
-    built, each with its reason (``yolo11-triton export`` and ``yolo11-triton serve`` fail or report on them)."""
+    built, each with its reason (``yolo11-triton export`` and ``yolo11-triton serve`` fail or report on them);
+    ``tracking``: the export's, which name the detection track the tracking model needs."""
     from python_models.export.compiled_network import build_track_a
 
-    definitions = repo.definitions_by_name(served)
-    engines = sorted({leaf for model in models for leaf in repo.models_behind(model, definitions)
-                      if definitions[leaf].config.platform == "tensorrt_plan"})
+    definitions = repo.definitions_by_name(served, tracking=tracking)
+    needed = {name for model in models for name in (model, *repo.models_behind(model, definitions))}
+    engines = sorted(name for name in needed if definitions[name].config.platform == "tensorrt_plan")
     failed = build_engines(artifacts, served, engines, precision=precision, force=force, log=log)
-    if repo.PYTORCH in models:
+    if repo.PYTORCH in needed:  # asked for, or the detection track of the tracking model
         failed += build_track_a(artifacts, served, force=force, log=log)
     return failed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -341,8 +341,43 @@ def preprocess_definition(spec: c.ModelSpec, decode: str = PREPROCESS_DECODE) ->
                            cpu_instances=PREPROCESS_INSTANCES["cpu"][1])
 
 
+FASTEST_DETECTOR = {"gpu": PYTORCH, "cpu": END2END_ENSEMBLE}
+"""The detection track the tracking model calls by default (``--track-detector auto``): the fastest measured on each
+profile's host. GPU: Track A served 3,775 images/s on an H200 where tracks B and C's preprocessing step alone served
+2,568 (results/h200_issue25; TensorRT could not be measured there). CPU profile, 2 cores, 384x288 frames, one image a
+request: Track C's twin 86 images/s at concurrency 1 and 125 at 4, against Track A's 61 and 90 (the numbers in
+results/tracking)."""
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """The tracking model's choices (``yolo11-triton export --track-detector``, ``--tracker``, ``--track-idle-s``):
+    the detection track it calls (``auto``: ``FASTEST_DETECTOR`` of the profile served), Ultralytics' tracker, and
+    how long a stream may send nothing before it is let go."""
+
+    detector: str = "auto"
+    tracker: str = "bytetrack"
+    idle_s: float = 10.0
+    """A stream idle this long is freed (Triton frees its slot, the model its tracker): a camera that stalls for
+    longer starts its sequence again."""
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("auto", *PUBLIC_MODELS):
+            raise ValueError(f"the tracking model's detector must be auto or a detection track "
+                             f"({', '.join(PUBLIC_MODELS)}), not {self.detector!r}")
+        if self.tracker not in c.TRACKERS:
+            raise ValueError(f"tracker must be one of {c.TRACKERS}, not {self.tracker!r}")
+        if not self.idle_s > 0:
+            raise ValueError(f"the idle timeout of a stream must be positive, not {self.idle_s}")
+
+    def for_profile(self, profile: str) -> "TrackingOptions":
+        """These options with ``auto`` resolved to the detection track ``profile`` (``gpu`` or ``cpu``) serves fastest."""
+        return replace(self, detector=FASTEST_DETECTOR[profile]) if self.detector == "auto" else self
+
+
 def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
-                      preprocess_decode: str = PREPROCESS_DECODE) -> list[ModelDefinition]:
+                      preprocess_decode: str = PREPROCESS_DECODE,
+                      tracking: TrackingOptions = TrackingOptions()) -> list[ModelDefinition]:
     """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
 
     ``metadata`` goes where it is read: every public model (clients), the Ultralytics-form raw leaf (Ultralytics'
@@ -407,42 +442,31 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
                 _step(dali_end2end_name(tier), _ENGINE_INPUTS, _PUBLIC_OUT),
             ], spec)),
         ]
-    return [*defs, track_definition(spec)]
+    return [*defs, track_definition(spec, tracking)]
 
 
-TRACK_DETECTOR = PYTORCH
-"""The detection track the tracking model calls unless the export is told another (``--track-detector``)."""
-TRACK_TRACKER = "bytetrack"
 TRACK_STREAMS = 64
 """Streams one tracking instance holds at once (the sequence batcher's ``max_candidate_sequences``, and its largest
 batch: one frame per stream). Streams beyond it wait in Triton's backlog until one ends or goes idle."""
-TRACK_IDLE_US = 10_000_000
-"""A stream that sends nothing for this long is let go (Triton frees its slot, the model its tracker): a camera
-that stalls for longer starts its sequence again."""
 TRACK_QUEUE_DELAY_US = 1000
 """How long the sequence batcher waits to gather frames of several streams into one execution."""
 
 
-def track_definition(spec: c.ModelSpec, detector: str = TRACK_DETECTOR, tracker: str = TRACK_TRACKER,
-                     idle_us: int = TRACK_IDLE_US) -> ModelDefinition:
+def track_definition(spec: c.ModelSpec, options: TrackingOptions = TrackingOptions()) -> ModelDefinition:
     """The tracking model (``runtime/triton/track_model.py``): Triton's sequence batcher, strategy ``oldest`` (a
     stream stays on one instance and its frames come one at a time, in order; the ``direct`` strategy would pad
-    batches with empty requests), calling ``detector`` through BLS. Its state lives in the Python model (the Python
-    backend has no implicit state); one instance on the CPU, where the trackers run."""
-    if detector not in PUBLIC_MODELS:
-        raise ValueError(f"the tracking model's detector must be a detection track ({', '.join(PUBLIC_MODELS)}), "
-                         f"not {detector!r}")
-    if tracker not in c.TRACKERS:
-        raise ValueError(f"tracker must be one of {c.TRACKERS}, not {tracker!r}")
+    batches with empty requests), calling the detection track ``options`` name (``auto``: the GPU profile's) through
+    BLS. Its state lives in the Python model (the Python backend has no implicit state); one instance on the CPU,
+    where the trackers run."""
+    detector = options.for_profile("gpu").detector
     oldest = mc.ModelSequenceBatching.StrategyOldest(max_candidate_sequences=TRACK_STREAMS,
                                                      max_queue_delay_microseconds=TRACK_QUEUE_DELAY_US)
+    batcher = mc.ModelSequenceBatching(max_sequence_idle_microseconds=round(options.idle_s * 1e6), oldest=oldest)
     config = mc.ModelConfig(name=c.TRACK, backend="python", max_batch_size=TRACK_STREAMS,
                             input=_inputs(c.PUBLIC_INPUTS), output=_outputs(spec.track_outputs()),
-                            sequence_batching=mc.ModelSequenceBatching(max_sequence_idle_microseconds=idle_us,
-                                                                       oldest=oldest),
-                            instance_group=_instances(1, mc.ModelInstanceGroup.KIND_CPU))
+                            sequence_batching=batcher, instance_group=_instances(1, mc.ModelInstanceGroup.KIND_CPU))
     config.parameters["detector"].string_value = detector
-    config.parameters["tracker"].string_value = tracker
+    config.parameters["tracker"].string_value = options.tracker
     return ModelDefinition(_described(config, spec), entry=RUNTIME + "track_model", calls=detector,
                            logic=("runtime/tracking.py",))
 
@@ -469,8 +493,9 @@ def preprocess_only_definitions(spec: c.ModelSpec, decode: str = PREPROCESS_DECO
 
 
 def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
-                        preprocess_decode: str = PREPROCESS_DECODE) -> dict[str, ModelDefinition]:
-    return {d.name: d for d in model_definitions(spec, track_a, preprocess_decode)}
+                        preprocess_decode: str = PREPROCESS_DECODE,
+                        tracking: TrackingOptions = TrackingOptions()) -> dict[str, ModelDefinition]:
+    return {d.name: d for d in model_definitions(spec, track_a, preprocess_decode, tracking)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -71,6 +71,23 @@ def _overlaps(box: tuple[float, float, float, float], placed: list[Box], limit: 
     return False
 
 
+def _draw(image: np.ndarray, cls: int, cx: float, cy: float, size: float, colour) -> tuple[int, int, int, int]:
+    """Draw one shape of class ``cls`` centred at (cx, cy); the box of the pixels it drew (end-exclusive)."""
+    box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+    if NAMES[cls] == "circle":
+        cv2.circle(image, (round(cx), round(cy)), round(size / 2), colour, -1, cv2.LINE_AA)
+        r = round(size / 2)
+        return round(cx) - r, round(cy) - r, round(cx) + r + 1, round(cy) + r + 1
+    if NAMES[cls] == "square":
+        x1, y1 = round(box[0]), round(box[1])
+        x2, y2 = round(box[2]), round(box[3])
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour, -1)
+        return x1, y1, x2, y2
+    points = np.array([[box[0], box[3]], [box[2], box[3]], [cx, box[1]]]).round().astype(np.int32)
+    cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
+    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max() + 1, points[:, 1].max() + 1
+
+
 def render(seed: int, index: int) -> tuple[np.ndarray, list[Box]]:
     """Image ``index`` of the set ``seed``: a BGR image and its boxes (pixels, inclusive of the drawn outline)."""
     rng = np.random.default_rng([seed, index])
@@ -90,19 +107,7 @@ def render(seed: int, index: int) -> tuple[np.ndarray, list[Box]]:
         while np.abs(colour - local).sum() < 150:
             colour = rng.integers(0, 256, 3)
         colour = tuple(int(v) for v in colour)
-        if NAMES[cls] == "circle":
-            cv2.circle(image, (round(cx), round(cy)), round(size / 2), colour, -1, cv2.LINE_AA)
-            r = round(size / 2)
-            drawn = (round(cx) - r, round(cy) - r, round(cx) + r + 1, round(cy) + r + 1)
-        elif NAMES[cls] == "square":
-            x1, y1 = round(box[0]), round(box[1])
-            x2, y2 = round(box[2]), round(box[3])
-            cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour, -1)
-            drawn = (x1, y1, x2, y2)
-        else:
-            points = np.array([[box[0], box[3]], [box[2], box[3]], [cx, box[1]]]).round().astype(np.int32)
-            cv2.fillPoly(image, [points], colour, cv2.LINE_AA)
-            drawn = (points[:, 0].min(), points[:, 1].min(), points[:, 0].max() + 1, points[:, 1].max() + 1)
+        drawn = _draw(image, cls, cx, cy, size, colour)
         x1, y1, x2, y2 = (float(v) for v in drawn)
         boxes.append(Box(cls, max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))))
     return image, boxes
@@ -148,3 +153,129 @@ def test_set(count: int) -> list[tuple[bytes, list[Box], tuple[int, int]]]:
         image, boxes = render(TEST_SEED, index)
         out.append((encode(image), boxes, (image.shape[1], image.shape[0])))
     return out
+
+
+VIDEO_SIZE = (384, 288)
+"""Width and height of the moving-shapes videos."""
+VIDEO_SEEDS = (10, 11, 12)
+"""The videos the tracking tests serve (distinct from the image sets' seeds)."""
+MIN_VISIBLE = 0.5
+"""An object is in a frame's ground truth while at least this share of its pixels shows (not outside the frame,
+not behind another shape): what a detector can be asked to find."""
+
+
+@dataclass(frozen=True)
+class Mover:
+    """A shape moving in a straight line: centre ``start + velocity * t`` from frame ``born`` on."""
+
+    cls: int
+    size: float
+    colour: tuple[int, int, int]
+    start: tuple[float, float]
+    velocity: tuple[float, float]
+    born: int = 0
+
+    def centre(self, t: int) -> tuple[float, float]:
+        age = t - self.born
+        return self.start[0] + self.velocity[0] * age, self.start[1] + self.velocity[1] * age
+
+
+@dataclass(frozen=True)
+class Truth:
+    """An object in one frame: its identity (the same in every frame of a video) and the box of its visible pixels."""
+
+    identity: int
+    box: Box
+    visible: float
+
+
+def _colour_against(rng: np.random.Generator, background: np.ndarray, points: list[tuple[float, float]]):
+    """A colour far from the background wherever the shape passes, so it shows on the whole path."""
+    height, width = background.shape[:2]
+    local = np.array([background[int(np.clip(y, 0, height - 1)), int(np.clip(x, 0, width - 1))] for x, y in points], int)
+    while True:
+        colour = rng.integers(0, 256, 3)
+        if np.abs(local - colour).sum(axis=1).min() >= 150:
+            return tuple(int(v) for v in colour)
+
+
+def _scene(rng: np.random.Generator, background: np.ndarray, frames: int) -> list[Mover]:
+    """The objects of a video, back to front: two that cross each other in the middle (the one in front hides the
+    other for a few frames), one passing behind a large slow shape, one entering through an edge mid-video, one
+    leaving through an edge, and one or two anywhere."""
+    height, width = background.shape[:2]
+    mid = frames / 2
+    plans = []
+    # crossing pair: opposite directions on nearly the same row, meeting at the centre at mid-video
+    row = rng.uniform(0.3, 0.7) * height
+    speed = rng.uniform(3, 5)
+    for direction in (1, -1):
+        plans.append((rng.uniform(34, 50), (width / 2 - direction * speed * mid, row + rng.uniform(-6, 6)),
+                      (direction * speed, rng.uniform(-0.3, 0.3)), 0))
+    # a small shape passing behind a large slow one (the large one is drawn later, in front)
+    hidden_row = rng.uniform(0.2, 0.8) * height
+    behind = (rng.uniform(26, 34), (rng.uniform(-10, 30), hidden_row), (rng.uniform(3, 4.5), 0.0), 0)
+    front_x = behind[1][0] + behind[2][0] * frames * 0.55
+    plans.append(behind)
+    # entering from the top or bottom edge half way through
+    edge = rng.integers(0, 2)
+    size = rng.uniform(36, 56)
+    plans.append((size, (rng.uniform(0.2, 0.8) * width, -size / 2 if edge == 0 else height + size / 2),
+                  (rng.uniform(-1, 1), rng.uniform(3, 5) * (1 if edge == 0 else -1)), int(frames * 0.4)))
+    # leaving through the left or right edge
+    edge = rng.integers(0, 2)
+    plans.append((rng.uniform(36, 56), (rng.uniform(0.15, 0.4) * width if edge == 0 else rng.uniform(0.6, 0.85) * width,
+                                        rng.uniform(0.2, 0.8) * height),
+                  ((-1 if edge == 0 else 1) * rng.uniform(4, 6), rng.uniform(-1, 1)), 0))
+    for _ in range(int(rng.integers(1, 3))):
+        plans.append((rng.uniform(30, 60), (rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height),
+                      tuple(rng.uniform(-2.5, 2.5, 2)), 0))
+    plans.append((rng.uniform(80, 96), (front_x, hidden_row + rng.uniform(-4, 4)), (rng.uniform(-0.4, 0.4), 0.0), 0))
+    movers = []
+    for size, start, velocity, born in plans:
+        path = [(start[0] + velocity[0] * a, start[1] + velocity[1] * a) for a in range(0, frames - born, 4)]
+        movers.append(Mover(int(rng.integers(0, len(NAMES))), float(size), _colour_against(rng, background, path),
+                            (float(start[0]), float(start[1])), (float(velocity[0]), float(velocity[1])), born))
+    return movers
+
+
+def moving_video(seed: int, frames: int) -> tuple[list[np.ndarray], list[list[Truth]]]:
+    """Video ``seed``: its BGR frames (a still camera, sensor noise changing every frame) and each frame's ground
+    truth, identities from 1 in drawing order."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    width, height = VIDEO_SIZE
+    background = _background(rng, height, width)
+    movers = _scene(rng, background, frames)
+    pad = 128  # shapes partly outside the frame are drawn whole on a larger canvas, to measure what shows
+    video, truth = [], []
+    for t in range(frames):
+        noise = np.random.default_rng([seed, t]).normal(0, 3, background.shape)
+        canvas = np.zeros((height + 2 * pad, width + 2 * pad, 3), np.uint8)
+        canvas[pad:pad + height, pad:pad + width] = np.clip(background + noise, 0, 255).astype(np.uint8)
+        masks = []
+        for mover in movers:
+            if t < mover.born:
+                masks.append(None)
+                continue
+            cx, cy = mover.centre(t)
+            mask = np.zeros(canvas.shape[:2], np.uint8)
+            _draw(mask, mover.cls, cx + pad, cy + pad, mover.size, 255)
+            _draw(canvas, mover.cls, cx + pad, cy + pad, mover.size, mover.colour)
+            masks.append(mask > 0)
+        in_front = np.zeros(canvas.shape[:2], bool)
+        objects = []
+        for identity in range(len(movers), 0, -1):
+            mask = masks[identity - 1]
+            if mask is None:
+                continue
+            shows = mask & ~in_front
+            in_front |= mask
+            shows = shows[pad:pad + height, pad:pad + width]
+            visible = shows.sum() / max(mask.sum(), 1)
+            if visible >= MIN_VISIBLE:
+                ys, xs = np.nonzero(shows)
+                objects.append(Truth(identity, Box(movers[identity - 1].cls, float(xs.min()), float(ys.min()),
+                                                   float(xs.max() + 1), float(ys.max() + 1)), float(visible)))
+        video.append(canvas[pad:pad + height, pad:pad + width].copy())
+        truth.append(sorted(objects, key=lambda o: o.identity))
+    return video, truth

@@ -94,6 +94,12 @@ class Streams:
     def __contains__(self, stream_id: Hashable) -> bool:
         return stream_id in self.streams
 
+    def objects(self) -> int:
+        """Tracks held by every stream's tracker: followed, lost (kept ``track_buffer`` frames) and removed (the
+        last 1,000 kept)."""
+        return sum(len(s.tracker.tracked_stracks) + len(s.tracker.lost_stracks) + len(s.tracker.removed_stracks)
+                   for s in self.streams.values())
+
     def free_idle(self, now: float) -> list[Hashable]:
         """Free the streams that sent nothing for longer than the idle timeout; their IDs."""
         idle = [key for key, stream in self.streams.items() if now - stream.last_seen > self.idle_s]

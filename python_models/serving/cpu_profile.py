@@ -41,13 +41,15 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
 
 
 def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_models: Path | None = None,
-                         models: list[str] | None = None) -> CpuRepository:
+                         models: list[str] | None = None,
+                         tracking: repo.TrackingOptions = repo.TrackingOptions()) -> CpuRepository:
     """Lay out ``target`` for the CPU profile from the production configs of ``spec`` and the exported ``artifacts``.
 
     ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
-    ``models``: the public models to serve (default: all).
+    ``models``: the public models to serve (default: all). ``tracking``: the export's, with ``auto`` the CPU
+    profile's fastest detection track.
     """
-    definitions = repo.definitions_by_name(spec)
+    definitions = repo.definitions_by_name(spec, tracking=tracking.for_profile("cpu"))
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

@@ -45,10 +45,13 @@ def model_states(http_url: str, key: str) -> list[ModelState]:
     return [ModelState(m["name"], m.get("state", "UNKNOWN"), m.get("reason", "")) for m in index]
 
 
-def load_report(states: list[ModelState], expected: list[str]) -> tuple[list[str], list[str]]:
-    """(lines to print, public models not serving) once the start-up loading is over."""
+def load_report(states: list[ModelState], expected: list[str],
+                tracking: repo.TrackingOptions = repo.TrackingOptions()) -> tuple[list[str], list[str]]:
+    """(lines to print, public models not serving) once the start-up loading is over; ``tracking``: the served
+    repository's (its detector is among the tracking model's leaves)."""
     by_name = {s.name: s for s in states}
-    definitions = repo.definitions_by_name(repo.default_spec())  # which leaves a model has: the same for every spec
+    # which leaves a model has: the same for every spec
+    definitions = repo.definitions_by_name(repo.default_spec(), tracking=tracking)
     lines, failed = [], []
     for name in expected:
         state = by_name.get(name)

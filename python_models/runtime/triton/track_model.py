@@ -7,11 +7,17 @@ The sequence batcher (strategy ``oldest``) keeps a stream on one instance and se
 order; one execution holds at most one frame of each stream. The frames of one execution are detected concurrently
 (the detector batches them), then tracked in order. A frame the detector refuses is answered with its error and
 leaves the stream's tracker as it was. When a stub dies, its streams' trackers die with it: their next frame is
-refused by Triton (the reloaded instance holds no sequence), and the client starts the sequence again.
+refused by Triton (the reloaded model holds no sequence: "must specify the START flag"), and the client starts the
+sequence again (``client.streams`` does).
+
+Triton frees an idle stream's slot without telling the model, so a thread here frees its tracker a little later
+(``IDLE_MARGIN_S``: never before Triton, which would hand a held stream a fresh tracker). Two gauges
+(``contract.TRACK_STREAMS_METRIC``, ``TRACK_OBJECTS_METRIC``) say what an instance holds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from python_models.contract import INPUT_IMAGES, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES
-from python_models.contract import OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES
+from python_models.contract import OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK_OBJECTS_METRIC, TRACK_STREAMS_METRIC
 from python_models.runtime.decode import InvalidImageError, probe
 from python_models.runtime.tracking import NO_TRACK, Detections, Streams, tracker_settings
 from python_models.runtime.triton.adapter import guarded, invalid_argument, model_config, output_dims, parameter
@@ -27,6 +33,8 @@ from python_models.runtime.triton.adapter import tensors_response
 
 DETECTOR_CALLS = 16
 """Frames of one execution sent to the detector at once (each a BLS request, batched there by Triton)."""
+IDLE_MARGIN_S = 1.0
+"""How long after Triton's idle timeout this model frees a stream's tracker."""
 
 
 def host_array(tensor) -> np.ndarray:
@@ -49,9 +57,32 @@ class TritonPythonModel:
         if not idle_us:
             raise ValueError(f"{self.name}: sequence_batching.max_sequence_idle_microseconds is not set: without it "
                              "this model cannot know when Triton has let an idle stream go")
-        self.streams = Streams(tracker_settings(parameter(config, "tracker", "bytetrack")), idle_us / 1e6)
+        self.streams = Streams(tracker_settings(parameter(config, "tracker", "bytetrack")), idle_us / 1e6 + IDLE_MARGIN_S)
         self.max_det = output_dims(args, OUTPUT_BOXES)[0]
         self.callers = ThreadPoolExecutor(DETECTOR_CALLS, thread_name_prefix="detect")
+        labels = {"model": self.name, "instance": args["model_instance_name"]}
+        # The families must outlive their metrics (the stub refuses to set a metric of a deleted family).
+        self.families = [pb_utils.MetricFamily(name=TRACK_STREAMS_METRIC, kind=pb_utils.MetricFamily.GAUGE,
+                                               description="Video streams this tracking instance holds"),
+                         pb_utils.MetricFamily(name=TRACK_OBJECTS_METRIC, kind=pb_utils.MetricFamily.GAUGE,
+                                               description="Tracks the trackers of those streams hold")]
+        self.held_streams, self.held_objects = (family.Metric(labels=labels) for family in self.families)
+        self.lock = threading.Lock()  # the streams, between execute and the idle sweeper
+        self.stopped = threading.Event()
+        self.sweeper = threading.Thread(target=self._sweep, name="idle streams", daemon=True)
+        self.sweeper.start()
+
+    def _report(self) -> None:
+        self.held_streams.set(len(self.streams))
+        self.held_objects.set(self.streams.objects())
+
+    def _sweep(self) -> None:
+        """Free idle streams while no frame arrives (a quiet instance would otherwise hold them until its next
+        execution)."""
+        while not self.stopped.wait(min(self.streams.idle_s / 4, 1.0)):
+            with self.lock:
+                if self.streams.free_idle(time.monotonic()):
+                    self._report()
 
     def execute(self, requests):
         return guarded(requests, self._run)
@@ -73,10 +104,17 @@ class TritonPythonModel:
         return {tensor.name(): host_array(tensor) for tensor in answer.output_tensors()}
 
     def _run(self, requests):
+        detections = list(self.callers.map(self._detect, requests))
+        with self.lock:
+            responses = self._track(requests, detections)
+            self._report()
+        return responses
+
+    def _track(self, requests, detections):
         now = time.monotonic()
         self.streams.free_idle(now)
         responses = []
-        for request, detected in zip(requests, self.callers.map(self._detect, requests)):
+        for request, detected in zip(requests, detections):
             stream, flags = request.correlation_id(), request.flags()
             start = bool(flags & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START)
             end = bool(flags & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END)
@@ -93,4 +131,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        self.stopped.set()
         self.callers.shutdown(wait=False)
