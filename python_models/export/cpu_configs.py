@@ -37,7 +37,8 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
 
     TensorRT and DALI leaves become their Python twins (``cpu_twin``); Track D's guard is sized to its twin leaf; a
     Python model placed on the GPU (Track A) runs one instance on the CPU, where PyTorch already uses every core,
-    and decodes there (the B/C preprocessing step runs its CPU mode's instances).
+    and decodes there (the B/C preprocessing step runs its CPU mode's instances); a KIND_CPU model sized to a GPU
+    host's cores runs the instances its definition gives the CPU profile.
     """
     if definition.twin:
         return cpu_twin(definition)
@@ -52,12 +53,19 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         config = mc.ModelConfig()
         config.CopyFrom(definition.config)
         config.ClearField("instance_group")
-        config.instance_group.append(mc.ModelInstanceGroup(count=definition.cpu_instances,
+        config.instance_group.append(mc.ModelInstanceGroup(count=definition.cpu_instances or 1,
                                                            kind=mc.ModelInstanceGroup.KIND_CPU))
         # nvJPEG and the compiled package need a GPU instance (which refuses them otherwise): the CPU decodes and
         # runs the network eagerly.
         for name, value in (("decode", "cpu"), ("network", "eager")):
             if name in config.parameters:
                 config.parameters[name].string_value = value
+        return config
+    if definition.cpu_instances is not None:
+        # Sized to a GPU host's cores (the tracking model): the CPU profile's two cores run fewer.
+        config = mc.ModelConfig()
+        config.CopyFrom(definition.config)
+        (group,) = config.instance_group
+        group.count = definition.cpu_instances
         return config
     return None

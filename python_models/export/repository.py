@@ -70,8 +70,9 @@ class ModelDefinition:
     """The model it calls through BLS (Track D's guard calls its DALI leaf), loaded whenever it is."""
     logic: tuple[str, ...] = ()
     """The modules (under ``python_models/``) that hold what this step does, for the map in docs/tracks.md."""
-    cpu_instances: int = 1
-    """For a Python model placed on the GPU: the KIND_CPU instances the CPU profile runs instead."""
+    cpu_instances: int | None = None
+    """The KIND_CPU instances the CPU profile runs instead: for a Python model placed on the GPU (None: one), or for
+    a KIND_CPU model sized to a GPU host's cores (None: as production)."""
 
     @property
     def name(self) -> str:
@@ -448,6 +449,11 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
 TRACK_STREAMS = 64
 """Streams one tracking instance holds at once (the sequence batcher's ``max_candidate_sequences``, and its largest
 batch: one frame per stream). Streams beyond it wait in Triton's backlog until one ends or goes idle."""
+TRACK_INSTANCES = 8
+"""Tracking instances on a GPU host (one on the CPU profile's two cores): each a process whose trackers run on one
+core, each stream pinned to one of them. ByteTrack costs about 2-4 ms a frame with 100 detections in it (more boxes,
+more cost), so one instance bounds a host at a few hundred frames a second; measured on an H200 in
+results/h200_issue27."""
 TRACK_QUEUE_DELAY_US = 1000
 """How long the sequence batcher waits to gather frames of several streams into one execution."""
 
@@ -456,19 +462,21 @@ def track_definition(spec: c.ModelSpec, options: TrackingOptions = TrackingOptio
     """The tracking model (``runtime/triton/track_model.py``): Triton's sequence batcher, strategy ``oldest`` (a
     stream stays on one instance and its frames come one at a time, in order; the ``direct`` strategy would pad
     batches with empty requests), calling the detection track ``options`` name (``auto``: the GPU profile's) through
-    BLS. Its state lives in the Python model (the Python backend has no implicit state); one instance on the CPU,
-    where the trackers run."""
+    BLS. Its state lives in the Python model (the Python backend has no implicit state); ``TRACK_INSTANCES`` on the
+    CPU, where the trackers run. Its input is ragged: frames of different byte lengths batch together (else an execution
+    only gathers frames of equal length, a few at most)."""
     detector = options.for_profile("gpu").detector
     oldest = mc.ModelSequenceBatching.StrategyOldest(max_candidate_sequences=TRACK_STREAMS,
                                                      max_queue_delay_microseconds=TRACK_QUEUE_DELAY_US)
     batcher = mc.ModelSequenceBatching(max_sequence_idle_microseconds=round(options.idle_s * 1e6), oldest=oldest)
     config = mc.ModelConfig(name=c.TRACK, backend="python", max_batch_size=TRACK_STREAMS,
-                            input=_inputs(c.PUBLIC_INPUTS), output=_outputs(spec.track_outputs()),
-                            sequence_batching=batcher, instance_group=_instances(1, mc.ModelInstanceGroup.KIND_CPU))
+                            input=_inputs(c.PUBLIC_INPUTS, ragged=True), output=_outputs(spec.track_outputs()),
+                            sequence_batching=batcher,
+                            instance_group=_instances(TRACK_INSTANCES, mc.ModelInstanceGroup.KIND_CPU))
     config.parameters["detector"].string_value = detector
     config.parameters["tracker"].string_value = options.tracker
     return ModelDefinition(_described(config, spec), entry=RUNTIME + "track_model", calls=detector,
-                           logic=("runtime/tracking.py",))
+                           logic=("runtime/tracking.py",), cpu_instances=1)
 
 
 CONSUME = "yolo11_consume"

@@ -31,8 +31,6 @@ from python_models.runtime.tracking import NO_TRACK, Detections, Streams, tracke
 from python_models.runtime.triton.adapter import guarded, invalid_argument, model_config, output_dims, parameter
 from python_models.runtime.triton.adapter import tensors_response
 
-DETECTOR_CALLS = 16
-"""Frames of one execution sent to the detector at once (each a BLS request, batched there by Triton)."""
 IDLE_MARGIN_S = 1.0
 """How long after Triton's idle timeout this model frees a stream's tracker."""
 
@@ -59,7 +57,9 @@ class TritonPythonModel:
                              "this model cannot know when Triton has let an idle stream go")
         self.streams = Streams(tracker_settings(parameter(config, "tracker", "bytetrack")), idle_us / 1e6 + IDLE_MARGIN_S)
         self.max_det = output_dims(args, OUTPUT_BOXES)[0]
-        self.callers = ThreadPoolExecutor(DETECTOR_CALLS, thread_name_prefix="detect")
+        # Every frame of an execution goes to the detector at once, a BLS request each (batched there by Triton; a
+        # thread waits on each without the GIL): one request per frame, so a frame the detector fails fails alone.
+        self.callers = ThreadPoolExecutor(max(int(config["max_batch_size"]), 1), thread_name_prefix="detect")
         labels = {"model": self.name, "instance": args["model_instance_name"]}
         # The families must outlive their metrics (the stub refuses to set a metric of a deleted family).
         self.families = [pb_utils.MetricFamily(name=TRACK_STREAMS_METRIC, kind=pb_utils.MetricFamily.GAUGE,
