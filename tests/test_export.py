@@ -225,8 +225,10 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
         ExportOptions.add_arguments(parser)
         return ExportOptions.from_args(parser.parse_args(argv))
 
-    for variable in ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
-                     "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE"):
+    variables = ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
+                 "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE", "YOLO11_TRACK_DETECTOR", "YOLO11_TRACKER",
+                 "YOLO11_TRACK_IDLE_S")
+    for variable in variables:
         monkeypatch.setenv(variable, "")
     assert parsed() == ExportOptions()
     monkeypatch.setenv("YOLO11_IMGSZ", "1280")
@@ -242,14 +244,18 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
     assert parsed().preprocess_decode == "cpu"
     with pytest.raises(SystemExit):
         parsed("--preprocess-decode", "dali")
+    assert parsed().tracking == repo.TrackingOptions("auto", "bytetrack", 10.0)
+    monkeypatch.setenv("YOLO11_TRACK_DETECTOR", repo.PYTORCH)
+    monkeypatch.setenv("YOLO11_TRACK_IDLE_S", "2.5")
+    assert parsed("--tracker", "botsort").tracking == repo.TrackingOptions(repo.PYTORCH, "botsort", 2.5)
+    for wrong in (("--track-detector", "yolo11_track"), ("--tracker", "sort")):
+        with pytest.raises(SystemExit):
+            parsed(*wrong)
+    with pytest.raises(ValueError, match="positive"):
+        parsed("--track-idle-s", "0")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = compose["services"]["export"]["environment"]
-    variables = ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
-                 "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE")
-    assert {k: environment[k] for k in variables} == {
-        "YOLO11_IMGSZ": "${IMGSZ:-}", "YOLO11_CONF": "${CONF:-}", "YOLO11_IOU": "${IOU:-}",
-        "YOLO11_MAX_DET": "${MAX_DET:-}", "YOLO11_TRACK_A_DECODE": "${TRACK_A_DECODE:-}",
-        "YOLO11_TRACK_A_NETWORK": "${TRACK_A_NETWORK:-}", "YOLO11_PREPROCESS_DECODE": "${PREPROCESS_DECODE:-}"}
+    assert {k: environment[k] for k in variables} == {k: "${" + k.removeprefix("YOLO11_") + ":-}" for k in variables}
 
 
 def test_the_manifest_records_track_a_as_the_configs_were_written():

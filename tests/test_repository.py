@@ -154,6 +154,42 @@ def test_cpu_repository_serves_ensembles_as_production_has_them(tmp_path):
         assert why, public
 
 
+def test_the_tracking_model_calls_the_detection_track_the_export_chose_the_fastest_of_the_profile_by_default(
+        tmp_path, monkeypatch):
+    """``--track-detector auto``: Track A in the production configs (a GPU host), Track C in the CPU profile; a named
+    track everywhere. What the tracking model needs loaded and built follows its detector."""
+    spec = repo.default_spec()
+    config = repo.definitions_by_name(spec)[c.TRACK].config
+    assert config.parameters["detector"].string_value == repo.FASTEST_DETECTOR["gpu"] == repo.PYTORCH
+    assert config.instance_group[0].count == repo.TRACK_INSTANCES and config.input[0].allow_ragged_batch
+    from python_models.export.artifacts import end2end_onnx
+
+    end2end_onnx(tmp_path / "artifacts").parent.mkdir(parents=True)
+    end2end_onnx(tmp_path / "artifacts").write_bytes(b"onnx")  # what Track C's twin runs
+    layout = build_cpu_repository(spec, tmp_path / "artifacts", tmp_path / "cpu", models=[c.TRACK])
+    assert layout.served == [c.TRACK], layout.skipped
+    cpu = repository_files.parse_pbtxt((layout.path / c.TRACK / "config.pbtxt").read_text())
+    assert cpu.parameters["detector"].string_value == repo.FASTEST_DETECTOR["cpu"] == repo.END2END_ENSEMBLE
+    assert cpu.instance_group[0].count == 1, "the CPU profile's two cores run one tracking instance"
+    chosen = repo.TrackingOptions(detector=repo.TRT_ENSEMBLE, tracker="botsort", idle_s=2.5)
+    named = repo.definitions_by_name(spec, tracking=chosen)
+    track = named[c.TRACK].config
+    assert track.parameters["detector"].string_value == repo.TRT_ENSEMBLE == chosen.for_profile("cpu").detector
+    assert track.parameters["tracker"].string_value == "botsort"
+    assert track.sequence_batching.max_sequence_idle_microseconds == 2_500_000
+    assert repo.models_behind(c.TRACK, named)[:2] == [repo.TRT_ENSEMBLE, repo.PREPROCESS]
+    # asked for the tracking model alone, a GPU host builds what its detector runs: Track A's compiled network
+    from python_models.export import compiled_network, engine_build
+
+    built = []
+    monkeypatch.setattr(engine_build, "build_engines", lambda *a, **k: [])
+    monkeypatch.setattr(compiled_network, "build_track_a", lambda *a, **k: built.append("track a") or [])
+    assert engine_build.build_for_gpu_profile(tmp_path, spec, [c.TRACK]) == [] and built == ["track a"]
+    for wrong in ({"detector": c.TRACK}, {"tracker": "sort"}, {"idle_s": 0}):
+        with pytest.raises(ValueError):
+            repo.TrackingOptions(**wrong)
+
+
 @pytest.mark.parametrize("name", [repo.PYTORCH, repo.PREPROCESS, repo.NMS])
 def test_python_models_point_into_python_models(name):
     entry = (ROOT / "model_repository" / name / "1" / "model.py").read_text()
