@@ -345,9 +345,8 @@ def preprocess_definition(spec: c.ModelSpec, decode: str = PREPROCESS_DECODE) ->
 FASTEST_DETECTOR = {"gpu": PYTORCH, "cpu": END2END_ENSEMBLE}
 """The detection track the tracking model calls by default (``--track-detector auto``): the fastest measured on each
 profile's host. GPU: Track A served 3,775 images/s on an H200 where tracks B and C's preprocessing step alone served
-2,568 (results/h200_issue25; TensorRT could not be measured there). CPU profile, 2 cores, 384x288 frames, one image a
-request: Track C's twin 86 images/s at concurrency 1 and 125 at 4, against Track A's 61 and 90 (the numbers in
-results/tracking)."""
+2,568 (results/h200_issue25; TensorRT could not be measured there). CPU profile, 2 cores, one image a request:
+Track C's twin 19.6 images/s at concurrency 1, Track A 10.3, tracks B and D 18.3 and 18.7 (results/cpu_tracking)."""
 
 
 @dataclass(frozen=True)
