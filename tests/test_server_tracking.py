@@ -4,6 +4,9 @@ bad frame is refused alone and the stream goes on."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 
 import cv2
@@ -134,3 +137,20 @@ def test_the_tracking_model_runs_triton_s_sequence_batcher_over_the_fastest_dete
     assert config.input[0].allow_ragged_batch, "frames of different lengths batch together"
     # export --track-detector auto: on the CPU profile, Track C (its twin), the fastest measured here
     assert detector(server) == FASTEST_DETECTOR["cpu"] == END2END_ENSEMBLE
+
+
+def test_bench_streams_paces_each_camera_and_reports_every_level(server, tmp_path):
+    """yolo11-triton bench streams against the session server: two cameras at 4 fps get at most 4 frames a second each
+    (a sender that did not wait for the camera would get more), every frame sent is answered, and the report says
+    which detection track the tracking model called."""
+    out = tmp_path / "streams"
+    result = subprocess.run([sys.executable, "-m", "python_models", "bench", "streams", "--grpc-url", server.grpc_url,
+                             "--metrics-url", server.metrics_url.removesuffix("/metrics"), "--streams", "2", "--fps",
+                             "4", "--seconds", "3", "--frame-size", "320x240", "--warm-up-seconds", "0", "--out",
+                             str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (level,) = json.loads((out / "report.json").read_text())["levels"]
+    assert level["streams"] == 2 and level["errors"] == 0 and level["detector"] == detector(server), level
+    assert 0 < level["slowest_stream_frames_per_s"] <= level["frames_per_s_per_stream"] <= 4.0, level
+    assert level["tracking_batch"] >= 1 and level["p50_ms"] > 0, level
+    assert "| 2 | 4 |" in (out / "report.md").read_text()

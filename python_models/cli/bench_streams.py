@@ -57,8 +57,10 @@ def level_table(levels: list[dict]) -> str:
 
 
 def run_levels(grpc_url: str, metrics_url: str | None, levels: list[int], fps: float, seconds: float,
-               frames: list[bytes], model: str = TRACK, processes: int = 0, log=print) -> list[dict]:
-    """Each level in turn (after a short warm-up), with Triton's batching of the tracking model and its detector."""
+               frames: list[bytes], model: str = TRACK, processes: int = 0, log=print,
+               warm_up_s: float = 3.0) -> list[dict]:
+    """Each level in turn (after ``warm_up_s`` of the first), with Triton's batching of the tracking model and its
+    detector."""
     import tritonclient.grpc as grpcclient
 
     from python_models.client.metrics import SUMMARY_FAMILIES, scrape, summarise
@@ -71,7 +73,8 @@ def run_levels(grpc_url: str, metrics_url: str | None, levels: list[int], fps: f
     # What the trackers get to do: their cost grows with the detections in a frame.
     found = [int(infer_grpc(client, detector, [frame])["num_detections"].reshape(-1)[0]) for frame in frames[:10]]
     client.close()
-    drive_streams(grpc_url, min(levels), fps, 3.0, frames, model, processes, first_id=10_000_000)  # warm-up
+    if warm_up_s:
+        drive_streams(grpc_url, min(levels), fps, warm_up_s, frames, model, processes, first_id=10_000_000)
     results = []
     for index, streams in enumerate(levels):
         before = scrape(metrics_url, SUMMARY_FAMILIES) if metrics_url else {}
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, help="a video file the cameras play (default: a panning 720p scene)")
     parser.add_argument("--frame-size", default="1280x720", help="WxH of the default scene's frames")
     parser.add_argument("--processes", type=int, default=0, help="client processes (0: a quarter of the cores)")
+    parser.add_argument("--warm-up-seconds", type=float, default=3.0, help="of the first level, before measuring")
     parser.add_argument("--out", type=Path, help="folder for report.json and report.md")
     args = parser.parse_args(argv)
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in args.frame_size.lower().split("x"))
         frames = camera_frames(size=(width, height))
     levels = run_levels(args.grpc_url, metrics_endpoint(args.metrics_url), [int(v) for v in args.streams.split(",")],
-                        args.fps, args.seconds, frames, args.model, args.processes)
+                        args.fps, args.seconds, frames, args.model, args.processes, warm_up_s=args.warm_up_seconds)
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d %H:%M"), "command": shlex.join(["yolo11-triton", "bench", "streams",
                                                                              *sys.argv[1:]]),
