@@ -227,7 +227,7 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
 
     variables = ("YOLO11_IMGSZ", "YOLO11_CONF", "YOLO11_IOU", "YOLO11_MAX_DET", "YOLO11_TRACK_A_DECODE",
                  "YOLO11_TRACK_A_NETWORK", "YOLO11_PREPROCESS_DECODE", "YOLO11_TRACK_DETECTOR", "YOLO11_TRACKER",
-                 "YOLO11_TRACK_IDLE_S")
+                 "YOLO11_TRACK_IDLE_S", "YOLO11_GPUS")
     for variable in variables:
         monkeypatch.setenv(variable, "")
     assert parsed() == ExportOptions()
@@ -253,6 +253,9 @@ def test_export_options_come_from_the_flags_or_from_docker_compose(monkeypatch):
             parsed(*wrong)
     with pytest.raises(ValueError, match="positive"):
         parsed("--track-idle-s", "0")
+    assert parsed().gpus == 1, "the GPUs this host has: none here, so one"
+    monkeypatch.setenv("YOLO11_GPUS", "4")
+    assert parsed().gpus == 4 and parsed("--gpus", "2").gpus == 2
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = compose["services"]["export"]["environment"]
     assert {k: environment[k] for k in variables} == {k: "${" + k.removeprefix("YOLO11_") + ":-}" for k in variables}

@@ -134,3 +134,25 @@ def test_shutdown_stops_the_supervisor_before_the_server(failing_server):
     assert failing_server.process.wait(timeout=120) == 0
     after = failing_server.log.read_text(errors="replace")[before:]
     assert "supervisor:" not in after, after[-2000:]
+
+
+def test_the_gpu_profile_refuses_a_repository_sized_for_another_gpu_count(tmp_path, monkeypatch, capsys):
+    """export --gpus sized the queue bounds for the serving host's GPUs: serving them on a host with another count
+    stops with the count to export for; on the count it was sized for, that check passes (and the next one, the
+    stale-file check, speaks instead)."""
+    from dataclasses import asdict
+
+    from python_models.cli import serve
+    from python_models.export.artifacts import MANIFEST, ExportManifest
+
+    manifest = ExportManifest(weights="w.pt", weights_sha256="k", metadata=repo.default_spec().metadata(),
+                              untrained=False, gpus=1)
+    (tmp_path / MANIFEST).write_text(json.dumps(asdict(manifest)))
+    argv = ["--profile", "gpu", "--skip-export", "--artifacts", str(tmp_path)]
+    monkeypatch.setattr(serve, "gpu_count", lambda: 2)
+    assert serve.main(argv) == 2
+    assert "sized the repository for 1 GPU(s) and this host has 2" in capsys.readouterr().err
+    monkeypatch.setattr(serve, "gpu_count", lambda: 1)
+    assert serve.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "GPU(s)" not in err and "differ from what the export" in err

@@ -154,6 +154,23 @@ def test_cpu_repository_serves_ensembles_as_production_has_them(tmp_path):
         assert why, public
 
 
+def test_queue_bounds_of_models_on_every_gpu_scale_with_the_serving_host_s_gpus():
+    """Instances of a KIND_GPU group go on every GPU; the queue bound is the model's: export --gpus 2 doubles the bound
+    of each model placed on the GPUs (Track A's among them) and leaves the CPU steps' as they were."""
+    one = repo.definitions_by_name(repo.default_spec())
+    two = repo.definitions_by_name(repo.default_spec(), gpus=2)
+    scaled = set()
+    for name, definition in one.items():
+        bound = definition.config.dynamic_batching.default_queue_policy.max_queue_size
+        on_gpus = any(g.kind == g.KIND_GPU for g in definition.config.instance_group)
+        assert two[name].config.dynamic_batching.default_queue_policy.max_queue_size == bound * (2 if on_gpus else 1)
+        if on_gpus and bound:
+            scaled.add(name)
+    assert repo.PYTORCH in scaled and repo.NMS not in scaled, scaled
+    with pytest.raises(ValueError):
+        repo.model_definitions(repo.default_spec(), gpus=0)
+
+
 def test_the_tracking_model_calls_the_detection_track_the_export_chose_the_fastest_of_the_profile_by_default(
         tmp_path, monkeypatch):
     """``--track-detector auto``: Track A in the production configs (a GPU host), Track C in the CPU profile; a named

@@ -40,6 +40,7 @@ from python_models.serving.triton import (  # noqa: E402
     Ports,
     admin_key,
     find_triton,
+    gpu_count,
     grpc_admin_headers,
     server_command,
     server_env,
@@ -115,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         except (WeightsError, RepositoryNotWritable) as exc:
             print(f"serve: {exc}", file=sys.stderr)
             return 2
+    if profile == "gpu" and (visible := gpu_count()) != manifest.gpus:
+        # The queue bounds of the models on every GPU were sized for the export's count: on another, they refuse
+        # requests the GPUs could take, or let queues grow past what they drain.
+        print(f"serve: the export sized the repository for {manifest.gpus} GPU(s) and this host has {visible}: run "
+              f"yolo11-triton export --gpus {visible} (docker compose: GPUS={visible})", file=sys.stderr)
+        return 2
     if manifest.untrained:
         print(untrained_banner(manifest), flush=True)
     spec = manifest.spec
     stale = repository_files.write_repository(artifacts, spec, check=True, track_a=manifest.track_a_options,
                                               preprocess_decode=manifest.preprocess_decode,
-                                              tracking=manifest.tracking_options)
+                                              tracking=manifest.tracking_options, gpus=manifest.gpus)
     if stale:  # Triton would serve configs of another model than the one exported
         print(f"serve: {len(stale)} file(s) of {artifacts} differ from what the export of {manifest.weights} writes "
               f"(first: {stale[0]}); run yolo11-triton export again", file=sys.stderr)

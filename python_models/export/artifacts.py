@@ -25,6 +25,7 @@ from pathlib import Path
 
 from python_models.export import repository as repo
 from python_models.export import repository_files
+from python_models.export.deployment import gpu_count
 from python_models.contract import DEFAULT_CONF, DEFAULT_IMAGE_SIZE, DEFAULT_IOU, DEFAULT_MAX_DET, TRACKERS, ModelSpec
 
 ARTIFACTS_DIR = "artifacts"
@@ -58,6 +59,8 @@ class ExportOptions:
     track_a: repo.TrackAOptions = repo.TrackAOptions()
     preprocess_decode: str = repo.PREPROCESS_DECODE
     tracking: repo.TrackingOptions = repo.TrackingOptions()
+    gpus: int = 1
+    """The serving host's GPUs: the queue bounds of the models placed on every GPU scale with them."""
 
     @staticmethod
     def add_arguments(parser) -> None:
@@ -101,13 +104,17 @@ class ExportOptions:
                             help="Ultralytics' tracker the tracking model runs, with its YAML defaults")
         parser.add_argument("--track-idle-s", type=float, default=default("YOLO11_TRACK_IDLE_S", float, tracking.idle_s),
                             help="seconds a video stream may send nothing before the tracking model lets it go")
+        parser.add_argument("--gpus", type=int, default=default("YOLO11_GPUS", int, 0),
+                            help="GPUs of the host that will serve (0: this host's, the GPUs visible here); the "
+                                 "queue bounds scale with them, and the GPU profile refuses to serve on another count")
 
     @classmethod
     def from_args(cls, args) -> "ExportOptions":
         return cls(imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
                    track_a=repo.TrackAOptions(args.track_a_decode, args.track_a_network),
                    preprocess_decode=args.preprocess_decode,
-                   tracking=repo.TrackingOptions(args.track_detector, args.tracker, args.track_idle_s))
+                   tracking=repo.TrackingOptions(args.track_detector, args.tracker, args.track_idle_s),
+                   gpus=args.gpus or gpu_count())
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ class ExportManifest:
     """The B/C preprocessing step's mode the configs were written with."""
     tracking: dict | None = None
     """The tracking model's ``TrackingOptions`` the configs were written with (None: the defaults)."""
+    gpus: int = 1
+    """The serving host's GPUs the queue bounds were scaled for."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -247,7 +256,7 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     current = read_manifest(artifacts)
     if not force and _up_to_date(current, key, outputs) and not repository_files.write_repository(
             artifacts, current.spec, check=True, track_a=options.track_a, preprocess_decode=options.preprocess_decode,
-            tracking=options.tracking):
+            tracking=options.tracking, gpus=options.gpus):
         return current
 
     resolved = resolve_weights(weights, weights_dir=weights_dir, allow_untrained=allow_untrained,
@@ -290,11 +299,11 @@ def export_artifacts(weights: str, artifacts: Path, force: bool = False, weights
     for target, partial in staged.items():
         partial.replace(target)
     repository_files.write_repository(artifacts, spec, track_a=options.track_a, preprocess_decode=options.preprocess_decode,
-                                      tracking=options.tracking)
+                                      tracking=options.tracking, gpus=options.gpus)
     manifest = ExportManifest(weights=weights, weights_sha256=key, metadata=spec.metadata(), untrained=resolved.untrained,
                               fallback_reason=resolved.fallback_reason, source=resolved.source,
                               track_a=asdict(options.track_a), preprocess_decode=options.preprocess_decode,
-                              tracking=asdict(options.tracking))
+                              tracking=asdict(options.tracking), gpus=options.gpus)
     manifest_path.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

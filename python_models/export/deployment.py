@@ -13,6 +13,8 @@ Versions of the release (Triton release notes and the image; re-check on the GPU
 
 from __future__ import annotations
 
+import os
+
 TRITON_RELEASE = "26.05"
 TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
 TRITON_SERVER_VERSION = "2.69.0"
@@ -28,3 +30,17 @@ PYTHON_VERSION = "3.12"
 UBUNTU_VERSION = "24.04"
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 """Where the server image keeps TensorRT's builder (Triton's own QA builds its plans with it there)."""
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process (``CUDA_VISIBLE_DEVICES``, else nvidia-smi's list; 1 when it cannot be asked)."""
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() not in ("", "all"):
+        return max(1, len([d for d in visible.split(",") if d.strip()]))
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    return max(1, sum(1 for line in out.splitlines() if line.startswith("GPU ")))

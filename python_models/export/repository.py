@@ -377,7 +377,7 @@ class TrackingOptions:
 
 def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
                       preprocess_decode: str = PREPROCESS_DECODE,
-                      tracking: TrackingOptions = TrackingOptions()) -> list[ModelDefinition]:
+                      tracking: TrackingOptions = TrackingOptions(), gpus: int = 1) -> list[ModelDefinition]:
     """All models of the repository for the exported model ``spec``, public ensembles and the leaves they call.
 
     ``metadata`` goes where it is read: every public model (clients), the Ultralytics-form raw leaf (Ultralytics'
@@ -442,7 +442,22 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
                 _step(dali_end2end_name(tier), _ENGINE_INPUTS, _PUBLIC_OUT),
             ], spec)),
         ]
-    return [*defs, track_definition(spec, tracking)]
+    defs.append(track_definition(spec, tracking))
+    for definition in defs:
+        _scale_queue(definition.config, gpus)
+    return defs
+
+
+def _scale_queue(config: mc.ModelConfig, gpus: int) -> None:
+    """A KIND_GPU instance group without ``gpus`` puts its instances on every GPU of the serving host, but the queue
+    bound is the model's: sized for one GPU's instances, it would refuse requests the other GPUs' instances could
+    take (measured: 256 in flight refused on 2 GPUs, results/h200x2_scaling_queue_not_scaled). So it is scaled by the
+    serving host's GPUs (``yolo11-triton export --gpus``)."""
+    if gpus < 1:
+        raise ValueError(f"a serving host has at least one GPU, not {gpus}")
+    policy = config.dynamic_batching.default_queue_policy
+    if policy.max_queue_size and any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group):
+        policy.max_queue_size *= gpus
 
 
 TRACK_STREAMS = 64
@@ -501,8 +516,8 @@ def preprocess_only_definitions(spec: c.ModelSpec, decode: str = PREPROCESS_DECO
 
 def definitions_by_name(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(),
                         preprocess_decode: str = PREPROCESS_DECODE,
-                        tracking: TrackingOptions = TrackingOptions()) -> dict[str, ModelDefinition]:
-    return {d.name: d for d in model_definitions(spec, track_a, preprocess_decode, tracking)}
+                        tracking: TrackingOptions = TrackingOptions(), gpus: int = 1) -> dict[str, ModelDefinition]:
+    return {d.name: d for d in model_definitions(spec, track_a, preprocess_decode, tracking, gpus)}
 
 
 @functools.lru_cache(maxsize=1)

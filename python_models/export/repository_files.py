@@ -27,14 +27,14 @@ def generated(config_text: str) -> bool:
 
 def write_repository(root: Path, spec: c.ModelSpec, check: bool = False,
                      track_a: TrackAOptions = TrackAOptions(), preprocess_decode: str = PREPROCESS_DECODE,
-                     tracking: TrackingOptions = TrackingOptions()) -> list[Path]:
+                     tracking: TrackingOptions = TrackingOptions(), gpus: int = 1) -> list[Path]:
     """Write every model's ``config.pbtxt``, version-folder entry files and warm-up inputs under ``root`` for
     ``spec`` (Track A as ``track_a`` says, the B/C preprocessing step as ``preprocess_decode``), and remove the
     folders of models an earlier export wrote that this one does not (a model renamed since; Triton would load them
     all); return the files that differed, and the folders removed (with ``check``: only report them, write nothing).
     A folder whose config this project did not generate is never touched."""
     stale = []
-    definitions = model_definitions(spec, track_a, preprocess_decode, tracking)
+    definitions = model_definitions(spec, track_a, preprocess_decode, tracking, gpus)
     names = {d.name for d in definitions}
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         config = folder / "config.pbtxt"

@@ -19,6 +19,7 @@ import numpy as np
 
 from python_models import contract as c
 from python_models.export import repository as repo
+from python_models.export.deployment import gpu_count  # noqa: F401 - where the server counts its GPUs
 
 NGC_ROOT = Path("/opt/tritonserver")
 GPU_BACKENDS = ("tensorrt", "dali", "python")
@@ -201,20 +202,6 @@ def server_command(install: TritonInstall, repository: Path, ports: Ports, host:
         command += [f"--cuda-memory-pool-byte-size={gpu}:{cuda}" for gpu in range(gpu_count())]
         command.append(f"--pinned-memory-pool-byte-size={pinned}")
     return command
-
-
-def gpu_count() -> int:
-    """GPUs visible to this process (``CUDA_VISIBLE_DEVICES``, else nvidia-smi's list; 1 when it cannot be asked)."""
-    import subprocess
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() not in ("", "all"):
-        return max(1, len([d for d in visible.split(",") if d.strip()]))
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return 1
-    return max(1, sum(1 for line in out.splitlines() if line.startswith("GPU ")))
 
 
 def server_env(install: TritonInstall, stub_python_bin: Path | None = None) -> dict[str, str]:
