@@ -114,6 +114,21 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+MEASURED: list[str] = []
+"""Figures tests measure (accuracy against ground truth), shown at the end of the run: ``measured(line)``."""
+
+
+def measured(line: str) -> None:
+    MEASURED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if MEASURED:
+        terminalreporter.section("measured in this run")
+        for line in MEASURED:
+            terminalreporter.line(line)
+
+
 GIT_STATUS = pytest.StashKey[str | None]()
 SHM_BEFORE = pytest.StashKey[set[str]]()
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from conftest import ROOT, assert_same_detections, reference_detections, start_server, stop_server, tolerance
+from conftest import ROOT, assert_same_detections, measured, reference_detections, start_server, stop_server, tolerance
 from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
@@ -134,8 +134,8 @@ def test_every_track_reaches_the_predictors_map_on_held_out_images(shapes_server
         assert contract_violations(outputs, [size for _, _, size in held_out[start:start + 8]], spec) == []
         found += unpack_detections(outputs, spec)
     served = coco_map([_truth(item) for item in held_out], found, spec.num_classes)
-    print(f"{model}: mAP50-95 {served.map50_95:.4f} (predictor {predictor_map.map50_95:.4f}), "
-          f"mAP50 {served.map50:.4f} (predictor {predictor_map.map50:.4f})")
+    measured(f"{model}, held-out shapes: mAP50-95 {served.map50_95:.4f} (predictor {predictor_map.map50_95:.4f}), "
+             f"mAP50 {served.map50:.4f} (predictor {predictor_map.map50:.4f})")
     assert abs(served.map50_95 - predictor_map.map50_95) <= MAP_TOLERANCE, (served, predictor_map)
 
 
@@ -296,8 +296,8 @@ def test_tracking_your_detector_gives_model_track_s_ids_and_its_mota_and_idf1(tr
         assert id_differences(served, reference) == [], seed
         truth = videos[seed][1]
         got, ref = mot_scores(truth, served), mot_scores(truth, reference)
-        print(f"video {seed}: served MOTA {got['mota']:.4f} IDF1 {got['idf1']:.4f} ({got['num_switches']:.0f} switches); "
-              f"model.track MOTA {ref['mota']:.4f} IDF1 {ref['idf1']:.4f}")
+        measured(f"{c.TRACK}, moving shapes {seed}: MOTA {got['mota']:.4f}, IDF1 {got['idf1']:.4f}, "
+                 f"{got['num_switches']:.0f} ID switches; model.track MOTA {ref['mota']:.4f}, IDF1 {ref['idf1']:.4f}")
         assert abs(got["mota"] - ref["mota"]) <= MOT_TOLERANCE and abs(got["idf1"] - ref["idf1"]) <= MOT_TOLERANCE
         # not zero boxes against zero boxes: objects are found and followed through the video
         assert got["idf1"] > 0.5 and min(len(found) for found, _ in served) >= 3
