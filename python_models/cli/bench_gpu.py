@@ -84,16 +84,16 @@ def layout(out: Path, weights: str, precision: str, instances: int, decode_threa
     if gpus is not None:
         for group in config.instance_group:
             group.gpus[:] = list(range(gpus))
-        # The queue bound is per model, sized for one GPU's instances: N GPUs' instances take N times the
-        # requests in flight before the bound refuses them (at 1 GPU, 160 in flight already exceeded it).
-        config.dynamic_batching.default_queue_policy.max_queue_size *= gpus
+        # The queue bound is per model, sized for one GPU's instances, scaled as the export scales it (--gpus).
+        repo.scale_queue(config, gpus)
     (repository / repo.PYTORCH / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
     (version / "model.py").write_text(repository_files.python_entry(repo.RUNTIME + "pytorch_model"))
     # The tracking model over Track A, as the export writes it for a GPU host (``--streams`` drives it).
     tracking = repo.track_definition(model_spec(model), repo.TrackingOptions(detector=repo.PYTORCH))
     (repository / tracking.name / "1").mkdir(parents=True, exist_ok=True)
     (repository / tracking.name / "config.pbtxt").write_text(repository_files.to_pbtxt(tracking.config))
-    (repository / tracking.name / "1" / "model.py").write_text(repository_files.python_entry(tracking.entry))
+    for name, text in repository_files.version_files(tracking).items():
+        (repository / tracking.name / "1" / name).write_text(text)
     record = None
     if network == "compiled":
         from python_models.export.compiled_network import build_compiled_network

@@ -25,21 +25,23 @@ from python_models.cli.options import add_server_urls, metrics_endpoint  # noqa:
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from python_models.contract import TRACK  # noqa: E402
+from python_models.contract import OUTPUT_NUM_DETECTIONS, TRACK  # noqa: E402
 
 
 def video_frames(path: Path, limit: int = 300, quality: int = 90) -> list[bytes]:
     """The first ``limit`` frames of a video file, as JPEGs."""
+    import itertools
+
     import cv2
 
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
-    capture.release()
+    from python_models.client.streams import file_frames, open_capture
+
+    capture = open_capture(str(path))
+    try:
+        frames = [cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+                  for _, frame, _ in itertools.islice(file_frames(capture), limit)]
+    finally:
+        capture.release()
     if not frames:
         raise SystemExit(f"bench streams: no frame could be read from {path}")
     return frames
@@ -63,15 +65,14 @@ def run_levels(grpc_url: str, metrics_url: str | None, levels: list[int], fps: f
     detector."""
     import tritonclient.grpc as grpcclient
 
+    from python_models.client import infer_grpc
     from python_models.client.metrics import SUMMARY_FAMILIES, scrape, summarise
     from python_models.client.stream_load import drive_streams
-
-    from python_models.client import infer_grpc
 
     client = grpcclient.InferenceServerClient(grpc_url)
     detector = client.get_model_config(model).config.parameters["detector"].string_value
     # What the trackers get to do: their cost grows with the detections in a frame.
-    found = [int(infer_grpc(client, detector, [frame])["num_detections"].reshape(-1)[0]) for frame in frames[:10]]
+    found = [int(infer_grpc(client, detector, [frame])[OUTPUT_NUM_DETECTIONS].reshape(-1)[0]) for frame in frames[:10]]
     client.close()
     if warm_up_s:
         drive_streams(grpc_url, min(levels), fps, warm_up_s, frames, model, processes, first_id=10_000_000)

@@ -33,6 +33,11 @@ def camera_frames(count: int = 60, size: tuple[int, int] = CAMERA_SIZE, quality:
                          [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for t in range(count)]
 
 
+def frames_due(seconds: float, fps: float) -> int:
+    """Frames a camera delivers in ``seconds`` (one at least)."""
+    return max(int(seconds * fps), 1)
+
+
 @dataclass
 class StreamResult:
     answered: int
@@ -51,7 +56,7 @@ def _play(url: str, stream_id: int, frames: list[bytes], fps: float, seconds: fl
 
     client = grpcclient.InferenceServerClient(url)
     period, sent, result = 1.0 / fps, -1, StreamResult(0, 0, 0, [])
-    total = max(int(seconds * fps), 1)
+    total = frames_due(seconds, fps)
     try:
         while sent < total - 1:
             due = min(int((time.time() - begin) / period), total - 1)  # the newest frame the camera has delivered
@@ -99,7 +104,7 @@ def drive_streams(url: str, streams: int, fps: float, seconds: float, frames: li
                                            [model] * len(groups)) for r in group]
     latencies = np.array([x for r in results for x in r.latencies_ms]) if any(r.answered for r in results) else None
     per_stream = [r.answered / seconds for r in results]
-    offered = streams * int(seconds * fps)
+    offered = streams * frames_due(seconds, fps)
     return {
         "streams": streams, "fps": fps, "seconds": seconds,
         "frames_per_s": round(sum(per_stream), 1),

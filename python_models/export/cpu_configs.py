@@ -44,11 +44,7 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         return cpu_twin(definition)
     if definition.calls_leaf:
         # Sized to the leaf it calls, which the CPU profile runs as one twin instance.
-        config = mc.ModelConfig()
-        config.CopyFrom(definition.config)
-        (group,) = config.instance_group
-        group.count = TWIN_INSTANCES + GUARD_SPARE_INSTANCES
-        return config
+        return _with_instances(definition.config, TWIN_INSTANCES + GUARD_SPARE_INSTANCES)
     if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in definition.config.instance_group):
         config = mc.ModelConfig()
         config.CopyFrom(definition.config)
@@ -63,9 +59,14 @@ def cpu_profile_config(definition: ModelDefinition) -> mc.ModelConfig | None:
         return config
     if definition.cpu_instances is not None:
         # Sized to a GPU host's cores (the tracking model): the CPU profile's two cores run fewer.
-        config = mc.ModelConfig()
-        config.CopyFrom(definition.config)
-        (group,) = config.instance_group
-        group.count = definition.cpu_instances
-        return config
+        return _with_instances(definition.config, definition.cpu_instances)
     return None
+
+
+def _with_instances(production: mc.ModelConfig, count: int) -> mc.ModelConfig:
+    """A copy of a config of one instance group, with ``count`` instances in it."""
+    config = mc.ModelConfig()
+    config.CopyFrom(production)
+    (group,) = config.instance_group
+    group.count = count
+    return config

@@ -444,11 +444,11 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
         ]
     defs.append(track_definition(spec, tracking))
     for definition in defs:
-        _scale_queue(definition.config, gpus)
+        scale_queue(definition.config, gpus)
     return defs
 
 
-def _scale_queue(config: mc.ModelConfig, gpus: int) -> None:
+def scale_queue(config: mc.ModelConfig, gpus: int) -> None:
     """A KIND_GPU instance group without ``gpus`` puts its instances on every GPU of the serving host, but the queue
     bound is the model's: sized for one GPU's instances, it would refuse requests the other GPUs' instances could
     take (measured: 256 in flight refused on 2 GPUs, results/h200x2_scaling_queue_not_scaled). So it is scaled by the
@@ -464,10 +464,10 @@ TRACK_STREAMS = 64
 """Streams one tracking instance holds at once (the sequence batcher's ``max_candidate_sequences``, and its largest
 batch: one frame per stream). Streams beyond it wait in Triton's backlog until one ends or goes idle."""
 TRACK_INSTANCES = 8
-"""Tracking instances on a GPU host (one on the CPU profile's two cores): each a process whose trackers run on one
-core, each stream pinned to one of them. ByteTrack costs about 2-4 ms a frame with 100 detections in it (more boxes,
-more cost), so one instance bounds a host at a few hundred frames a second; measured on an H200 in
-results/h200_issue27."""
+"""Tracking instances on a GPU host (one on the CPU profile's two cores): each a process, each stream pinned to one of
+them. An execution waits for the detector's answers to all its frames before the instance takes the next, so more
+instances keep more frames in flight: 403, 938 and 1,154 frames/s at 64 streams with 1, 4 and 8 on an H200
+(results/h200_issue27), where the trackers themselves cost little."""
 TRACK_QUEUE_DELAY_US = 1000
 """How long the sequence batcher waits to gather frames of several streams into one execution."""
 
