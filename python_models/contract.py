@@ -239,7 +239,10 @@ def dali_guard_name(tier: Tier) -> str:
 
 DALI_CPU_FALLBACK_METRIC = "yolo11_dali_cpu_fallback_rows"
 """Counter on Triton's metrics endpoint (labels ``model``: the guard, ``dali_model``: its leaf): rows Track D decoded
-on the CPU because the DALI leaf failed their batch."""
+on the CPU because the DALI leaf refused them on their own (damage only a decoder finds)."""
+DALI_LEAF_READY_METRIC = "yolo11_dali_leaf_ready"
+"""Gauge (same labels): 1 while the DALI leaf the guard calls is loaded, 0 when it is not (it failed to load): Track D
+then answers UNAVAILABLE naming the leaf, and the launcher no longer serves that tier's public model."""
 
 
 def dali_preprocess_name(tier: Tier) -> str:

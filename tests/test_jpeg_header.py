@@ -169,3 +169,105 @@ def test_probe_gives_the_same_header_through_either_reader(monkeypatch):
     fast = {name: probe(buf) for name, buf in images.items()}
     monkeypatch.setattr("python_models.runtime.decode.jpeg_header", lambda buf: None)
     assert {name: probe(buf) for name, buf in images.items()} == fast
+
+
+# -- the first scan's headers: refused before any decoder, as libjpeg refuses them --------------------------------------
+
+def opencv_decodes(buf: bytes) -> bool:
+    return cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def without_huffman_tables(jpeg: bytes) -> bytes:
+    """``jpeg`` without its DHT segments, as Motion-JPEG cameras write frames: decoders use the standard tables."""
+    out, at = bytearray(jpeg[:2]), 2
+    while True:
+        marker, (length,) = jpeg[at + 1], struct.unpack_from(">H", jpeg, at + 2)
+        if marker == 0xDA:
+            return bytes(out + jpeg[at:])
+        if marker != 0xC4:
+            out += jpeg[at : at + 2 + length]
+        at += 2 + length
+
+
+def full_damage(jpeg: bytes, rng: np.random.Generator, count: int) -> list[bytes]:
+    """Whole files whose headers (up to the end of the first scan header) are damaged, scan data intact."""
+    scan = jpeg.find(b"\xff\xda")
+    header_end = scan + 2 + struct.unpack_from(">H", jpeg, scan + 2)[0]
+    out = []
+    for _ in range(count):
+        data = bytearray(jpeg)
+        for pos in rng.integers(2, header_end, rng.integers(1, 3)):
+            data[pos] = int(rng.choice([0x00, 0x01, 0x02, 0x04, 0x08, 0x11, 0x22, 0x33, 0x3F, 0xFF,
+                                        rng.integers(256)]))
+        out.append(bytes(data))
+    return out
+
+
+def scan_refusals(check) -> dict[str, list]:
+    """(files the check refuses though OpenCV decodes them, refused kinds, decoded kinds) over the corpus, JPEGs with
+    every unusual layout a decoder accepts, the damaged-scan catalogue, and whole files with damaged headers."""
+    from python_models.client.bad_inputs import damaged_scans
+
+    small = pil_jpeg()
+    samples = {**corpus(), "mjpeg_no_huffman_tables": without_huffman_tables(small),
+               "progressive_no_huffman_tables": without_huffman_tables(pil_jpeg(progressive=True)),
+               "restart_interval": cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8),
+                                                [cv2.IMWRITE_JPEG_RST_INTERVAL, 1])[1].tobytes(),
+               "optimised": pil_jpeg(optimize=True), "subsampled_420": pil_jpeg(subsampling=2),
+               **{f"damaged/{k}": v for k, v in damaged_scans(BUS).items()}}
+    rng = np.random.default_rng(36)
+    for name, jpeg in (("small", small), ("progressive", pil_jpeg(progressive=True)), ("grey", pil_jpeg("L"))):
+        samples.update({f"fuzz/{name}/{k}": buf for k, buf in enumerate(full_damage(jpeg, rng, 300))})
+    wrong, refused, decoded = [], [], []
+    for name, buf in samples.items():
+        problem, readable = check(buf), opencv_decodes(buf)
+        if problem and readable:
+            wrong.append(f"{name}: {problem}")
+        (refused if problem else decoded).append(name)
+    return {"wrong": wrong, "refused": refused, "decoded": decoded}
+
+
+def test_the_first_scan_check_never_refuses_a_jpeg_opencv_decodes_and_refuses_every_damaged_scan_kind():
+    found = scan_refusals(jh.first_scan_problem)
+    assert found["wrong"] == []
+    from python_models.client.bad_inputs import damaged_scans
+
+    assert {f"damaged/{k}" for k in damaged_scans(BUS)} <= set(found["refused"])
+    assert not any(name in found["refused"] for name in corpus())
+    # the fuzzing reaches both sides: many damaged headers refused here, many still decoded by OpenCV
+    fuzzed_refused = [n for n in found["refused"] if n.startswith("fuzz/")]
+    assert len(fuzzed_refused) > 100 and sum(n.startswith("fuzz/") for n in found["decoded"]) > 100
+
+
+def test_every_damaged_scan_kind_is_refused_by_opencv_too_and_by_probe_before_any_decoder():
+    from python_models.client.bad_inputs import damaged_scans
+
+    for kind, data in damaged_scans(BUS).items():
+        assert not opencv_decodes(data), kind
+        with pytest.raises(InvalidImageError, match="corrupt JPEG") as refused:
+            probe(data)
+        assert jh.first_scan_problem(data) in str(refused.value), kind
+
+
+@pytest.mark.parametrize("bug", ["no_standard_tables", "no_component_check", "band_check_on_baseline",
+                                 "quantisation_of_frame_not_scan"])
+def test_the_first_scan_comparison_catches_a_check_too_strict_or_too_lax(bug, monkeypatch):
+    if bug == "no_standard_tables":  # refuses Motion-JPEG frames OpenCV decodes
+        monkeypatch.setattr(jh, "STANDARD_HUFFMAN_TABLES", frozenset())
+    elif bug == "no_component_check":
+        original = jh._scan_problem
+        monkeypatch.setattr(jh, "_scan_problem", lambda body, marker, components, *rest: original(
+            body, marker, components + [(c, 0) for c in range(256) if c not in dict(components)], *rest))
+    elif bug == "band_check_on_baseline":
+        monkeypatch.setattr(jh, "PROGRESSIVE", jh.PROGRESSIVE | {0xC0})
+    else:
+        monkeypatch.setattr(jh, "LOSSLESS", jh.LOSSLESS | {0xC0, 0xC2})
+    jh.segments_problem.cache_clear()
+    try:
+        found = scan_refusals(jh.first_scan_problem)
+    finally:
+        jh.segments_problem.cache_clear()
+    from python_models.client.bad_inputs import damaged_scans
+
+    missed = {f"damaged/{k}" for k in damaged_scans(BUS)} - set(found["refused"])
+    assert found["wrong"] or missed, bug

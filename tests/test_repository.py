@@ -120,11 +120,18 @@ def test_dali_tiers_have_their_own_leaves_with_tier_settings():
     for tier in c.DALI_TIERS:
         leaves = repo.request_path(repo.dali_ensemble_name(tier), defs)
         assert leaves == [repo.dali_guard_name(tier), repo.dali_preprocess_name(tier), repo.dali_end2end_name(tier)]
-        for leaf in leaves[1:]:
-            config = defs[leaf].config
+        guard, dali, engine = (defs[name].config for name in leaves)
+        for config in (guard, dali, engine):
             assert config.max_batch_size == tier.max_batch_size
-            assert config.dynamic_batching.max_queue_delay_microseconds == tier.max_queue_delay_us
+        for config in (dali, engine):
             assert config.instance_group[0].count == tier.instances
+        # The guard batches for the tier; the DALI leaf decodes each call as sent, so a call it fails holds only what
+        # the guard put in it (never another guard instance's rows), and a row's pixels are those of its own call.
+        for config in (guard, engine):
+            assert config.dynamic_batching.max_queue_delay_microseconds == tier.max_queue_delay_us
+        assert not dali.HasField("dynamic_batching")
+        assert guard.dynamic_batching.default_queue_policy.max_queue_size == \
+            repo.QUEUE_DEPTH_PER_BATCH * tier.max_batch_size
 
 
 def test_cpu_twin_keeps_name_io_and_batching():
@@ -162,11 +169,13 @@ def test_queue_bounds_of_models_on_every_gpu_scale_with_the_serving_host_s_gpus(
     scaled = set()
     for name, definition in one.items():
         bound = definition.config.dynamic_batching.default_queue_policy.max_queue_size
-        on_gpus = any(g.kind == g.KIND_GPU for g in definition.config.instance_group)
+        # Track D's guard holds the queue of its tier's DALI leaf, which runs on every GPU and queues nothing itself
+        on_gpus = any(g.kind == g.KIND_GPU for g in definition.config.instance_group) or definition.calls_leaf
         assert two[name].config.dynamic_batching.default_queue_policy.max_queue_size == bound * (2 if on_gpus else 1)
         if on_gpus and bound:
             scaled.add(name)
     assert repo.PYTORCH in scaled and repo.NMS not in scaled, scaled
+    assert {repo.dali_guard_name(tier) for tier in c.DALI_TIERS} <= scaled, scaled
     with pytest.raises(ValueError):
         repo.model_definitions(repo.default_spec(), gpus=0)
 
@@ -223,6 +232,10 @@ def test_every_batched_model_rejects_instead_of_queueing_without_bound():
             # an instance holds max_batch_size streams; the detection track it calls has the bounded queue
             oldest = config.sequence_batching.oldest
             assert oldest.max_candidate_sequences == config.max_batch_size > 0, config.name
+            assert not config.HasField("dynamic_batching"), config.name
+            continue
+        if config.backend == "dali":
+            # a DALI leaf decodes each call of its guard as sent; the guard's queue (checked here too) is the tier's
             assert not config.HasField("dynamic_batching"), config.name
             continue
         policy = config.dynamic_batching.default_queue_policy

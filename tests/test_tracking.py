@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from python_models.runtime import tracking
-from python_models.runtime.tracking import NO_TRACK, Detections, Streams, new_tracker, tracker_settings, update
+from python_models.runtime.tracking import NO_TRACK, Detections, SequenceLost, Streams, new_tracker, tracker_settings
+from python_models.runtime.tracking import update
 
 
 def moving_objects(frames: int, objects: int = 3, seed: int = 0) -> list[Detections]:
@@ -194,3 +195,53 @@ def test_an_idle_stream_gives_its_memory_back(leak, monkeypatch):
         tracemalloc.stop()
     assert held > 1_000_000
     assert (freed < held / 20) is not leak, (held, freed)
+
+
+def test_a_frame_of_a_stream_this_instance_let_go_is_refused_never_given_fresh_ids(monkeypatch):
+    """Triton stamps a frame's arrival, the model its execution: a frame that arrived before Triton's idle deadline
+    and ran after the model's finds no tracker. It must be refused (the client restarts the stream and marks it),
+    not tracked afresh with IDs from 1 that collide with the stream's earlier ones."""
+    frames = moving_objects(6)
+    streams = Streams(tracker_settings("bytetrack"), idle_s=3.0)
+    first = [streams.frame("cam", frame, float(t), start=t == 0) for t, frame in enumerate(frames[:3])]
+    assert streams.free_idle(6.0) == ["cam"]  # idle past the model's deadline; Triton still held the stream
+    with pytest.raises(SequenceLost):
+        streams.frame("cam", frames[3], 6.5)
+    streams.touch("cam", 6.6)  # a refused image of the lost stream does not bring it back either
+    assert "cam" not in streams
+    restarted = streams.frame("cam", frames[3], 7.0, start=True)  # the client starts it again: IDs from 1, said so
+    assert same([restarted], alone(frames[3:4]))
+    # planted bug: a frame without START of a stream not held gets a fresh tracker (the code before this check)
+    monkeypatch.setattr(Streams, "_stream", lambda self, sid, now, start: self.streams.setdefault(
+        sid, tracking.Stream(new_tracker(self.settings), now)) if not start else self.streams.__setitem__(
+        sid, tracking.Stream(new_tracker(self.settings), now)) or self.streams[sid])
+    streams = Streams(tracker_settings("bytetrack"), idle_s=3.0)
+    for t, frame in enumerate(frames[:3]):
+        streams.frame("cam", frame, float(t), start=t == 0)
+    streams.free_idle(6.0)
+    silently = streams.frame("cam", frames[3], 6.5)
+    assert set(silently[silently > 0]) <= {1, 2, 3}, "the planted bug restarts the stream's IDs without a word"
+
+
+def test_the_refusal_uses_tritons_words_so_clients_restart_the_stream(monkeypatch):
+    import importlib
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from python_models.client.streams import sequence_lost
+
+    # outside a stub: the module only needs the name at import
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    for name in ("python_models.runtime.triton.track_model", "python_models.runtime.triton.adapter"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        TritonPythonModel = importlib.import_module("python_models.runtime.triton.track_model").TritonPythonModel
+    finally:  # bound to the stand-in: never left for another test
+        for name in ("python_models.runtime.triton.track_model", "python_models.runtime.triton.adapter"):
+            sys.modules.pop(name, None)
+
+    message = TritonPythonModel.lost_message(SimpleNamespace(name="yolo11_track", streams=SimpleNamespace(idle_s=11.0)),
+                                             42)
+    assert message.startswith("inference request for sequence 42 to model 'yolo11_track' must specify the START flag")
+    assert sequence_lost(Exception(message))

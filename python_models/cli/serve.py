@@ -46,7 +46,7 @@ from python_models.serving.triton import (  # noqa: E402
     server_env,
 )
 from python_models.serving.cpu_profile import build_cpu_repository  # noqa: E402
-from python_models.serving.status import load_report, model_states, wait_ready  # noqa: E402
+from python_models.serving.status import load_report, model_states, unload, wait_ready  # noqa: E402
 from python_models.serving.supervisor import StubSupervisor  # noqa: E402
 from python_models.contract import ModelSpec  # noqa: E402
 
@@ -179,8 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     if wait_ready(f"http://{local}:{ports.http}/v2/health/live", process):
         expected = args.models if profile == "gpu" else layout.served
         try:
-            lines, _ = load_report(model_states(f"{local}:{ports.http}", key), expected,
-                                   manifest.tracking_options.for_profile(profile))
+            states = model_states(f"{local}:{ports.http}", key)
+            lines, failed = load_report(states, expected, manifest.tracking_options.for_profile(profile))
+            # A public model that is READY over a leaf that is not (Track D over a DALI leaf that failed to load)
+            # would answer every request with an error: unloaded, so that its readiness says it does not serve.
+            ready = {s.name for s in states if s.state == "READY"}
+            for name in failed:
+                if name in ready:
+                    unload(f"{local}:{ports.http}", key, name)
+                    lines.append(f"unloaded {name}: a model behind it is not ready")
         except OSError as exc:  # the report is advice; the server keeps running without it
             lines = [f"could not read the model states from the repository index: {exc}"]
         for line in lines:

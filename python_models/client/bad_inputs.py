@@ -82,11 +82,12 @@ def _table_ids(jpeg: bytes, segments, marker: int) -> set[int]:
 
 
 def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
-    """``jpeg`` with its headers intact but its first scan undecodable, in kinds a header check cannot see and every
-    decoder seen refuses: libjpeg (OpenCV, DALI's CPU decoder) and DALI 2.1's mixed decoder (nvImageCodec, nvJPEG on
-    an H200), which fails its whole batch on each: the scan header names more components than a JPEG may have, a
-    component the frame does not have, or a Huffman table never defined; the frame names a quantisation table never
-    defined."""
+    """``jpeg`` with its first scan undecodable from what its headers say: the scan header names more components than a
+    JPEG may have, a component the frame does not have, or a Huffman table never defined, or is longer than its
+    components; the frame names a quantisation table never defined. libjpeg (OpenCV, DALI's CPU decoder) and DALI's
+    mixed decoder refuse each, and DALI fails its whole batch on them, while nvJPEG through torchvision decoded two
+    of them on an H100: every track refuses them from the headers (``jpeg_header.first_scan_problem``), before any
+    decoder sees them."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     frame = next(s for s in segments if 0xC0 <= s[1] <= 0xCF and s[1] not in (0xC4, 0xC8, 0xCC))
@@ -108,21 +109,43 @@ def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
         "scan_header_7_components": edit(sos + 4, bytes([7])),
         "scan_header_unknown_component": edit(sos + 5, bytes([unknown_component])),
         "scan_header_undefined_huffman_table": edit(sos + 6, bytes([undefined_huffman << 4 | undefined_huffman])),
+        "scan_header_wrong_length": edit(sos + 2, struct.pack(">H", sos_length + 4)),
         "frame_undefined_quantisation_table": edit(frame[0] + 12, bytes([undefined_quant])),
     }
 
 
+def decoder_only_damage(jpeg: bytes, png: bytes) -> dict[str, bytes]:
+    """Damage no header check finds, which every decoder here refuses, and which DALI fails a whole batch on: the
+    tracks' decoders refuse it alone (Track D's guard sends the failed batch to DALI again in halves). A PNG whose
+    compressed pixel data is destroyed with every chunk CRC recomputed (a writer that checksummed damaged data), and
+    ``jpeg`` re-encoded progressive with a malformed Huffman table in front of its second scan (the first scan's
+    headers are sound)."""
+    data = bytearray(png)
+    at = data.find(b"IDAT")
+    (length,) = struct.unpack_from(">I", data, at - 4)
+    span = min(2000, length // 2)
+    data[at + 4 + length // 4 : at + 4 + length // 4 + span] = bytes(range(256)) * (span // 256) + bytes(span % 256)
+    data[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 4 + length])))
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=90, progressive=True)
+    progressive = bytearray(out.getvalue())
+    later = progressive.find(b"\xff\xc4", progressive.find(b"\xff\xda"))
+    progressive[later + 5] = 200  # 200 one-bit codes: more than a code space of two holds
+    return {"png_pixel_data_damaged_crcs_intact": bytes(data),
+            "progressive_jpeg_bad_huffman_table_before_second_scan": bytes(progressive)}
+
+
 def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
-    """``jpeg`` damaged in ways some decoders read through and others refuse, so that tracks may rightly differ on
-    them: a scan header of the wrong length (libjpeg refuses it, DALI's mixed decoder decodes it), a marker where
-    scan data should be and flipped bits (libjpeg, and so OpenCV, decodes through both with warnings). Every track
-    must answer these within the contract or refuse them alone; none may fail a batch-mate."""
+    """``jpeg`` damaged in ways decoders read through with warnings (libjpeg, and so OpenCV, decodes through both):
+    a marker where scan data should be, and flipped bits. Every track must answer these within the contract or refuse
+    them alone; none may fail a batch-mate."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     start = sos + 2 + sos_length
     middle = start + (len(jpeg) - start) // 2
-    wrong_length = bytearray(jpeg)
-    wrong_length[sos + 2 : sos + 4] = struct.pack(">H", sos_length + 4)
     marker = bytearray(jpeg)
     marker[middle : middle + 4] = b"\xff\xc4\x00\x02"  # a Huffman-table marker where entropy-coded data should be
     flipped = bytearray(jpeg)
@@ -130,8 +153,7 @@ def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
     for pos in rng.integers(start, len(jpeg) - 2, 200):
         if flipped[pos] != 0xFF and flipped[pos] ^ 0x5A != 0xFF:  # never make or break a marker
             flipped[pos] ^= 0x5A
-    return {"scan_header_wrong_length": bytes(wrong_length), "marker_inside_scan": bytes(marker),
-            "bit_flips_in_scan": bytes(flipped)}
+    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped)}
 
 
 EXIF_ORIENTATIONS = tuple(range(1, 9))
@@ -178,6 +200,9 @@ def bad_inputs(jpeg: bytes, png: bytes) -> dict[str, BadInput]:
         # Headers that claim 30000 x 30000 pixels: refused from the header, before any decoding.
         "huge_png_header": BadInput(huge_png(), "over the limit of 40000000"),
         "huge_jpeg_header": BadInput(huge_jpeg(jpeg), "over the limit of 40000000"),
-        # Headers intact, scan undecodable: only a decoder tells, and DALI's fails its whole batch.
+        # Scan headers inconsistent with the frame: refused from the headers, before any decoder.
         **{label: BadInput(data, "corrupt JPEG") for label, data in damaged_scans(jpeg).items()},
+        # Headers sound, data undecodable: only a decoder tells (and DALI's fails its whole batch).
+        **{label: BadInput(data, "corrupt PNG" if label.startswith("png") else "corrupt JPEG")
+           for label, data in decoder_only_damage(jpeg, png).items()},
     }

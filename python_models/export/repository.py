@@ -306,16 +306,32 @@ is decoded, so with one per leaf instance plus one, every leaf instance stays fe
 
 
 def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
-    """The tier's entry step: probes rows, calls the tier's DALI leaf through BLS, decodes a batch the leaf failed on
-    the CPU (``runtime/triton/dali_guard_model.py``). It takes the ensemble's requests as they come (no delay): the
-    leaf's batcher does the tier's batching."""
+    """The tier's entry step: probes rows, calls the tier's DALI leaf through BLS, sends a batch the leaf failed again
+    in halves (``runtime/triton/dali_guard_model.py``). It does the tier's batching (its delay, its queue): the leaf
+    decodes each of its calls as sent (``_dali_leaf``)."""
     leaf = dali_preprocess_name(tier)
     config = _threaded(_python(dali_guard_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
                                _outputs(_preprocess_outputs(spec)),
-                               _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU), 0),
+                               _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU),
+                               tier.max_queue_delay_us),
                        "decode_threads")
     config.parameters["dali_model"].string_value = leaf
     return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/decode.py", "runtime/letterbox.py"))
+
+
+def _dali_leaf(tier: c.Tier, spec: c.ModelSpec) -> mc.ModelConfig:
+    """The tier's DALI pipeline. Not dynamically batched: each call of its guard (a batch the guard formed, or part of
+    one it isolates) is one DALI batch, so a row DALI fails fails only the call that holds it, and a good row gets
+    the pixels it gets alone, whatever other guard instances send meanwhile (the DALI backend fails every request of
+    a batch together: ``dali_guard_model``). Its calls are bounded by the guard's instances."""
+    dali = _leaf(dali_preprocess_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                 _outputs(_preprocess_outputs(spec)), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
+                 tier.max_queue_delay_us, backend="dali")
+    dali.ClearField("dynamic_batching")
+    # Autoserialised from dali.py at once: left at the default model.dali, which does not exist, the backend first
+    # runs that name as Python (not a .py: a traceback in the log at every load) before falling back to dali.py.
+    dali.default_model_filename = DALI_FILE
+    return _warmed(dali)
 
 
 PREPROCESS_DECODES = c.TRACK_A_DECODES
@@ -427,15 +443,9 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
     ]
     # Track D: per tier, the guard (which calls the DALI leaf) and the End2End engine.
     for tier in c.DALI_TIERS:
-        dali = _leaf(dali_preprocess_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                     _outputs(_preprocess_outputs(spec)), _instances(tier.instances, mc.ModelInstanceGroup.KIND_GPU),
-                     tier.max_queue_delay_us, backend="dali")
-        # Autoserialised from dali.py at once: left at the default model.dali, which does not exist, the backend first
-        # runs that name as Python (not a .py: a traceback in the log at every load) before falling back to dali.py.
-        dali.default_model_filename = DALI_FILE
         defs += [
             _dali_guard(tier, spec),
-            ModelDefinition(_warmed(dali), twin=TWINS + "dali_twin_model", logic=("runtime/dali_letterbox.py",)),
+            ModelDefinition(_dali_leaf(tier, spec), twin=TWINS + "dali_twin_model", logic=("runtime/dali_letterbox.py",)),
             _end2end(dali_end2end_name(tier), tier.max_batch_size, tier.max_queue_delay_us, tier.instances, spec),
             ModelDefinition(_ensemble(dali_ensemble_name(tier), tier.max_batch_size, [
                 _step(dali_guard_name(tier), images, _PREPROCESSED),
@@ -456,7 +466,9 @@ def scale_queue(config: mc.ModelConfig, gpus: int) -> None:
     if gpus < 1:
         raise ValueError(f"a serving host has at least one GPU, not {gpus}")
     policy = config.dynamic_batching.default_queue_policy
-    if policy.max_queue_size and any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group):
+    # Track D's guard holds its tier's queue for the leaf on every GPU (the leaf does not batch: _dali_leaf).
+    feeds_gpus = config.parameters["dali_model"].string_value if "dali_model" in config.parameters else ""
+    if policy.max_queue_size and (feeds_gpus or any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group)):
         policy.max_queue_size *= gpus
 
 

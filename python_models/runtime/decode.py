@@ -1,7 +1,8 @@
 """Encoded image bytes to pixels, or the reason not: the one check every track applies to a row.
 
 ``probe`` reads format, size, colour mode and EXIF orientation from the header alone and refuses what decoding
-would get wrong (empty, not JPEG/PNG, truncated, damaged PNG data, over the pixel limit) with ``InvalidImageError``;
+would get wrong (empty, not JPEG/PNG, truncated, a JPEG scan its headers cannot decode, damaged PNG data, over the
+pixel limit) with ``InvalidImageError``;
 ``decode`` gives BGR pixels as ``cv2.imread`` does. ``payload`` strips the zeros that pad a row to the longest of
 its request; ``padded_groups`` and ``stack_padded`` make and undo that padding for rows of several requests.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin
 
 from python_models.contract import MAX_IMAGE_PIXELS
-from python_models.runtime.jpeg_header import jpeg_header
+from python_models.runtime.jpeg_header import first_scan_problem, jpeg_header
 
 
 JPEG_SOI = b"\xff\xd8\xff"
@@ -121,7 +122,10 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
     if start.startswith(JPEG_SOI):
         if jpeg_truncated(array):
             raise InvalidImageError("truncated JPEG: no end-of-image marker after the last scan")
-        header = jpeg_header(memoryview(array))
+        view = memoryview(array)
+        if problem := first_scan_problem(view):
+            raise InvalidImageError(problem)
+        header = jpeg_header(view)
         if header is not None:
             return checked_size(ImageHeader("JPEG", *header))
         return checked_size(pillow_header(array.tobytes(), "JPEG"))

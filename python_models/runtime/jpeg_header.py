@@ -10,6 +10,7 @@ Pillow. So an answer is Pillow's answer or none; tests/test_jpeg_header.py fuzze
 
 from __future__ import annotations
 
+import functools
 import struct
 
 FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -145,3 +146,185 @@ def exif_orientation(tiff: bytes | None, xmp: bool = False) -> int | None:
         return None
     (value,) = struct.unpack_from(order + "H", tiff, found[0][2] + 8)
     return value or None
+
+
+
+SEQUENTIAL_HUFFMAN = frozenset({0xC0, 0xC1})
+PROGRESSIVE = frozenset({0xC2, 0xCA})
+"""Progressive frames (Huffman, arithmetic): their scans code one band of coefficients each."""
+LOSSLESS = frozenset({0xC3, 0xCB})
+"""Frames without quantisation tables."""
+HIERARCHICAL = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
+"""Differential (hierarchical) frames: libjpeg refuses them (``JERR_SOF_UNSUPPORTED``), and so does every decoder
+here."""
+STANDARD_HUFFMAN_TABLES = frozenset({0, 1})
+"""Table slots libjpeg fills with the standard tables when a file defines none there (Motion-JPEG frames omit them)."""
+HUFFMAN_TABLES = 0xC4
+RESTART_INTERVAL = 0xDD
+CHECKED_MARKERS = frozenset({*FRAME_MARKERS, QUANTISATION, HUFFMAN_TABLES, RESTART_INTERVAL, START_OF_SCAN})
+
+
+@functools.lru_cache(maxsize=1024)
+def code_space_problem(lengths: bytes) -> str | None:
+    """Why libjpeg cannot build a Huffman table with these code counts by length (1 to 16 bits), or None: codes that
+    overrun the code space, the all-ones code included (``jpeg_make_d_derived_tbl``). Cached: encoders write the
+    same few tables."""
+    code, first = 0, next((bits for bits, count in enumerate(lengths, 1) if count), 17)
+    for bits in range(first, 17):
+        code += lengths[bits - 1]
+        if code >= 1 << bits:
+            return f"its {bits}-bit codes overrun the code space"
+        code <<= 1
+    return None
+
+
+def first_scan_problem(buf: bytes | memoryview) -> str | None:
+    """Why a JPEG's first scan cannot be decoded from what its headers say, or None: the checks libjpeg (and so
+    OpenCV) makes before it decodes a byte of scan data, read from the segments in front of the scan.
+
+    A frame header whose length, size or sampling factors are wrong, or that asks for hierarchical coding; a
+    quantisation or Huffman table segment that runs past itself or names a slot there is not; a scan header whose
+    length cannot hold its components, that names a component the frame does not declare, or (progressive) an
+    impossible band; a component of the scan whose quantisation table, or a Huffman table the scan uses, is never
+    defined or cannot be built. Decoders disagree on such files (nvJPEG reads through some that libjpeg, DALI and
+    nvImageCodec refuse, and DALI fails a whole batch on them), so every track refuses them before any decoder sees
+    them. What the walk does not understand it leaves to the decoders (None): it never refuses a file libjpeg
+    decodes (tests/test_jpeg_header.py).
+    """
+    end = len(buf)
+    at = 2
+    segments = []
+    while at + 4 <= end:
+        if buf[at] != 0xFF:
+            return None
+        while buf[at + 1] == 0xFF:
+            at += 1
+            if at + 4 > end:
+                return None
+        marker = buf[at + 1]
+        (length,) = struct.unpack_from(">H", buf, at + 2)
+        body_end = at + 2 + length
+        if length < 2 or body_end > end:
+            return None
+        if marker in CHECKED_MARKERS:
+            segments.append((marker, bytes(buf[at + 4 : body_end])))
+            if marker == START_OF_SCAN:
+                return segments_problem(tuple(segments))
+        at = body_end
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def segments_problem(segments: tuple[tuple[int, bytes], ...]) -> str | None:
+    """``first_scan_problem`` of the frame, table and scan segments (marker, body) in front of a first scan, in file
+    order. Cached: a camera writes the same segments in every photo of a size, a stream in every frame."""
+    frame: tuple[int, list[tuple[int, int]]] | None = None  # (marker, [(component id, quantisation table)])
+    quantisation: set[int] = set()
+    huffman: dict[tuple[int, int], tuple[bytes, int]] = {}  # (0 DC / 1 AC, slot) -> (code counts, largest symbol)
+    for marker, body in segments:
+        if marker == START_OF_SCAN:
+            if frame is None:
+                return "corrupt JPEG: a scan before any frame header"
+            return _scan_problem(body, *frame, quantisation, huffman)
+        if marker in FRAME_MARKERS:
+            if frame is not None:
+                return "corrupt JPEG: a second frame header before the first scan"
+            frame = (marker, [])
+            problem = _frame_problem(marker, body, frame[1])
+        elif marker == QUANTISATION:
+            problem = _quantisation_problem(body, quantisation)
+        elif marker == HUFFMAN_TABLES:
+            problem = _huffman_problem(body, huffman)
+        else:
+            problem = None if len(body) == 2 else "corrupt JPEG: the restart interval segment's length is not 4"
+        if problem:
+            return problem
+    return None
+
+
+def _frame_problem(marker: int, body: bytes, components: list[tuple[int, int]]) -> str | None:
+    if marker in HIERARCHICAL:
+        return f"unsupported JPEG: hierarchical coding (frame marker {marker:#04x}), which no decoder here reads"
+    if len(body) < 6 or len(body) != 6 + 3 * body[5]:
+        return "corrupt JPEG: the frame header's length does not match its component count"
+    height, width = struct.unpack_from(">HH", body, 1)
+    if not (height and width and body[5]):
+        return f"corrupt JPEG: the frame header gives {width}x{height} pixels and {body[5]} components"
+    for k in range(body[5]):
+        cid, sampling, table = body[6 + 3 * k : 9 + 3 * k]
+        if not (1 <= sampling >> 4 <= 4 and 1 <= sampling & 15 <= 4):
+            return f"corrupt JPEG: component {cid}'s sampling factors are {sampling >> 4}x{sampling & 15}"
+        components.append((cid, table))
+    return None
+
+
+def _quantisation_problem(body: bytes, defined: set[int]) -> str | None:
+    pos = 0
+    while pos < len(body):
+        precision, slot = body[pos] >> 4, body[pos] & 15
+        if slot > 3:
+            return f"corrupt JPEG: a quantisation table for slot {slot} (there are 4)"
+        pos += 1 + 64 * (2 if precision else 1)
+        if pos > len(body):
+            return "corrupt JPEG: a quantisation table runs past its segment"
+        defined.add(slot)
+    return None
+
+
+def _huffman_problem(body: bytes, defined: dict[tuple[int, int], tuple[bytes, int]]) -> str | None:
+    pos = 0
+    while pos < len(body):
+        kind, slot = body[pos] >> 4, body[pos] & 15
+        if kind > 1 or slot > 3:
+            return f"corrupt JPEG: a Huffman table for class {kind}, slot {slot} (classes 0-1, slots 0-3)"
+        lengths = body[pos + 1 : pos + 17]
+        count = sum(lengths)
+        if len(lengths) < 16 or count > 256 or pos + 17 + count > len(body):
+            return "corrupt JPEG: a Huffman table runs past its segment"
+        defined[kind, slot] = (lengths, max(body[pos + 17 : pos + 17 + count], default=0))
+        pos += 17 + count
+    return None
+
+
+def _scan_problem(body: bytes, frame_marker: int, components: list[tuple[int, int]], quantisation: set[int],
+                  huffman: dict[tuple[int, int], tuple[bytes, int]]) -> str | None:
+    count = body[0] if body else 0
+    if not 1 <= count <= 4 or len(body) != 4 + 2 * count:
+        return (f"corrupt JPEG: the scan header's length ({len(body) + 2} bytes) cannot hold the {count} "
+                "component(s) it names")
+    tables_of = dict(components)
+    if len(tables_of) < len(components):
+        return None  # repeated component ids: libjpeg versions read them differently
+    selected = [(body[1 + 2 * k], body[2 + 2 * k] >> 4, body[2 + 2 * k] & 15) for k in range(count)]
+    if len({cid for cid, _, _ in selected}) < count:
+        return None
+    for cid, _, _ in selected:
+        if cid not in tables_of:
+            return f"corrupt JPEG: the scan header names component {cid}, which the frame does not declare"
+    start, stop, high, low = body[1 + 2 * count], body[2 + 2 * count], body[3 + 2 * count] >> 4, body[3 + 2 * count] & 15
+    if frame_marker in PROGRESSIVE:
+        dc_band = start == 0
+        if ((stop != 0) if dc_band else (start > stop or stop > 63 or count != 1)) or (high and low != high - 1) \
+                or low > 13:
+            return f"corrupt JPEG: the first scan's band ({start}-{stop}, approximation {high}/{low}) is impossible"
+        uses = ([(0, dc) for _, dc, _ in selected] if not high else []) if dc_band else [(1, ac) for _, _, ac in selected]
+    else:
+        uses = [(0, dc) for _, dc, _ in selected] + [(1, ac) for _, _, ac in selected]
+    if frame_marker in SEQUENTIAL_HUFFMAN or frame_marker == 0xC2:
+        for kind, slot in uses:
+            name = ("DC", "AC")[kind]
+            if (kind, slot) not in huffman:
+                if slot not in STANDARD_HUFFMAN_TABLES:
+                    return f"corrupt JPEG: the scan uses {name} Huffman table {slot}, which is never defined"
+                continue
+            lengths, largest = huffman[kind, slot]
+            problem = code_space_problem(lengths) or ("it holds a DC symbol over 15" if kind == 0 and largest > 15
+                                                      else None)
+            if problem:
+                return f"corrupt JPEG: {name} Huffman table {slot} cannot be built: {problem}"
+    if frame_marker not in LOSSLESS:
+        for cid, _, _ in selected:
+            if tables_of[cid] not in quantisation:
+                return (f"corrupt JPEG: component {cid} uses quantisation table {tables_of[cid]}, which is never "
+                        "defined")
+    return None

@@ -6,7 +6,10 @@ compensation (``gmc_method: none``): that needs the decoded frame, which the tra
 
 ``Streams`` holds the trackers of every stream one Triton instance serves, keyed by the sequence's correlation ID:
 a START begins a fresh tracker (identities from 1 again), an END frees it, and a stream idle past the sequence
-batcher's timeout is freed here too, because Triton frees its slot without telling the model.
+batcher's timeout is freed here too, because Triton frees its slot without telling the model. A frame without START
+of a stream it does not hold (freed here, though Triton still held it: the frame arrived before Triton's deadline
+and ran after this one) is refused with ``SequenceLost``, never given a fresh tracker: its identities would start
+from 1 again and collide with the ones the stream already used, and the client would not know.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def update(tracker, detections: Detections) -> np.ndarray:
     return ids
 
 
+class SequenceLost(KeyError):
+    """A frame without START of a stream this instance does not hold."""
+
+
 @dataclass
 class Stream:
     tracker: object
@@ -108,17 +115,20 @@ class Streams:
         return idle
 
     def _stream(self, stream_id: Hashable, now: float, start: bool) -> Stream:
-        """The stream's state, fresh at a START or for a stream this instance does not hold; seen ``now``."""
+        """The stream's state, fresh at a START; seen ``now``. ``SequenceLost`` for a frame without START of a
+        stream this instance does not hold."""
         stream = self.streams.get(stream_id)
-        if start or stream is None:
+        if start:
             stream = self.streams[stream_id] = Stream(new_tracker(self.settings), now)
+        elif stream is None:
+            raise SequenceLost(stream_id)
         stream.last_seen = now
         return stream
 
     def frame(self, stream_id: Hashable, detections: Detections, now: float, start: bool = False,
               end: bool = False) -> np.ndarray:
-        """The track IDs of one frame's detections in stream ``stream_id``: a START (or a stream this instance does
-        not hold) begins a fresh tracker, an END frees it after this frame."""
+        """The track IDs of one frame's detections in stream ``stream_id``: a START begins a fresh tracker, an END
+        frees it after this frame; ``SequenceLost`` for a frame without START of a stream not held."""
         ids = update(self._stream(stream_id, now, start).tracker, detections)
         if end:
             del self.streams[stream_id]
@@ -126,7 +136,8 @@ class Streams:
 
     def touch(self, stream_id: Hashable, now: float, start: bool = False, end: bool = False) -> None:
         """A frame that was not tracked (refused as a bad image): the stream's state stays as it was, but it is
-        not idle, a START still begins it afresh and an END still frees it."""
-        self._stream(stream_id, now, start)
+        not idle, a START still begins it afresh and an END still frees it; a stream not held stays so."""
+        if start or stream_id in self.streams:
+            self._stream(stream_id, now, start)
         if end:
-            del self.streams[stream_id]
+            self.streams.pop(stream_id, None)

@@ -48,24 +48,36 @@ def model_states(http_url: str, key: str) -> list[ModelState]:
 def load_report(states: list[ModelState], expected: list[str],
                 tracking: repo.TrackingOptions = repo.TrackingOptions()) -> tuple[list[str], list[str]]:
     """(lines to print, public models not serving) once the start-up loading is over; ``tracking``: the served
-    repository's (its detector is among the tracking model's leaves)."""
+    repository's (its detector is among the tracking model's leaves). A public model is not serving when it, or any
+    model behind it, is not READY: a Track D ensemble stays READY when the DALI leaf its guard calls failed to load
+    (the guard calls it through BLS, which Triton does not count as a dependency), but it cannot decode."""
     by_name = {s.name: s for s in states}
     # which leaves a model has: the same for every spec
     definitions = repo.definitions_by_name(repo.default_spec(), tracking=tracking)
     lines, failed = [], []
     for name in expected:
         state = by_name.get(name)
-        if state and state.state == "READY":
-            continue
-        failed.append(name)
         leaves = repo.models_behind(name, definitions) if name in definitions else []
         causes = [f"{leaf}: {by_name[leaf].state} {by_name[leaf].reason}".strip() for leaf in leaves
                   if leaf in by_name and by_name[leaf].state != "READY"]
+        if state and state.state == "READY" and not causes:
+            continue
+        failed.append(name)
         own = f"{state.state} {state.reason}".strip() if state else "not loaded"
         lines.append(f"NOT SERVING {name}: {own}" + (f" (because {'; '.join(causes)})" if causes else ""))
     ready = [name for name in expected if name not in failed]
     lines.insert(0, f"serving {len(ready)} of {len(expected)} public models: {', '.join(ready) or 'none'}")
     return lines, failed
+
+
+def unload(http_url: str, key: str, model: str) -> None:
+    """Unload ``model`` (the repository API, behind the key): its readiness then says what its leaves' do."""
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{http_url}/v2/repository/models/{model}/unload", data=b"{}", method="POST",
+                                     headers={ADMIN_KEY_HEADER: key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120):
+        pass
 
 
 def process_tree_rss(pid: int) -> int:

@@ -11,7 +11,10 @@ refused by Triton (the reloaded model holds no sequence: "must specify the START
 sequence again (``client.streams`` does).
 
 Triton frees an idle stream's slot without telling the model, so a thread here frees its tracker a little later
-(``IDLE_MARGIN_S``: never before Triton, which would hand a held stream a fresh tracker). Two gauges
+(``IDLE_MARGIN_S``). Triton stamps a frame's arrival and this model its execution, so a frame that arrived just
+before Triton's deadline can run after this model's (over a second of queueing): it is refused with Triton's own
+words for a sequence it does not hold ("must specify the START flag"), so the client starts the stream again and
+says so (``client.streams``), instead of the stream's identities starting again from 1 unnoticed. Two gauges
 (``contract.TRACK_STREAMS_METRIC``, ``TRACK_OBJECTS_METRIC``) say what an instance holds.
 """
 
@@ -27,7 +30,7 @@ import triton_python_backend_utils as pb_utils
 from python_models.contract import INPUT_IMAGES, OUTPUT_BOXES, OUTPUT_CLASSES, OUTPUT_NUM_DETECTIONS, OUTPUT_SCORES
 from python_models.contract import OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK_OBJECTS_METRIC, TRACK_STREAMS_METRIC
 from python_models.runtime.decode import InvalidImageError, probe
-from python_models.runtime.tracking import NO_TRACK, Detections, Streams, tracker_settings
+from python_models.runtime.tracking import NO_TRACK, Detections, SequenceLost, Streams, tracker_settings
 from python_models.runtime.triton.adapter import guarded, invalid_argument, model_config, output_dims, parameter
 from python_models.runtime.triton.adapter import tensors_response
 
@@ -126,9 +129,20 @@ class TritonPythonModel:
             ids = np.full((1, self.max_det), NO_TRACK, np.int32)
             frame = Detections(detected[OUTPUT_BOXES][0, :count], detected[OUTPUT_SCORES][0, :count],
                                detected[OUTPUT_CLASSES][0, :count])
-            ids[0, :count] = self.streams.frame(stream, frame, now, start, end)
+            try:
+                ids[0, :count] = self.streams.frame(stream, frame, now, start, end)
+            except SequenceLost:
+                responses.append(invalid_argument(self.lost_message(stream)))
+                continue
             responses.append(tensors_response({**detected, OUTPUT_TRACK_IDS: ids}))
         return responses
+
+    def lost_message(self, stream) -> str:
+        """Triton's refusal of a frame of a sequence it does not hold (core ``sequence_batch_scheduler.cc``), which
+        clients already act on, and why this model does not hold it."""
+        return (f"inference request for sequence {stream} to model '{self.name}' must specify the START flag on the "
+                f"first request of the sequence (this tracking instance let the stream go after "
+                f"{self.streams.idle_s:g} s without a frame)")
 
     def finalize(self) -> None:
         self.stopped.set()

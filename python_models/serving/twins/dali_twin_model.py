@@ -6,7 +6,10 @@ request of the batch gets the same UNKNOWN error (``ExecuteBatched`` in the back
 ``dali_model_instance.cc``), after which the pipeline is rebuilt and serves the next
 batch. It checks nothing itself, applies no pixel limit, and never retries: protecting
 batch-mates is the job of the CPU guard in front of it in each Track D ensemble
-(``image_guard_model``), and the tests must prove that the guard, not this twin, does it.
+(``dali_guard_model``), and the tests must prove that the guard, not this twin, does it.
+
+``FAIL_LOAD_ENV`` (tests only) names leaves whose twin fails its load, as a DALI leaf does on a GPU host whose
+``dali.py`` the backend cannot serialise: what a failed leaf does to the tracks over it is tested with it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,16 @@ def _reason(exc: Exception) -> str:
     return (after or lines or [type(exc).__name__])[0]
 
 
+FAIL_LOAD_ENV = "YOLO11_TWIN_FAIL_LOAD"
+"""Comma-separated leaf names whose twin raises in ``initialize`` (tests of a leaf that failed to load)."""
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        name = model_config(args)["name"]
+        if name in os.environ.get(FAIL_LOAD_ENV, "").split(","):
+            raise RuntimeError(f"{name}: failing to load as asked by {FAIL_LOAD_ENV} (a DALI leaf whose dali.py the "
+                               "backend cannot serialise fails the same way)")
         self.max_batch = model_config(args)["max_batch_size"]
         self.size = output_dims(args, LETTERBOXED_IMAGES)[0]  # as the production dali.py is generated with
         self.pipe = self._build()
