@@ -17,12 +17,17 @@ from pathlib import Path
 import pytest
 from conftest import SERVER_START_TIMEOUT_S, Server, free_port
 
+from python_models import contract as c
 from python_models.export import repository as repo
 from python_models.client import infer_grpc, unpack_detections
 from python_models.serving.status import wait_ready
+from python_models.serving.twins import FAIL_LOAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILING = "yolo11_fails_to_load"
+DALI_TIER = c.dali_ensemble_name(c.DALI_TIERS[0])
+DALI_GUARD = c.dali_guard_name(c.DALI_TIERS[0])
+DALI_LEAF = c.dali_preprocess_name(c.DALI_TIERS[0])
 
 
 def check_server(server: Server, out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -53,7 +58,29 @@ def test_check_server_passes_against_the_cpu_profile_with_its_defaults(server, t
     images = {f["image"] for f in report["findings"] if f["check"] == "same_as_track_a"}
     assert {f"bus_exif_{k}.jpg" for k in range(1, 9)} <= images, images
     bad = {f["image"] for f in report["findings"] if f["check"] == "bad_input"}
-    assert {"scan_header_7_components", "frame_undefined_quantisation_table"} <= bad, bad
+    assert {"scan_header_7_components", "frame_undefined_quantisation_table",
+            "png_pixel_data_damaged_crcs_intact"} <= bad, bad
+    # Track D decoded every good image with DALI, and the tracking model kept IDs and refused lost streams.
+    for tier_model in (m for m in repo.PUBLIC_MODELS if m.startswith("yolo11_dali_")):
+        assert (tier_model, "dali_decoded") in seen, tier_model
+    tracked = [f for f in report["findings"] if f["model"] == c.TRACK]
+    assert {f["check"] for f in tracked} == {"ready", "contract_io", "tracking"}, tracked
+    assert {f["image"] for f in tracked if f["check"] == "tracking"} >= {"a frame of a stream never started",
+                                                                         "a frame of a stream ended"}, tracked
+
+
+def test_check_server_names_a_tracker_that_forgets_its_streams(server, tmp_path):
+    """tests/models/yolo11_track_forgetful: the real tracking model, except that every frame starts its stream
+    afresh. IDs then restart on every frame, and the self-check must fail on it, naming the object that changed ID."""
+    result = check_server(server, tmp_path, "--models", f"{repo.PYTORCH},yolo11_track_forgetful", "--skip-perf")
+    assert result.returncode == 1, result.stdout[-3000:]
+    findings = json.loads((tmp_path / "check.json").read_text())["findings"]
+    tracking = [f for f in findings if f["check"] == "tracking" and f["model"] == "yolo11_track_forgetful"]
+    failed = [f for f in tracking if not f["passed"]]
+    assert failed and all("on frame 1 has ID" in f["detail"] for f in failed), tracking
+    # Triton itself still refuses frames of streams never started or ended: those rows pass
+    assert [f["image"] for f in tracking if f["passed"]] == ["a frame of a stream never started",
+                                                               "a frame of a stream ended"], tracking
 
 
 def test_check_server_fails_on_a_wrong_model_and_names_it(server, tmp_path):
@@ -67,16 +94,18 @@ def test_check_server_fails_on_a_wrong_model_and_names_it(server, tmp_path):
 @pytest.fixture(scope="module")
 def failing_server(tmp_path_factory):
     """tools/serve.py as the README's first command runs it (no --weights, offline here), serving Track A beside a
-    model whose initialize raises."""
+    model whose initialize raises, and Track D's streaming tier whose DALI leaf fails to load."""
     work = tmp_path_factory.mktemp("failing")
     ports = [free_port() for _ in range(3)]
     srv = Server(*ports, artifacts=work / "artifacts", log=work / "server.log")
-    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--models", repo.PYTORCH, "--weights-dir", str(work / "weights"),
+    cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--models", f"{repo.PYTORCH},{DALI_TIER}",
+           "--weights-dir", str(work / "weights"),
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
            "--artifacts", str(srv.artifacts), "--work-dir", str(work / "work"),
            "--extra-models", str(ROOT / "tests" / "models_failing")]
     with open(srv.log, "wb") as sink:
-        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, FAIL_LOAD_ENV: DALI_LEAF})
     srv.process = process
     # The self-check started with the server, as `docker compose up -d; docker compose run --rm check` does.
     srv.early_check = subprocess.Popen(
@@ -88,7 +117,7 @@ def failing_server(tmp_path_factory):
         process.kill()
         pytest.fail(f"the server with a failing model never came up:\n{srv.log_tail()}")
     deadline = time.monotonic() + 120
-    while "serving 1 of 2 public models" not in srv.log.read_text(errors="replace") and time.monotonic() < deadline:
+    while "serving 1 of 3 public models" not in srv.log.read_text(errors="replace") and time.monotonic() < deadline:
         time.sleep(1)
     yield srv
     if process.poll() is None:
@@ -103,7 +132,7 @@ def test_the_default_weights_offline_come_up_untrained_with_the_reason(failing_s
 
 def test_a_model_that_fails_to_load_is_named_and_the_others_serve(failing_server, samples):
     log = failing_server.log.read_text(errors="replace")
-    assert "serving 1 of 2 public models: yolo11_pytorch" in log, failing_server.log_tail()
+    assert "serving 1 of 3 public models: yolo11_pytorch" in log, failing_server.log_tail()
     assert f"NOT SERVING {FAILING}: UNAVAILABLE" in log and "deliberately failing to load" in log
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://{failing_server.http_url}/v2/health/ready", timeout=10)
@@ -111,6 +140,37 @@ def test_a_model_that_fails_to_load_is_named_and_the_others_serve(failing_server
     client = failing_server.grpc()
     assert client.is_model_ready(repo.PYTORCH) and not client.is_model_ready(FAILING)
     assert len(unpack_detections(infer_grpc(client, repo.PYTORCH, [samples["bus.jpg"]]))[0]) > 0
+
+
+def test_a_dali_leaf_that_failed_to_load_is_named_everywhere_and_never_worked_around(failing_server, samples,
+                                                                                      tmp_path):
+    """The guard calls its leaf through BLS, which Triton does not count as a dependency: the tier's ensemble loaded
+    READY over a leaf that did not, and the guard decoded every request on the CPU, unseen. Now the launcher names
+    the leaf and unloads the tier (its readiness, which the Kubernetes probe reads, says so), the guard refuses with
+    UNAVAILABLE naming the leaf instead of decoding on the CPU, its gauge says 0, and the self-check names the leaf."""
+    from python_models.client.metrics import scrape
+    from tritonclient.utils import InferenceServerException
+
+    log = failing_server.log.read_text(errors="replace")
+    assert f"NOT SERVING {DALI_TIER}: READY (because {DALI_LEAF}: UNAVAILABLE" in log, failing_server.log_tail()
+    assert f"unloaded {DALI_TIER}: a model behind it is not ready" in log
+    client = failing_server.grpc()
+    assert not client.is_model_ready(DALI_TIER)
+    with urllib.request.urlopen(f"http://{failing_server.http_url}/v2/models/{DALI_GUARD}/ready", timeout=10):
+        pass  # the guard stays loaded: its gauge is what names the leaf
+    before = scrape(failing_server.metrics_url, [c.DALI_CPU_FALLBACK_METRIC, c.DALI_LEAF_READY_METRIC])
+    with pytest.raises(InferenceServerException) as refused:
+        infer_grpc(client, DALI_GUARD, [samples["bus.jpg"]], outputs=[c.LETTERBOX_TRANSFORM])
+    assert refused.value.status() == "StatusCode.UNAVAILABLE" and DALI_LEAF in refused.value.message()
+    after = scrape(failing_server.metrics_url, [c.DALI_CPU_FALLBACK_METRIC, c.DALI_LEAF_READY_METRIC])
+    assert after[(c.DALI_LEAF_READY_METRIC, DALI_GUARD)] == 0
+    fallback = (c.DALI_CPU_FALLBACK_METRIC, DALI_GUARD)
+    assert after.get(fallback, 0) == before.get(fallback, 0), "nothing may be decoded on the CPU instead"
+    result = check_server(failing_server, tmp_path, "--models", f"{repo.PYTORCH},{DALI_TIER}", "--skip-perf")
+    assert result.returncode == 1
+    failed = [f for f in json.loads((tmp_path / "check.json").read_text())["findings"] if not f["passed"]]
+    assert [(f["check"], f["model"]) for f in failed] == [("ready", DALI_TIER)], failed
+    assert f"its DALI leaf {DALI_LEAF} is not loaded" in failed[0]["detail"], failed
 
 
 def test_check_server_started_with_the_server_waits_for_it_and_passes(failing_server):

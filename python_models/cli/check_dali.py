@@ -32,6 +32,7 @@ from python_models.export import repository as repo  # noqa: E402
 from python_models.export import repository_files  # noqa: E402
 from python_models.export.artifacts import ARTIFACTS_DIR  # noqa: E402
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, damaged_but_decodable, damaged_scans  # noqa: E402
+from python_models.client.bad_inputs import decoder_only_damage  # noqa: E402
 from python_models.client.bad_inputs import exif_rotated  # noqa: E402
 
 MAX_MEAN_DIFF = 2 / 255
@@ -162,7 +163,8 @@ def damaged_batches(images: dict[str, bytes], batch: int, device_id: int | None,
     or fail the whole batch (which the guard then answers on the CPU)?"""
     from python_models.runtime.dali_letterbox import letterbox_pipeline
 
-    kinds = {**damaged_scans(images["bus.jpg"]), **damaged_but_decodable(images["bus.jpg"])}
+    kinds = {**damaged_scans(images["bus.jpg"]), **damaged_but_decodable(images["bus.jpg"]),
+             **decoder_only_damage(images["bus.jpg"], images["png_640x480.png"])}
     report = {}
     for kind, data in kinds.items():
         pipe = letterbox_pipeline(size=size, batch_size=batch, num_threads=4, device_id=device_id,
@@ -180,6 +182,122 @@ def damaged_batches(images: dict[str, bytes], batch: int, device_id: int | None,
     return report
 
 
+def decoders_on_damage(images: dict[str, bytes], size: int) -> dict:
+    """For each kind of damaged image: what the header check says, whether torchvision's nvJPEG (Track A's GPU
+    decoder) decodes it alone, and whether the served DALI graph decodes a batch of it and 7 good photos."""
+    import torch
+    import torchvision.io
+
+    from python_models.runtime.decode import InvalidImageError, probe
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
+
+    kinds = {**damaged_scans(images["bus.jpg"]), **damaged_but_decodable(images["bus.jpg"]),
+             **decoder_only_damage(images["bus.jpg"], images["png_640x480.png"])}
+    pipe = None
+    report = {}
+    for kind, data in kinds.items():
+        try:
+            probe(data)
+            header = "passes"
+        except InvalidImageError as exc:
+            header = f"refused: {exc}"
+        try:
+            torchvision.io.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), device="cuda")
+            torch.cuda.synchronize()
+            nvjpeg = "decoded"
+        except Exception as exc:  # noqa: BLE001 - its words are the finding
+            nvjpeg = f"refused: {str(exc).splitlines()[0][:160]}"
+        if pipe is None:
+            pipe = letterbox_pipeline(size=size, batch_size=8, num_threads=4, device_id=0, decoder_device="mixed",
+                                      prefetch_queue_depth=1)
+            pipe.build()
+        try:
+            pipe.feed_input(c.INPUT_IMAGES, [np.frombuffer(images["bus.jpg"], np.uint8)] * 7 + [np.frombuffer(data, np.uint8)])
+            pipe.run()
+            dali = "decoded"
+        except Exception as exc:  # noqa: BLE001
+            dali, pipe = f"failed the batch: {[ln for ln in str(exc).splitlines() if ln.strip()][-1][:160]}", None
+        report[kind] = {"header_check": header, "nvjpeg_alone": nvjpeg, "dali_mixed_batch": dali}
+    return report
+
+
+def against_track_a(images: dict[str, bytes], weights: Path, size: int) -> dict:
+    """DALI's mixed decoder in the served graph against Track A's nvJPEG path (``gpu_decode``) on the same JPEGs:
+    the letterboxed pixels, whether a row's DALI pixels depend on its batch-mates, and the detections of one FP16
+    network (Track A's, in this process) on each decoder's pixels: the part of Track D's distance from Track A that
+    the decoders alone make (the engine's FP16 kernels add theirs)."""
+    import torch
+    from ultralytics import YOLO
+
+    from python_models.client import Detections
+    from python_models.client.matching import box_iou, pairs
+    from python_models.export.weights import model_spec
+    from python_models.runtime.dali_letterbox import letterbox_pipeline
+    from python_models.runtime.gpu_decode import letterbox_rows, nvjpeg_decoder
+    from python_models.runtime.network import forward_padded, load_network
+    from python_models.runtime.nms import nms, pack_detections
+
+    device = torch.device("cuda", 0)
+    jpegs = {name: np.frombuffer(data, np.uint8) for name, data in images.items() if data[:3] == b"\xff\xd8\xff"}
+    names = list(jpegs)
+    batch = 8
+    pipe = letterbox_pipeline(size=size, batch_size=batch, num_threads=4, device_id=0, decoder_device="mixed",
+                              prefetch_queue_depth=1)
+    pipe.build()
+
+    def dali(rows: list[np.ndarray]) -> list[np.ndarray]:
+        pipe.feed_input(c.INPUT_IMAGES, rows)
+        out, _ = pipe.run()
+        return [np.asarray(image) for image in out.as_cpu()]
+
+    by_dali: dict[str, np.ndarray] = {}
+    for start in range(0, len(names), batch):
+        by_dali.update(zip(names[start : start + batch], dali([jpegs[n] for n in names[start : start + batch]])))
+    # The same photo at every position of a batch, beside other photos, against it alone.
+    alone = dali([jpegs["bus.jpg"]])[0]
+    mates = [jpegs[n] for n in names if n != "bus.jpg"][: batch - 1]
+    position_diff = 0
+    for position in range(batch):
+        rows = mates[:position] + [jpegs["bus.jpg"]] + mates[position:]
+        got = dali(rows[:batch])[min(position, len(rows[:batch]) - 1)]
+        position_diff = max(position_diff, int(np.abs(got.astype(np.int16) - alone.astype(np.int16)).max()))
+    canvas = torch.empty((len(names), size, size, 3), dtype=torch.uint8, device=device)
+    transforms = letterbox_rows([jpegs[n] for n in names], size, nvjpeg_decoder(device), canvas)
+    by_nvjpeg = dict(zip(names, canvas.cpu().numpy()))  # BGR
+    model = YOLO(str(weights))
+    spec = model_spec(model, imgsz=size)
+    net = load_network(weights, device, half=True)
+
+    def detect(bgr: np.ndarray, transform) -> Detections:
+        raw = forward_padded(net, bgr[None], device, half=True)
+        packed = pack_detections(nms(raw, spec), [transform], spec.max_det)
+        count = int(packed[c.OUTPUT_NUM_DETECTIONS][0, 0])
+        return Detections(packed[c.OUTPUT_BOXES][0, :count], packed[c.OUTPUT_SCORES][0, :count],
+                          packed[c.OUTPUT_CLASSES][0, :count])
+
+    rows = {}
+    for name, transform in zip(names, transforms):
+        dali_bgr = np.ascontiguousarray(by_dali[name][..., ::-1])
+        diff = np.abs(dali_bgr.astype(np.int16) - by_nvjpeg[name].astype(np.int16))
+        ref, got = detect(by_nvjpeg[name], transform), detect(dali_bgr, transform)
+        paired = pairs(ref, got, 0.5, 1.0)
+        scores = [abs(float(ref.scores[i]) - float(got.scores[j])) for i, j in paired.items()]
+        ious = [float(box_iou(ref.boxes[i : i + 1], got.boxes[j : j + 1])[0, 0]) for i, j in paired.items()]
+        floor = spec.conf + 0.05  # near the threshold a detection may exist on one side only
+        unpaired = (sum(1 for i in range(len(ref)) if i not in paired and ref.scores[i] >= floor)
+                    + sum(1 for j in range(len(got)) if j not in set(paired.values()) and got.scores[j] >= floor))
+        rows[name] = {"pixels_mean_abs_diff": round(float(diff.mean()), 3), "pixels_max_abs_diff": int(diff.max()),
+                      "pixels_share_over_4": round(float((diff > 4).mean()), 4), "detections_track_a": len(ref),
+                      "detections_dali": len(got), "max_score_diff": round(max(scores, default=0.0), 4),
+                      "min_iou": round(min(ious, default=1.0), 4), "unpaired_above_conf_plus_0.05": unpaired}
+    return {"weights": str(weights), "batch": batch, "dali_max_abs_diff_across_batch_positions": position_diff,
+            "images": rows,
+            "max_score_diff": max(r["max_score_diff"] for r in rows.values()),
+            "min_iou": min(r["min_iou"] for r in rows.values()),
+            "max_unpaired_share": max(r["unpaired_above_conf_plus_0.05"] / max(r["detections_track_a"], 1)
+                                      for r in rows.values())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=ROOT / ARTIFACTS_DIR)
@@ -192,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                              "and sideways-stored photos, this long in all")
     parser.add_argument("--damaged", action="store_true",
                         help="also report whether a batch holding each kind of damaged JPEG decodes or fails whole")
+    parser.add_argument("--against-track-a", type=Path, metavar="WEIGHTS",
+                        help="also compare the served graph's pixels, and one FP16 network's detections on them, with "
+                             "Track A's nvJPEG path on the same JPEGs, and each decoder's verdict on damaged images "
+                             "(a GPU and torchvision's nvJPEG; WEIGHTS: the served model.pt)")
     args = parser.parse_args(argv)
     import nvidia.dali
 
@@ -232,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         report["damaged"] = damaged_batches(images, 8, device_id, size)
         for kind, outcome in report["damaged"].items():
             print(f"damaged {kind:40s} {outcome}", flush=True)
+    if args.against_track_a:
+        report["against_track_a"] = against_track_a(images, args.against_track_a, size)
+        report["decoders_on_damage"] = decoders_on_damage(images, size)
+        for key, value in report["against_track_a"].items():
+            print(f"against Track A: {key}: {json.dumps(value)}", flush=True)
+        for kind, verdicts in report["decoders_on_damage"].items():
+            print(f"damage {kind:55s} {json.dumps(verdicts)}", flush=True)
     passed = all(r["passed"] for tier in report["tiers"].values() for r in tier.values())
     report["passed"] = passed
     if args.out:

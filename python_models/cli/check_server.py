@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="a folder of JPEG/PNG photos to check on, besides bus.jpg and zidane.jpg")
     parser.add_argument("--weights", type=Path, default=ROOT / ARTIFACTS_DIR / repo.PYTORCH / "1" / "model.pt",
                         help="the .pt the server serves, for the comparison with the Ultralytics predictor")
-    parser.add_argument("--models", default=",".join(repo.PUBLIC_MODELS), help="comma-separated models to check")
+    parser.add_argument("--models", default=",".join(repo.SERVED_MODELS), help="comma-separated models to check")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
                         help="served precision, for the tolerances (auto: Track A's config)")
     parser.add_argument("--decode", choices=("auto", *repo.TRACK_A_DECODES), default="auto",

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=public_models, default=list(repo.SERVED_MODELS),
                         help="comma-separated public models to serve (default: all)")
     parser.add_argument("--extra-models", type=Path, help="CPU profile: also serve the model folders in this folder")
+    parser.add_argument("--python-on-gpu", action="store_true",
+                        help="CPU profile on a GPU host without the NGC image: Track A and tracks B/C's preprocessing "
+                             "step run on the GPU as production runs them (nvJPEG decoding, FP16; Track A's network "
+                             "eager), the TensorRT and DALI leaves as their twins")
     parser.add_argument("--skip-export", action="store_true",
                         help="serve what yolo11-triton export already wrote (docker compose's export service); export nothing")
     ExportOptions.add_arguments(parser)
@@ -148,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU profile: serving {repository} with {install.binary}", flush=True)
     else:
         layout = build_cpu_repository(spec, artifacts, args.work_dir.resolve() / "cpu_repository",
-                                      args.extra_models, models=args.models, tracking=manifest.tracking_options)
+                                      args.extra_models, models=args.models, tracking=manifest.tracking_options,
+                                      python_on_gpu=manifest.track_a_options if args.python_on_gpu else None,
+                                      preprocess_decode=manifest.preprocess_decode)
         repository = layout.path
         print(f"CPU profile: serving {', '.join(layout.served)} from {repository}", flush=True)
         for name, why in layout.skipped.items():
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         expected = args.models if profile == "gpu" else layout.served
         try:
             states = model_states(f"{local}:{ports.http}", key)
-            lines, failed = load_report(states, expected, manifest.tracking_options.for_profile(profile))
+            served_as = "gpu" if args.python_on_gpu else profile
+            lines, failed = load_report(states, expected, manifest.tracking_options.for_profile(served_as))
             # A public model that is READY over a leaf that is not (Track D over a DALI leaf that failed to load)
             # would answer every request with an error: unloaded, so that its readiness says it does not serve.
             ready = {s.name for s in states if s.state == "READY"}

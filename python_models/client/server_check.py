@@ -15,6 +15,12 @@ the model and the image; the server passes only when every row passes:
 - ``batch_mates``: good requests sent together with bad ones, and with damage a decoder may read through, get their
   own correct answers; each damaged one is answered within the contract or refused alone;
 - ``still_ready``: the server and the model are still ready afterwards;
+- ``dali_decoded``: Track D decoded every good image with DALI (its guard's CPU-decoding counter did not move while
+  only good images were sent); a Track D model that is not ready names its DALI leaf when the guard's gauge says
+  the leaf is not loaded;
+- ``tracking`` (``yolo11_track``): a stream started with START keeps each object's ID from frame to frame, also when
+  another object leaves the scene, and ends with END; a frame of a stream never started, or of one ended, is
+  refused with Triton's "must specify the START flag";
 - ``batching``: concurrent requests are batched (average batch above 1 on some step, from the metrics);
 - ``perf``: a short perf_analyzer sweep runs (images/s, p50, p99 recorded), its window sized from the latency of
   one request here; a level this host is too slow to measure within ``perf_budget_s`` is reported as not measured;
@@ -180,15 +186,22 @@ class ServerCheck:
         precision, self.decode = self.served_track_a()
         self.log(f"checking {', '.join(self.s.models)} on {self.s.grpc_url} at {precision}, Track A decoding on the "
                  f"{self.decode.upper()}, {len(self.s.images)} images")
-        ready = [m for m in self.s.models if self.ready_and_io(m)]
+        tracking = [m for m in self.s.models if self._is_tracking(m)]
+        ready = [m for m in self.s.models if m not in tracking and self.ready_and_io(m)]
+        before = self._fallback_rows()
         for model in ready:
             self.detections(model, precision)
+        self.decoded_by_dali(ready, before)
         self.compare_tracks(ready, precision)
         self.predictor(precision)
         for model in ready:
             self.bad_inputs(model, precision)
         for model in ready:
             self.batching(model)
+        for model in tracking:
+            self.ready_and_io(model)
+            if self.client().is_model_ready(model):  # its I/O aside, a tracker that forgets is worth naming
+                self.tracking(model)
         if self.s.skip_perf:
             self.log("perf_analyzer sweep skipped (--skip-perf)")
         else:
@@ -202,7 +215,8 @@ class ServerCheck:
         except Exception as exc:  # noqa: BLE001 - the server itself is unreachable
             return self.add("ready", model, "", False, f"cannot ask the server: {exc}")
         if not self.add("ready", model, "", ready, "" if ready else
-                        "not ready: the launcher's start-up report (docker compose logs triton) says why"):
+                        "not ready: the launcher's start-up report (docker compose logs triton) says why"
+                        + self._leaf_not_loaded(model)):
             return False
         first = next(iter(self.specs.values()), None)
         described = True
@@ -221,7 +235,8 @@ class ServerCheck:
         got_out = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]]
         names = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
         want_in = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_INPUTS]
-        want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in spec.public_outputs()]
+        outputs = spec.track_outputs() if self._is_tracking(model) else spec.public_outputs()
+        want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in outputs]
         ok = got_in == want_in and sorted(got_out) == sorted(want_out)
         return described & self.add("contract_io", model, "", ok, "" if ok else f"inputs {got_in}, outputs "
                                     f"{got_out}; the contract says {want_in}, {want_out}")
@@ -314,6 +329,115 @@ class ServerCheck:
                 problems = differences(served[name], ref, spec, *allowed)
                 self.add("same_as_predictor", PYTORCH, name, not problems, "; ".join(problems) + note)
 
+    def _is_tracking(self, model: str) -> bool:
+        """The tracking model, or any model on Triton's sequence batcher."""
+        try:
+            return model == c.TRACK or "sequence_batching" in self.client().get_model_config(model, as_json=True)["config"]
+        except Exception:  # noqa: BLE001 - not loaded: its name says
+            return False
+
+    def _guards(self, models: Sequence[str]) -> dict[str, str]:
+        """Track D's guard of each of ``models`` that is a Track D tier (public model -> guard)."""
+        return {c.dali_ensemble_name(t): c.dali_guard_name(t) for t in c.DALI_TIERS if c.dali_ensemble_name(t) in models}
+
+    def _fallback_rows(self) -> dict[tuple[str, str], float] | None:
+        from python_models.client.metrics import scrape
+
+        try:
+            return scrape(self.s.metrics_url, [c.DALI_CPU_FALLBACK_METRIC])
+        except OSError as exc:
+            self.log(f"could not read {c.DALI_CPU_FALLBACK_METRIC} from {self.s.metrics_url}: {exc}")
+            return None
+
+    def _leaf_not_loaded(self, model: str) -> str:
+        """Why a Track D model is not ready, when its guard's gauge says: its DALI leaf is not loaded."""
+        from python_models.client.metrics import scrape
+
+        guard = self._guards([model]).get(model)
+        if guard is None:
+            return ""
+        try:
+            gauge = scrape(self.s.metrics_url, [c.DALI_LEAF_READY_METRIC]).get((c.DALI_LEAF_READY_METRIC, guard))
+        except OSError:
+            return ""
+        tier = next(t for t in c.DALI_TIERS if c.dali_guard_name(t) == guard)
+        return (f"; its DALI leaf {c.dali_preprocess_name(tier)} is not loaded ({c.DALI_LEAF_READY_METRIC} of {guard} "
+                "is 0): the DALI backend could not load it") if gauge == 0 else ""
+
+    def decoded_by_dali(self, ready: list[str], before: dict | None) -> None:
+        """Track D decodes good images with DALI: its guard decodes a row on the CPU only when DALI refuses it alone,
+        which no good image should cause (and which would change its answer)."""
+        guards = self._guards(ready)
+        after = self._fallback_rows() if guards else None
+        if not guards or before is None or after is None:
+            return
+        for model, guard in guards.items():
+            key = (c.DALI_CPU_FALLBACK_METRIC, guard)
+            rows = after.get(key, 0.0) - before.get(key, 0.0)
+            self.add("dali_decoded", model, "*", rows == 0, "" if rows == 0 else
+                     f"{guard} decoded {rows:.0f} good image row(s) on the CPU: its DALI leaf refused them (the server "
+                     "log names the reason)")
+
+    def tracking(self, model: str) -> None:
+        """A stream of frames through the tracking model: START, a frame again, the same frame with the first
+        object painted over, END. Every object seen again keeps its ID (a tracker made afresh each frame numbers the
+        remaining objects from 1 again); a frame without START of a stream never started, or ended, is refused."""
+        import cv2
+        from tritonclient.utils import InferenceServerException
+
+        from python_models.client.streams import send_frame, sequence_lost
+
+        def frame(outputs):
+            count = int(outputs[c.OUTPUT_NUM_DETECTIONS][0, 0])
+            return outputs[c.OUTPUT_BOXES][0, :count], outputs[c.OUTPUT_TRACK_IDS][0, :count]
+
+        stream = int.from_bytes(np.random.default_rng().bytes(6), "big") | 1
+        answers = {name: frame(send_frame(self.client(), stream, data, start=True, end=True, model=model))
+                   for name, data in self.s.images.items() if data[:3] == b"\xff\xd8\xff"}
+        name, (boxes, ids) = max(answers.items(), key=lambda item: int((item[1][1] > 0).sum()))
+        if (ids > 0).sum() < 2:
+            self.add("tracking", model, name, False, "inconclusive: no JPEG gave two tracked objects on its first "
+                     "frame; pass --images with photos of the objects your weights detect")
+            return
+        image = cv2.imdecode(np.frombuffer(self.s.images[name], np.uint8), cv2.IMREAD_COLOR)
+        first = int(np.flatnonzero(ids > 0)[0])
+        x1, y1, x2, y2 = boxes[first].astype(int)
+        cv2.rectangle(image, (x1, y1), (x2, y2), (114, 114, 114), thickness=-1)
+        painted = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        stream += 2
+        try:
+            frames = [frame(send_frame(self.client(), stream, data, start=k == 0, end=k == 2, model=model))
+                      for k, data in enumerate([self.s.images[name], self.s.images[name], painted])]
+        except InferenceServerException as exc:
+            self.add("tracking", model, name, False, f"a frame of a started stream was refused: {exc}")
+            return
+        problems, kept = [], 0
+        (boxes0, ids0) = frames[0]
+        for index, (box, track) in enumerate(zip(boxes0, ids0)):
+            # Objects a tracker can tell apart: two boxes on one spot (an object detected as two classes) may trade
+            # IDs in any tracker, which matches boxes, not classes.
+            others = np.delete(boxes0, index, axis=0)
+            if track <= 0 or (len(others) and _iou(box, others).max() >= 0.3):
+                continue
+            for k, (boxes_k, ids_k) in enumerate(frames[1:], 1):
+                same = np.flatnonzero(_iou(box, boxes_k) >= 0.8) if len(boxes_k) else []
+                if len(same) != 1:
+                    continue
+                kept += ids_k[same[0]] == track
+                if ids_k[same[0]] != track:
+                    problems.append(f"frame {k + 1}: the object with ID {track} on frame 1 has ID {ids_k[same[0]]}")
+        if not kept:
+            problems.append("no object of frame 1 was seen again with an ID")
+        self.add("tracking", model, name, not problems, "; ".join(problems[:5]))
+        for label, lost in (("never started", stream + 2), ("ended", stream)):
+            try:
+                send_frame(self.client(), lost, self.s.images[name], model=model)
+            except InferenceServerException as exc:
+                refused = exc.status() == "StatusCode.INVALID_ARGUMENT" and sequence_lost(exc)
+                self.add("tracking", model, f"a frame of a stream {label}", refused, "" if refused else str(exc))
+            else:
+                self.add("tracking", model, f"a frame of a stream {label}", False, "answered without START")
+
     def _bad(self, model: str, data: bytes):
         """The error a bad row gets, or None when it was (wrongly) answered."""
         from tritonclient.utils import InferenceServerException
@@ -350,7 +474,9 @@ class ServerCheck:
         odd = damaged_but_decodable(jpeg)
         jobs = [job for label, bad in catalogue.items() for job in (("good", good_name, jpeg), ("bad", label, bad.data))]
         jobs += [job for label, data in odd.items() for job in (("good", good_name, jpeg), ("odd", label, data))]
-        with ThreadPoolExecutor(len(jobs)) as pool:
+        # As many in flight as the batching check sends: bad and good rows share batches, and a slow host still
+        # answers each within the queue's timeout.
+        with ThreadPoolExecutor(min(len(jobs), self.s.batching_clients)) as pool:
             results = list(pool.map(lambda job: self._mixed(model, job[2], raw=job[0] == "odd"), jobs))
         for index, ((kind, label, _), result) in enumerate(zip(jobs, results)):
             refused = getattr(result, "status", lambda: "")() == "StatusCode.INVALID_ARGUMENT"
@@ -479,6 +605,15 @@ class ServerCheck:
         md_path = out / "check.md"
         md_path.write_text("\n".join(lines))
         return json_path, md_path
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one x1, y1, x2, y2 box with each of ``boxes``."""
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
 
 
 def timestamp() -> str:

@@ -42,14 +42,21 @@ def _twin_ready(definition: repo.ModelDefinition, artifacts: Path) -> str | None
 
 def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_models: Path | None = None,
                          models: list[str] | None = None,
-                         tracking: repo.TrackingOptions = repo.TrackingOptions()) -> CpuRepository:
+                         tracking: repo.TrackingOptions = repo.TrackingOptions(),
+                         python_on_gpu: repo.TrackAOptions | None = None,
+                         preprocess_decode: str = repo.PREPROCESS_DECODE) -> CpuRepository:
     """Lay out ``target`` for the CPU profile from the production configs of ``spec`` and the exported ``artifacts``.
 
     ``extra_models``: a folder of further model folders served as they are (the tests' deliberately wrong models).
     ``models``: the public models to serve (default: all). ``tracking``: the export's, with ``auto`` the CPU
-    profile's fastest detection track.
+    profile's fastest detection track. ``python_on_gpu``: on a GPU host without the NGC image (the TensorRT and DALI
+    leaves still run as their twins), the Python models production places on the GPU (Track A with these options, its
+    network eager: the compiled one is built by the GPU profile's export; tracks B/C's step with ``preprocess_decode``)
+    run there as production runs them, and ``auto`` tracks with Track A.
     """
-    definitions = repo.definitions_by_name(spec, tracking=tracking.for_profile("cpu"))
+    profile = "gpu" if python_on_gpu else "cpu"
+    track_a = repo.TrackAOptions(python_on_gpu.decode, "eager") if python_on_gpu else repo.TrackAOptions()
+    definitions = repo.definitions_by_name(spec, track_a, preprocess_decode, tracking.for_profile(profile))
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -72,7 +79,8 @@ def build_cpu_repository(spec: ModelSpec, artifacts: Path, target: Path, extra_m
         model_dir = target / name
         version = model_dir / "1"
         version.mkdir(parents=True)
-        config = cpu_configs.cpu_profile_config(definition) or definition.config
+        on_gpu = python_on_gpu and not definition.twin and not definition.calls_leaf
+        config = (None if on_gpu else cpu_configs.cpu_profile_config(definition)) or definition.config
         (model_dir / "config.pbtxt").write_text(repository_files.to_pbtxt(config))
         if definition.twin or definition.entry:
             (version / "model.py").write_text(repository_files.python_entry(definition.twin or definition.entry))

@@ -18,6 +18,7 @@ import os
 
 from python_models.contract import INPUT_IMAGES, LETTERBOX_TRANSFORM, LETTERBOXED_IMAGES
 from python_models.runtime.dali_letterbox import letterbox_pipeline
+from python_models.serving.twins import FAIL_LOAD_ENV
 from python_models.runtime.triton.adapter import guarded, input_array, log_fault, model_config, output_dims, tensors_response
 from python_models.runtime.triton.adapter import unknown_error
 
@@ -27,10 +28,6 @@ def _reason(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "encountered:"]
     return (after or lines or [type(exc).__name__])[0]
-
-
-FAIL_LOAD_ENV = "YOLO11_TWIN_FAIL_LOAD"
-"""Comma-separated leaf names whose twin raises in ``initialize`` (tests of a leaf that failed to load)."""
 
 
 class TritonPythonModel:
