@@ -353,25 +353,160 @@ def detections_of(result) -> Detections:
     return unpack_detections({name: result.as_numpy(name) for name in PUBLIC_OUTPUT_NAMES})[0]
 
 
+class StandInTensor:
+    """``pb_utils.Tensor``: a named array, on the host."""
+
+    def __init__(self, name: str, array) -> None:
+        self._name, self._array = name, array
+
+    @classmethod
+    def from_dlpack(cls, name: str, capsule) -> "StandInTensor":
+        from torch.utils import dlpack
+
+        return cls(name, dlpack.from_dlpack(capsule).cpu().numpy())
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self):
+        return self._array
+
+    def is_cpu(self) -> bool:
+        return True
+
+
+class StandInError:
+    """``pb_utils.TritonError``: a message and a code (the codes' values are the stand-in's own)."""
+
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        self._message, self._code = message, code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> int:
+        return self._code
+
+
+class StandInResponse:
+    """``pb_utils.InferenceResponse``: output tensors, or an error."""
+
+    def __init__(self, output_tensors=None, error: StandInError | None = None) -> None:
+        self._tensors, self._error = list(output_tensors or []), error
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self) -> StandInError | None:
+        return self._error
+
+    def output_tensors(self) -> list:
+        return self._tensors
+
+    def arrays(self) -> dict:
+        """The tests' view: each output tensor's array by name."""
+        return {tensor.name(): tensor.as_numpy() for tensor in self._tensors}
+
+
+class StandInMetric:
+    def __init__(self, labels: dict) -> None:
+        self.labels, self.value = dict(labels), 0.0
+
+    def increment(self, value: float) -> None:
+        self.value += value
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class StandInMetricFamily:
+    """``pb_utils.MetricFamily``: its metrics stay readable (``metrics``)."""
+
+    COUNTER, GAUGE = "counter", "gauge"
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name, self.description, self.kind = name, description, kind
+        self.metrics: list[StandInMetric] = []
+        FAMILIES.setdefault(name, []).append(self)
+
+    def Metric(self, labels: dict | None = None) -> StandInMetric:  # noqa: N802 - pb_utils' name
+        metric = StandInMetric(labels or {})
+        self.metrics.append(metric)
+        return metric
+
+
+FAMILIES: dict[str, list[StandInMetricFamily]] = {}
+"""The metric families the models under the stand-in created, by name (emptied by each test's ``pb_utils``)."""
+
+
+def counted(family: str, **labels: str) -> float:
+    """What the models under the stand-in counted into ``family``'s metrics with these labels."""
+    return sum(metric.value for f in FAMILIES.get(family, []) for metric in f.metrics if metric.labels == labels)
+
+
+class StandInRequest:
+    """``pb_utils.InferenceRequest`` (BLS): ``exec`` runs the model of that name from ``MODELS`` on this one request,
+    as Triton would with a batch of one, and returns its response."""
+
+    def __init__(self, model_name: str, inputs: list, requested_output_names: list[str], **_) -> None:
+        self.model_name, self.inputs, self.requested = model_name, inputs, list(requested_output_names)
+
+    def exec(self) -> StandInResponse:
+        model = MODELS.get(self.model_name)
+        if model is None:
+            return StandInResponse(error=StandInError(f"Failed for execute the inference request. Model "
+                                                      f"'{self.model_name}' is not ready.", StandInError.NOT_FOUND))
+        (response,) = model.execute([{tensor.name(): tensor.as_numpy() for tensor in self.inputs}])
+        if response.has_error():
+            return response
+        return StandInResponse([t for t in response.output_tensors() if t.name() in self.requested])
+
+
+MODELS: dict = {}
+"""The models a BLS request under the stand-in can call, by name: anything with ``execute(requests)``."""
+
+
+def _triton_modules() -> list[str]:
+    return [name for name in sys.modules if name.startswith("python_models.runtime.triton.")
+            or name.startswith("python_models.serving.twins.")]
+
+
 @pytest.fixture
-def adapter(monkeypatch):
-    """``python_models.runtime.triton.adapter`` outside a Python-backend stub: a stand-in for Triton's
-    ``triton_python_backend_utils`` provides the one call its row functions make (reading an input tensor)."""
-    import importlib
+def pb_utils(monkeypatch):
+    """A stand-in for Triton's ``triton_python_backend_utils``, which exists only inside a Python-backend stub: enough
+    of it to run the Python models' ``initialize`` and ``execute`` in the test's process. A request is a dict of input
+    arrays; responses are ``StandInResponse``; the metrics the models count are read with ``counted``; a BLS request
+    runs the model registered under its name in ``MODELS``. The models' modules are imported afresh under it."""
     import types
 
     stand_in = types.ModuleType("triton_python_backend_utils")
+    stand_in.Tensor = StandInTensor
+    stand_in.TritonError = StandInError
+    stand_in.InferenceResponse = StandInResponse
+    stand_in.InferenceRequest = StandInRequest
+    stand_in.MetricFamily = StandInMetricFamily
 
-    class Tensor:
-        def __init__(self, array):
-            self.array = array
+    def get_input_tensor_by_name(request: dict, name: str):
+        return StandInTensor(name, request[name]) if name in request else None
 
-        def as_numpy(self):
-            return self.array
-
-    stand_in.get_input_tensor_by_name = lambda request, name: Tensor(request[name])
+    stand_in.get_input_tensor_by_name = get_input_tensor_by_name
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in)
-    monkeypatch.delitem(sys.modules, "python_models.runtime.triton.adapter", raising=False)
-    module = importlib.import_module("python_models.runtime.triton.adapter")
-    yield module
-    sys.modules.pop("python_models.runtime.triton.adapter", None)
+    for name in _triton_modules():  # imported before with another stand-in: restored after the test
+        monkeypatch.delitem(sys.modules, name)
+    FAMILIES.clear()
+    MODELS.clear()
+    yield stand_in
+    for name in _triton_modules():
+        sys.modules.pop(name, None)
+    FAMILIES.clear()
+    MODELS.clear()
+
+
+@pytest.fixture
+def adapter(pb_utils):
+    """``python_models.runtime.triton.adapter`` outside a Python-backend stub (``pb_utils``)."""
+    import importlib
+
+    return importlib.import_module("python_models.runtime.triton.adapter")

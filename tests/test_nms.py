@@ -201,3 +201,21 @@ def test_eager_graphs_kept_beside_a_compiled_forward_are_the_faster_ones():
     assert faster_eager_sizes(measured, [32]) == [1, 2, 4, 8]
     assert faster_eager_sizes({1: 5.0, 2: 6.0, 32: 4.7}, [32]) == [], "a compiled forward faster everywhere"
     assert faster_eager_sizes({1: 1.0, 8: 2.0, 16: 3.0}, [8]) == [1, 16], "no compiled size covers 16"
+
+
+@pytest.mark.parametrize("iou,second", [(0.45, (110, 100, 300, 200)), (0.5, (100, 100, 300, 200))])
+def test_a_pair_overlapping_exactly_at_the_threshold_is_kept_on_the_device_as_on_the_host(iou, second):
+    """Suppression needs an overlap above the threshold (torchvision's ``nms``, Ultralytics): at an exact tie both boxes
+    stay, on the device too. The boxes are whole pixels, so their IoU is the threshold exactly in float32:
+    100x100 and 190x100 overlapping 90x100 (9,000 / 20,000 = 0.45); 100x100 inside 200x100 (0.5)."""
+    spec = ModelSpec(names=SPEC.names, iou=iou)
+    raw = np.zeros((1, 4 + NUM_CLASSES, NUM_ANCHORS), np.float32)
+    for anchor, (x1, y1, x2, y2), score in ((7, (100, 100, 200, 200), 0.9), (11, second, 0.8)):
+        raw[0, :4, anchor] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        raw[0, 4, anchor] = score
+    boxes = torch.tensor([[100, 100, 200, 200], second], dtype=torch.float32)
+    assert torchvision.ops.box_iou(boxes[:1], boxes[1:]).item() == np.float32(iou), "the pair must tie exactly"
+    ultralytics = non_max_suppression(torch.from_numpy(raw), spec.conf, spec.iou, max_det=spec.max_det)[0]
+    got, expected = device_and_host(raw, spec)
+    assert len(ultralytics) == 2 and expected[OUTPUT_NUM_DETECTIONS].ravel().tolist() == [2]
+    assert_same_answers(got, expected)

@@ -14,9 +14,12 @@ Three things make that hold the second and third time, not only the first:
   that dies before the first look is found too. The stubs of the instances a reload
   replaced are retired: their exit is not a death, and while they linger (Triton
   unloads the old instances in the background) they do not count as serving.
-- Triton treats a load with an unchanged config as nothing to do (it returns at once
-  and starts nothing), so every reload sends the config with a new
-  ``supervisor_generation`` parameter, which no model reads.
+- Triton loads new instances only for a config that differs from the serving one in
+  more than ``instance_group`` and ``version_policy``; an equal one only updates the
+  instance group, which keeps every instance, the one whose stub died too (core r24.10
+  and r26.05: ``ModelLifeCycle::AsyncLoad``, ``ConfigChangeRequiresReload``; on 2.51 a
+  second reload sending the first one's config started no stub). So every reload sends
+  the config with a new ``supervisor_generation`` parameter, which no model reads.
 - A reload counts as done only when as many new stub processes as the config asks
   for are seen serving; otherwise it is retried.
 
