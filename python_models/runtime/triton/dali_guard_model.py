@@ -13,8 +13,9 @@ no size limit. So, for each batch of requests:
    inter-process round trip serves the whole batch; the leaf's answer, left where DALI put it (on the GPU), is split
    back into one response per request without a copy;
 3. when the leaf fails such a request (damage only a decoder finds, behind intact headers), its requests are sent
-   again in halves, and the halves that fail in halves again, down to one request, and a request of several rows
-   that fails alone row by row: every request and row DALI can decode gets DALI's pixels, as alone (the leaf does
+   again in two parts (the request holding the sample DALI's error names, and the others; halves when it names none),
+   and a part that fails is split again, down to one request, and a request of several rows that fails alone row by
+   row: every request and row DALI can decode gets DALI's pixels, as alone (the leaf does
    not batch across calls, so a call is decoded as it was sent). A row DALI refuses on its own is decoded and
    letterboxed on the CPU, as Track A does with a row nvJPEG refuses: OpenCV's answer, or INVALID_ARGUMENT naming
    the row when OpenCV cannot read it either. ``contract.DALI_CPU_FALLBACK_METRIC`` counts those rows; the log says
@@ -31,6 +32,7 @@ decoding (0: as Track A's).
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -166,7 +168,7 @@ class TritonPythonModel:
         reasons.add(answer.error().message().strip().splitlines()[0][:300])
         if len(group) == 1:
             return {group[0]: REFUSED}
-        halves = [group[: len(group) // 2], group[len(group) // 2 :]]
+        halves = split_failed(group, [len(arrays[i]) for i in group], answer.error().message())
         answers = list(self.callers.map(lambda half: self._call([arrays[i] for i in half]), halves))
         settled: dict[int, object] = {}
         for half, half_answer in zip(halves, answers):
@@ -218,6 +220,24 @@ class TritonPythonModel:
         self.callers.shutdown(wait=False)
         if self.pool is not None:
             self.pool.shutdown(wait=False)
+
+
+FAILED_SAMPLE = re.compile(r"sample #(\d+)")
+"""How DALI names the sample of a batch its decoder failed on ("Failed to decode sample #7")."""
+
+
+def split_failed(group: list[int], counts: list[int], message: str) -> list[list[int]]:
+    """The parts a failed call's requests (holding ``counts`` rows each) are sent again in: the request holding the
+    sample DALI's ``message`` names, and the others (two calls, where that request was the only bad one); halves when
+    the message names no sample of the call."""
+    named = FAILED_SAMPLE.search(message)
+    if named and int(named.group(1)) < sum(counts):
+        row, start = int(named.group(1)), 0
+        for position, count in enumerate(counts):
+            if row < start + count:
+                return [[group[position]], group[:position] + group[position + 1 :]]
+            start += count
+    return [group[: len(group) // 2], group[len(group) // 2 :]]
 
 
 def split_tensors(tensors: list, counts: list[int]) -> list[list]:
