@@ -27,6 +27,10 @@ DEFAULT_MAX_DET = 100
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Images whose header claims more pixels are rejected before decoding."""
+MAX_IMAGE_BYTES = 8 * MAX_IMAGE_PIXELS + 2**20
+"""Rows longer than this (after the zeros that pad a request's rows) are rejected before their header is read: no
+image within the pixel limit is longer, stored raw at 16 bits in four channels plus its headers, so a longer row is
+not an image this service serves (and its bytes would only cost memory and time in every step)."""
 
 # Model names. The public ones are what clients call; the leaves appear in Triton's metrics.
 PYTORCH = "yolo11_pytorch"

@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 from conftest import SESSION, assert_same_detections, burst, detections_of, reference_detections, tolerance
 from tritonclient.utils import InferenceServerException
 
+from python_models import contract as c
 from python_models.export import repository as repo
 from python_models.client import contract_violations, infer_grpc, infer_http, unpack_detections
 from python_models.client.bad_inputs import bad_inputs as catalogue_of_bad_inputs
@@ -128,14 +129,31 @@ def test_wrong_datatype_and_wrong_input_name_are_rejected(server, model):
 
 
 @pytest.mark.parametrize("model", PUBLIC)
-def test_a_batch_over_max_batch_size_is_rejected(server, samples, model):
+def test_a_request_of_max_batch_size_rows_is_answered_and_one_more_row_refused(server, samples, model):
+    """The rows-per-request limit at its edge: the served config's max_batch_size rows answered, one more refused
+    naming the limit."""
     limit = repo.definitions_by_name(repo.default_spec())[model].config.max_batch_size
     tiny = accepted_inputs(samples)["one_pixel_png"]
+    outputs = infer_grpc(server.grpc(), model, [tiny] * limit)
+    assert outputs[c.OUTPUT_NUM_DETECTIONS].shape == (limit, 1)
     with pytest.raises(InferenceServerException) as err:
         infer_grpc(server.grpc(), model, [tiny] * (limit + 1))
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value.message()
     assert f"must be <= {limit}" in err.value.message(), err.value.message()
     assert server.grpc().is_model_ready(model)
+
+
+def test_a_frame_of_a_stream_is_one_image_and_two_are_refused(server, samples):
+    from python_models.client.streams import TRACK_OUTPUT_NAMES
+
+    client = server.grpc()
+    stream = 36_000_001
+    infer_grpc(client, c.TRACK, [samples["bus.jpg"]], outputs=TRACK_OUTPUT_NAMES, sequence_id=stream,
+               sequence_start=True)
+    with pytest.raises(InferenceServerException) as err:
+        infer_grpc(client, c.TRACK, [samples["bus.jpg"]] * 2, outputs=TRACK_OUTPUT_NAMES, sequence_id=stream,
+                   sequence_end=True)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "one image per request" in err.value.message()
 
 
 def test_a_server_fault_is_internal_with_its_traceback_in_the_log(server, samples):

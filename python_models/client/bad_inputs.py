@@ -4,11 +4,14 @@ for ``yolo11-triton check server``."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from python_models.contract import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -18,22 +21,32 @@ class BadInput:
     """What the INVALID_ARGUMENT message must contain."""
 
 
-def huge_png(side: int = 30000) -> bytes:
-    """A valid PNG header claiming ``side`` x ``side`` pixels, with almost no data."""
+def over_the_limit() -> tuple[int, int]:
+    """(width, height) of the smallest image just over ``MAX_IMAGE_PIXELS``: one row more than the limit holds."""
+    width = math.isqrt(MAX_IMAGE_PIXELS)
+    return width, MAX_IMAGE_PIXELS // width + 1
+
+
+def huge_png(width: int | None = None, height: int | None = None) -> bytes:
+    """A valid PNG header claiming ``width`` x ``height`` pixels (default: just over the limit), with almost no
+    data."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    width, height = (width, height) if width and height else over_the_limit()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b"")
 
 
-def huge_jpeg(jpeg: bytes, side: int = 30000) -> bytes:
-    """``jpeg`` with its baseline frame header rewritten to claim ``side`` x ``side`` pixels."""
+def huge_jpeg(jpeg: bytes, width: int | None = None, height: int | None = None) -> bytes:
+    """``jpeg`` with its baseline frame header rewritten to claim ``width`` x ``height`` pixels (default: just over
+    the limit)."""
+    width, height = (width, height) if width and height else over_the_limit()
     data = bytearray(jpeg)
     sof = data.find(b"\xff\xc0")
     if sof < 0:
         raise ValueError("not a baseline JPEG")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", side, side)  # SOF0: precision, then height and width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)  # SOF0: precision, then height and width
     return bytes(data)
 
 
@@ -197,9 +210,9 @@ def bad_inputs(jpeg: bytes, png: bytes) -> dict[str, BadInput]:
         "jpeg_header_only": BadInput(jpeg[:600], "truncated JPEG"),
         # Headers intact, pixel data destroyed: the PNG chunk CRC tells, without decoding.
         "corrupt_png_pixels": BadInput(corrupt_pixels(png), "corrupt PNG"),
-        # Headers that claim 30000 x 30000 pixels: refused from the header, before any decoding.
-        "huge_png_header": BadInput(huge_png(), "over the limit of 40000000"),
-        "huge_jpeg_header": BadInput(huge_jpeg(jpeg), "over the limit of 40000000"),
+        # Headers that claim one row more than the pixel limit holds: refused from the header, before any decoding.
+        "huge_png_header": BadInput(huge_png(), f"over the limit of {MAX_IMAGE_PIXELS}"),
+        "huge_jpeg_header": BadInput(huge_jpeg(jpeg), f"over the limit of {MAX_IMAGE_PIXELS}"),
         # Scan headers inconsistent with the frame: refused from the headers, before any decoder.
         **{label: BadInput(data, "corrupt JPEG") for label, data in damaged_scans(jpeg).items()},
         # Headers sound, data undecodable: only a decoder tells (and DALI's fails its whole batch).

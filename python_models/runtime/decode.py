@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin
 
-from python_models.contract import MAX_IMAGE_PIXELS
+from python_models.contract import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from python_models.runtime.jpeg_header import first_scan_problem, jpeg_header
 
 
@@ -118,6 +118,9 @@ def probe(data: bytes | np.ndarray) -> ImageHeader:
     array = np.ascontiguousarray(payload(data))
     if not array.size:
         raise InvalidImageError("empty image: the row holds no bytes (or only zero padding)")
+    if array.size > MAX_IMAGE_BYTES:
+        raise InvalidImageError(f"the row holds {array.size} bytes, over the limit of {MAX_IMAGE_BYTES} (no image "
+                                f"within the limit of {MAX_IMAGE_PIXELS} pixels is longer)")
     start = array[:8].tobytes()
     if start.startswith(JPEG_SOI):
         if jpeg_truncated(array):
