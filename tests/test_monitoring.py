@@ -165,7 +165,8 @@ def test_dashboard_covers_what_operators_need():
     for family in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
                    "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
                    "nv_inference_pending_request_count", "nv_gpu_utilization", "nv_gpu_memory_used_bytes",
-                   "yolo11_dali_cpu_fallback_rows", "yolo11_track_streams", "yolo11_track_objects"):
+                   "yolo11_dali_cpu_fallback_rows", "yolo11_dali_leaf_ready", "yolo11_track_streams",
+                   "yolo11_track_objects"):
         assert family in text, family
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert sorted(variables) == ["model", "pod"], "per model, and per pod on Kubernetes"
