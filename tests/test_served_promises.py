@@ -55,13 +55,15 @@ def test_every_model_queues_at_most_the_documented_batches_then_refuses(gpus):
     """docs/production.md: at most N x its max batch queued (times the GPUs for a model placed on them), a 5 s
     timeout, then REJECT, so an overloaded model answers UNAVAILABLE at once."""
     (batches,) = documented("production.md", r"at most (\d+) x its max batch queued \(times the serving host's GPUs "
-                                             r"for a model placed on the GPUs\), 5 s queue timeout")
+                                             r"for a model placed on the GPUs, or feeding one\), 5 s queue timeout")
     assert int(batches) == 4, "the documented depth: four of its largest batches"
     bounded = 0
     for name, (production, cpu) in served_configs(gpus).items():
         if not production.HasField("dynamic_batching"):
-            continue  # ensembles, and the tracking model (its detection track's queue bounds it)
-        for config, hosts_gpus in ((production, gpus if on_gpus(production) else 1), (cpu, 1)):
+            continue  # ensembles, the tracking model and the DALI leaves (the model in front of each bounds it)
+        # Track D's guard queues for its DALI leaf, on every GPU
+        feeds_gpus = on_gpus(production) or "dali_model" in production.parameters
+        for config, hosts_gpus in ((production, gpus if feeds_gpus else 1), (cpu, 1)):
             policy = config.dynamic_batching.default_queue_policy
             assert policy.max_queue_size == int(batches) * config.max_batch_size * hosts_gpus, (name, gpus)
             assert policy.timeout_action == mc.ModelQueuePolicy.REJECT, name
