@@ -341,3 +341,54 @@ def test_check_image_names_root_owned_run_time_folders():
             if folder.exists():
                 folder.chmod(0o755)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def device_count(value) -> int:
+    """A device reservation's count as compose reads it after interpolation: "all" is -1, a number (or a string of
+    one: compose-go types/device.go, DeviceCount.DecodeMapstructure) that number; anything else is refused."""
+    if isinstance(value, int):
+        return value
+    if str(value).lower() == "all":
+        return -1
+    if not re.fullmatch(r"-?\d+", str(value)):
+        raise ValueError(f"invalid value {value!r}, the only value allowed is 'all' or a number")
+    return int(value)
+
+
+def gpu_problems(compose: dict) -> list[str]:
+    """Where the GPUs the serving containers get and the GPU count the export sizes queues for part, with GPUS unset
+    (every GPU of the host; the export counts what it sees) and GPUS=2; empty when they never do. serve then finds
+    the count it was sized for (its gpu-count check refuses any other)."""
+    problems = []
+    for gpus in (None, "2"):
+        env = {} if gpus is None else {"GPUS": gpus}
+        wanted = -1 if gpus is None else int(gpus)
+        for name in ("export", "triton", "check"):
+            service = compose["services"][name]
+            (device,) = [d for d in service["deploy"]["resources"]["reservations"]["devices"]
+                         if "gpu" in d.get("capabilities", [])]
+            count = device_count(expand(str(device.get("count", "all")), env))
+            if count != wanted:
+                problems.append(f"{name} with GPUS={gpus or 'unset'} reserves {'all' if count == -1 else count} "
+                                f"GPU(s), not {'all' if wanted == -1 else wanted}")
+        sized_for = expand(str(compose["services"]["export"]["environment"].get("YOLO11_GPUS", "")), env)
+        if sized_for != (gpus or ""):
+            problems.append(f"export with GPUS={gpus or 'unset'} sizes queues for {sized_for or 'the GPUs it sees'}, "
+                            f"not {gpus or 'the GPUs it sees'}")
+    return problems
+
+
+def test_the_gpu_reservation_follows_gpus_and_the_queues_are_sized_for_it(compose):
+    """One setting, GPUS: unset, every serving container gets all of the host's GPUs and the export sizes each
+    model's queue for the GPUs it sees (those); GPUS=2 reserves 2 and sizes for 2. A fixed count, or queues sized
+    from another variable, fires."""
+    assert gpu_problems(compose) == []
+    for breakage, expected in ((lambda services: services["triton"]["deploy"]["resources"]["reservations"]
+                                ["devices"][0].__setitem__("count", 1), "triton with GPUS=2 reserves 1 GPU(s), not 2"),
+                               (lambda services: services["export"]["environment"].__setitem__(
+                                   "YOLO11_GPUS", "${NUM_GPUS:-}"), "sizes queues for the GPUs it sees, not 2")):
+        broken = copy.deepcopy(compose)
+        breakage(broken["services"])
+        assert any(expected in p for p in gpu_problems(broken)), gpu_problems(broken)
+    with pytest.raises(ValueError, match="'all' or a number"):
+        device_count(expand("${GPUS:-all}", {"GPUS": "two"}))
