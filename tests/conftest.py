@@ -1,8 +1,8 @@
 """Shared fixtures: sample images, and one real Triton server (CPU profile) for the whole session.
 
 Every test that needs a live server, through any fixture that starts one, is marked ``server`` at collection
-(``pytest -m "not server and not slow"`` is the fast loop; ``slow``, in pyproject.toml, marks the image build's
-rehearsal); a session that leaves ``git status`` other than it found it fails.
+(``pytest -m "not server"`` is the fast loop), and so is every test marked ``slow`` (the image build's rehearsal, which
+needs no server but takes a server test's time); a session that leaves ``git status`` other than it found it fails.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         definitions = getattr(item, "_fixtureinfo", None)
         chains = definitions.name2fixturedefs.values() if definitions else ()
-        if any(starts_a_server(d.func) for chain in chains for d in chain):
+        if any(starts_a_server(d.func) for chain in chains for d in chain) or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.server)
     items.sort(key=lambda item: item.get_closest_marker("server") is not None)
 

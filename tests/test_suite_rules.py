@@ -1,5 +1,5 @@
-"""How the suite itself is organised: the fast loop (``pytest -m "not server and not slow"``) leaves out the tests
-that need a live server (tests/conftest.py marks them) and the image build's rehearsal (marked ``slow``)."""
+"""How the suite itself is organised: the fast loop (``pytest -m "not server"``) leaves out the tests that need a live
+server (tests/conftest.py marks them) and the image build's rehearsal (marked ``slow``, and so ``server``)."""
 
 from __future__ import annotations
 
