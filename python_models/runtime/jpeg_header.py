@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterator
 
 FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 APPLICATION_MARKERS = frozenset({0xE0, 0xE1, 0xE2, 0xED, 0xEE})
@@ -33,39 +34,53 @@ Header = tuple[int, int, str, int]
 """width, height, Pillow's mode, EXIF orientation (1 when there is none)."""
 
 
-def jpeg_header(buf: bytes | memoryview) -> Header | None:
-    """The header of a JPEG (``buf`` starts with its start-of-image marker), or None where Pillow must decide."""
+def segments(buf: bytes | memoryview) -> Iterator[tuple[int, int, int] | None]:
+    """(marker, body start, body end) of each marker segment after the start-of-image marker, the first scan header
+    included, then None: a layout this walk does not follow (a byte where a marker should be, a length that runs
+    past the data), or the data's end, ends it with None."""
     end = len(buf)
     at = 2
-    frame: tuple[int, int, str] | None = None
-    exif: bytes | None = None
-    xmp = False
     while at + 4 <= end:
         if buf[at] != 0xFF:
-            return None
+            break
         while buf[at + 1] == 0xFF:  # fill bytes before a marker
             at += 1
             if at + 4 > end:
-                return None
+                yield None
+                return
         marker = buf[at + 1]
         (length,) = struct.unpack_from(">H", buf, at + 2)
         body_end = at + 2 + length
         if length < 2 or body_end > end:
+            break
+        yield marker, at + 4, body_end
+        at = body_end
+    yield None
+
+
+def jpeg_header(buf: bytes | memoryview) -> Header | None:
+    """The header of a JPEG (``buf`` starts with its start-of-image marker), or None where Pillow must decide."""
+    frame: tuple[int, int, str] | None = None
+    exif: bytes | None = None
+    xmp = False
+    for segment in segments(buf):
+        if segment is None:
             return None
+        marker, start, body_end = segment
         if marker == START_OF_SCAN:
             if frame is None:
                 return None
             orientation = exif_orientation(exif, xmp)
             return None if orientation is None else (*frame, orientation)
         if marker in FRAME_MARKERS:
-            frame = frame_header(bytes(buf[at + 4 : body_end]))
+            frame = frame_header(bytes(buf[start:body_end]))
             if frame is None:
                 return None
         elif marker == QUANTISATION:
-            if not quantisation_ok(bytes(buf[at + 4 : body_end])):
+            if not quantisation_ok(bytes(buf[start:body_end])):
                 return None
         elif marker in APPLICATION_MARKERS:
-            body = bytes(buf[at + 4 : body_end])
+            body = bytes(buf[start:body_end])
             if not _application_ok(marker, body):
                 return None
             if marker == 0xE1 and body.startswith(EXIF_PREFIX):
@@ -76,7 +91,6 @@ def jpeg_header(buf: bytes | memoryview) -> Header | None:
                 xmp = True
         elif marker not in SKIPPED_MARKERS:
             return None
-        at = body_end
     return None
 
 
@@ -191,26 +205,15 @@ def first_scan_problem(buf: bytes | memoryview) -> str | None:
     them. What the walk does not understand it leaves to the decoders (None): it never refuses a file libjpeg
     decodes (tests/test_jpeg_header.py).
     """
-    end = len(buf)
-    at = 2
-    segments = []
-    while at + 4 <= end:
-        if buf[at] != 0xFF:
+    checked = []
+    for segment in segments(buf):
+        if segment is None:
             return None
-        while buf[at + 1] == 0xFF:
-            at += 1
-            if at + 4 > end:
-                return None
-        marker = buf[at + 1]
-        (length,) = struct.unpack_from(">H", buf, at + 2)
-        body_end = at + 2 + length
-        if length < 2 or body_end > end:
-            return None
+        marker, start, body_end = segment
         if marker in CHECKED_MARKERS:
-            segments.append((marker, bytes(buf[at + 4 : body_end])))
+            checked.append((marker, bytes(buf[start:body_end])))
             if marker == START_OF_SCAN:
-                return segments_problem(tuple(segments))
-        at = body_end
+                return segments_problem(tuple(checked))
     return None
 
 
