@@ -151,10 +151,12 @@ def decoder_only_damage(jpeg: bytes, png: bytes) -> dict[str, bytes]:
             "progressive_jpeg_bad_huffman_table_before_second_scan": bytes(progressive)}
 
 
-def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
-    """``jpeg`` damaged in ways decoders read through with warnings (libjpeg, and so OpenCV, decodes through both):
-    a marker where scan data should be, and flipped bits. Every track must answer these within the contract or refuse
-    them alone; none may fail a batch-mate."""
+def damaged_but_decodable(jpeg: bytes, png: bytes | None = None) -> dict[str, bytes]:
+    """``jpeg`` damaged in ways some decoders read through (libjpeg, and so OpenCV, decodes through the first two with
+    warnings): a marker where scan data should be, flipped bits, and (given a ``png``, which ``decoder_only_damage``
+    needs) a malformed Huffman table in front of a progressive JPEG's second scan, which libjpeg and DALI refuse and
+    nvJPEG may not. Every track must answer these within the contract or refuse them alone; none may fail a
+    batch-mate."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     start = sos + 2 + sos_length
@@ -166,7 +168,9 @@ def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
     for pos in rng.integers(start, len(jpeg) - 2, 200):
         if flipped[pos] != 0xFF and flipped[pos] ^ 0x5A != 0xFF:  # never make or break a marker
             flipped[pos] ^= 0x5A
-    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped)}
+    later = {} if png is None else {key: value for key, value in decoder_only_damage(jpeg, png).items()
+                                    if key.startswith("progressive")}
+    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped), **later}
 
 
 EXIF_ORIENTATIONS = tuple(range(1, 9))
@@ -215,7 +219,9 @@ def bad_inputs(jpeg: bytes, png: bytes) -> dict[str, BadInput]:
         "huge_jpeg_header": BadInput(huge_jpeg(jpeg), f"over the limit of {MAX_IMAGE_PIXELS}"),
         # Scan headers inconsistent with the frame: refused from the headers, before any decoder.
         **{label: BadInput(data, "corrupt JPEG") for label, data in damaged_scans(jpeg).items()},
-        # Headers sound, data undecodable: only a decoder tells (and DALI's fails its whole batch).
-        **{label: BadInput(data, "corrupt PNG" if label.startswith("png") else "corrupt JPEG")
-           for label, data in decoder_only_damage(jpeg, png).items()},
+        # Headers sound, data undecodable: only a decoder tells (and DALI's fails its whole batch). PNGs are decoded
+        # by libpng on every track; the JPEG kind of this damage is among damaged_but_decodable, since nvJPEG (Track
+        # A on a GPU) is not shown to refuse it.
+        "png_pixel_data_damaged_crcs_intact": BadInput(decoder_only_damage(jpeg, png)[
+            "png_pixel_data_damaged_crcs_intact"], "corrupt PNG"),
     }

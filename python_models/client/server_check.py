@@ -471,7 +471,7 @@ class ServerCheck:
         good_name = next(n for n, d in self.s.images.items() if d is jpeg)
         own = self.answers.get(model, {}).get(good_name)
         # Every bad kind and every damage a decoder may read through, each between good requests, all at once.
-        odd = damaged_but_decodable(jpeg)
+        odd = damaged_but_decodable(jpeg, png)
         jobs = [job for label, bad in catalogue.items() for job in (("good", good_name, jpeg), ("bad", label, bad.data))]
         jobs += [job for label, data in odd.items() for job in (("good", good_name, jpeg), ("odd", label, data))]
         # As many in flight as the batching check sends: bad and good rows share batches, and a slow host still
