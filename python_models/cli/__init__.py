@@ -38,6 +38,8 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "steps": ("bench_steps", "the serving path's Python steps in-process, on one core"),
         "forward": ("bench_forward", "Track A's network forward alone on a GPU, eager, graphed and compiled"),
         "streams": ("bench_streams", "live cameras at a frame rate against the tracking model: how many keep up"),
+        "dali-isolation": ("bench_dali_isolation", "what a call Track D's DALI leaf fails costs: bursts with one "
+                           "damaged image against good ones"),
     }),
     "dev": ("for the project's developers", {
         "gen-configs": ("gen_configs", "write the committed configs and the docs' generated blocks (--check: compare)"),
