@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from python_models import contract as c
 from python_models.export import repository as repo
-from python_models.client import infer_grpc, pack_images, unpack_detections
+from python_models.client import infer_grpc, unpack_detections
 from python_models.client.bad_inputs import bad_inputs, decoder_only_damage
 from python_models.client.metrics import scrape
 

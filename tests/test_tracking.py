@@ -204,6 +204,7 @@ def test_a_frame_of_a_stream_this_instance_let_go_is_refused_never_given_fresh_i
     frames = moving_objects(6)
     streams = Streams(tracker_settings("bytetrack"), idle_s=3.0)
     first = [streams.frame("cam", frame, float(t), start=t == 0) for t, frame in enumerate(frames[:3])]
+    assert same(first, alone(frames[:3]))
     assert streams.free_idle(6.0) == ["cam"]  # idle past the model's deadline; Triton still held the stream
     with pytest.raises(SequenceLost):
         streams.frame("cam", frames[3], 6.5)
