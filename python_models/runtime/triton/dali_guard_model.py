@@ -50,9 +50,10 @@ from python_models.runtime.triton.adapter import (BatchBuffer, error_response, g
 OUTPUTS = [LETTERBOXED_IMAGES, LETTERBOX_TRANSFORM]
 LEAF_PROBE_S = 2.0
 """How often a guard that has not yet seen its leaf answer asks it (one tiny JPEG), for the readiness gauge."""
-NOT_LOADED = ("is not ready", "unknown model", "not found")
+NOT_LOADED = ("' is not ready", "request for unknown model")
 """What a BLS call to a model that is not loaded says (python_backend ``request_executor.cc``: "Model '...' is not
-ready."; a model the server never knew: "unknown model"), whatever its code (Triton's BLS reports INTERNAL)."""
+ready."; one the server never knew: "Request for unknown model: '...' is not found"), whatever its code (Triton's BLS
+reports INTERNAL); narrow enough that no decoder's error reads so."""
 REFUSED = object()
 """A request (or row) the leaf refuses on its own."""
 
