@@ -310,11 +310,10 @@ def _dali_guard(tier: c.Tier, spec: c.ModelSpec) -> ModelDefinition:
     in halves (``runtime/triton/dali_guard_model.py``). It does the tier's batching (its delay, its queue): the leaf
     decodes each of its calls as sent (``_dali_leaf``)."""
     leaf = dali_preprocess_name(tier)
-    config = _threaded(_python(dali_guard_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
-                               _outputs(_preprocess_outputs(spec)),
-                               _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU),
-                               tier.max_queue_delay_us),
-                       "decode_threads")
+    config = _python(dali_guard_name(tier), tier.max_batch_size, _inputs(c.PUBLIC_INPUTS, ragged=True),
+                     _outputs(_preprocess_outputs(spec)),
+                     _instances(tier.instances + GUARD_SPARE_INSTANCES, mc.ModelInstanceGroup.KIND_CPU),
+                     tier.max_queue_delay_us)
     config.parameters["dali_model"].string_value = leaf
     return ModelDefinition(config, entry=RUNTIME + "dali_guard_model", calls=leaf, logic=("runtime/decode.py", "runtime/letterbox.py"))
 
@@ -454,20 +453,19 @@ def model_definitions(spec: c.ModelSpec, track_a: TrackAOptions = TrackAOptions(
         ]
     defs.append(track_definition(spec, tracking))
     for definition in defs:
-        scale_queue(definition.config, gpus)
+        scale_queue(definition.config, gpus, feeds_gpus=definition.calls_leaf)
     return defs
 
 
-def scale_queue(config: mc.ModelConfig, gpus: int) -> None:
+def scale_queue(config: mc.ModelConfig, gpus: int, feeds_gpus: bool = False) -> None:
     """A KIND_GPU instance group without ``gpus`` puts its instances on every GPU of the serving host, but the queue
     bound is the model's: sized for one GPU's instances, it would refuse requests the other GPUs' instances could
     take (measured: 256 in flight refused on 2 GPUs, results/h200x2_scaling_queue_not_scaled). So it is scaled by the
-    serving host's GPUs (``yolo11-triton export --gpus``)."""
+    serving host's GPUs (``yolo11-triton export --gpus``). ``feeds_gpus``: a model on the CPU that holds the queue of
+    one on every GPU (Track D's guard, for its DALI leaf, which does not batch: ``_dali_leaf``)."""
     if gpus < 1:
         raise ValueError(f"a serving host has at least one GPU, not {gpus}")
     policy = config.dynamic_batching.default_queue_policy
-    # Track D's guard holds its tier's queue for the leaf on every GPU (the leaf does not batch: _dali_leaf).
-    feeds_gpus = config.parameters["dali_model"].string_value if "dali_model" in config.parameters else ""
     if policy.max_queue_size and (feeds_gpus or any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group)):
         policy.max_queue_size *= gpus
 

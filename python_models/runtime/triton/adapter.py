@@ -84,6 +84,15 @@ def internal_error(message: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
 
+def host_array(tensor) -> np.ndarray:
+    """An output tensor of a BLS answer as a host array, wherever the called model left it."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    from torch.utils import dlpack
+
+    return dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
+
+
 def tensors_response(arrays: dict[str, np.ndarray]):
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in arrays.items()])
 

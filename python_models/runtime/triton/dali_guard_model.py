@@ -26,8 +26,7 @@ UNAVAILABLE naming the leaf, and the gauge ``contract.DALI_LEAF_READY_METRIC`` s
 thread that asks the leaf every ``LEAF_PROBE_S`` until it answers), so ``yolo11-triton check server`` and Prometheus
 name it; the launcher's report does, from the server's model states. The leaf's
 UNAVAILABLE and CANCELLED (busy past its queue's timeout, stopping) are passed on unchanged: overload must not turn
-into CPU decoding. Config parameters: ``dali_model``, the leaf to call; ``decode_threads``, the threads of the CPU
-decoding (0: as Track A's).
+into CPU decoding. Config parameter: ``dali_model``, the leaf to call.
 """
 
 from __future__ import annotations
@@ -43,9 +42,9 @@ from python_models.contract import DALI_CPU_FALLBACK_METRIC, DALI_LEAF_READY_MET
 from python_models.contract import LETTERBOXED_IMAGES
 from python_models.runtime.decode import InvalidImageError, decode, padded_groups, probe, stack_padded
 from python_models.runtime.letterbox import letterbox_rgb
-from python_models.runtime.triton.adapter import (BatchBuffer, error_response, guarded, input_array, invalid_argument,
-                                                   letterboxed_responses, model_config, output_dims, parameter,
-                                                   read_rows, tensors_response, thread_pool, transform_array)
+from python_models.runtime.triton.adapter import (error_response, guarded, host_array, input_array, invalid_argument,
+                                                   model_config, output_dims, parameter, read_rows, tensors_response,
+                                                   transform_array)
 
 OUTPUTS = [LETTERBOXED_IMAGES, LETTERBOX_TRANSFORM]
 LEAF_PROBE_S = 2.0
@@ -64,15 +63,6 @@ def _probe_jpeg() -> np.ndarray:
     return np.frombuffer(cv2.imencode(".jpg", np.full((16, 16, 3), 114, np.uint8))[1].tobytes(), np.uint8)
 
 
-def host_array(tensor) -> np.ndarray:
-    """A BLS output tensor as a host array, wherever the leaf left it."""
-    if tensor.is_cpu():
-        return tensor.as_numpy()
-    from torch.utils import dlpack
-
-    return dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
-
-
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import cv2
@@ -84,9 +74,8 @@ class TritonPythonModel:
             raise ValueError(f"{self.name}: parameter dali_model (the DALI leaf this step calls) is not set")
         error = pb_utils.TritonError
         self.passed_on = {error.UNAVAILABLE, error.CANCELLED}
-        self.buffer = BatchBuffer(output_dims(args, LETTERBOXED_IMAGES)[0])
+        self.size = output_dims(args, LETTERBOXED_IMAGES)[0]
         cv2.setNumThreads(1)
-        self.pool = thread_pool(args, "decode_threads")
         # BLS calls block (without the GIL) until the leaf answers; the few of one batch, or of one round of halving a
         # failed one, go out together.
         self.callers = ThreadPoolExecutor(4, thread_name_prefix="bls")
@@ -149,7 +138,7 @@ class TritonPythonModel:
             if value is not REFUSED:
                 responses[index] = value
         if refused:
-            self._refused_alone(refused, requests, arrays, responses, reasons)
+            self._refused_alone(refused, arrays, responses, reasons)
         return responses
 
     def _settle(self, group: list[int], answer, arrays: dict, reasons: set[str]) -> dict[int, object]:
@@ -176,38 +165,33 @@ class TritonPythonModel:
             settled.update(self._settle(half, half_answer, arrays, reasons))
         return settled
 
-    def _refused_alone(self, refused: list[int], requests, arrays: dict, responses: list, reasons: set[str]) -> None:
-        """Requests the leaf refuses on their own: a request of one row is decoded on the CPU; one of several is sent
-        again row by row, and only the rows the leaf refuses alone are decoded on the CPU."""
-        single = [i for i in refused if len(arrays[i]) == 1]
-        on_cpu = letterboxed_responses([requests[i] for i in single], self.buffer, self.pool) if single else []
-        for index, response in zip(single, on_cpu):
-            responses[index] = response
-        rows_on_cpu = len(single)
+    def _refused_alone(self, refused: list[int], arrays: dict, responses: list, reasons: set[str]) -> None:
+        """Requests the leaf refuses on their own: a request of several rows is sent again row by row (one of a
+        single row was just refused alone), and only the rows the leaf refuses alone are decoded on the CPU."""
+        rows_on_cpu = 0
         for index in refused:
-            if len(arrays[index]) > 1:
-                responses[index], cpu_rows = self._row_by_row(requests[index], arrays[index])
-                rows_on_cpu += cpu_rows
+            rows = arrays[index]
+            answers = list(self.callers.map(lambda row: self._call([row[None]]), rows)) if len(rows) > 1 else [None]
+            responses[index], cpu_rows = self._rows_response(rows, answers)
+            rows_on_cpu += cpu_rows
         self.fallback_rows.increment(rows_on_cpu)
         print(f"{self.name}: {self.leaf} refused {rows_on_cpu} row(s) of {len(refused)} request(s) on their own "
               f"({'; '.join(sorted(reasons))}); those rows were decoded on the CPU, every other row by DALI",
               flush=True)
 
-    def _row_by_row(self, request, rows: np.ndarray):
-        """The response of a request of several rows that the leaf refuses as a whole, and how many of its rows were
-        decoded on the CPU: each row sent alone, the rows the leaf refuses alone decoded on the CPU."""
-        answers = list(self.callers.map(lambda row: self._call([row[None]]), rows))
+    def _rows_response(self, rows: np.ndarray, answers: list):
+        """The response of a request from the leaf's answer for each of its rows alone (None: refused), and how many
+        rows were decoded on the CPU: those the leaf refused, as Track A decodes a row nvJPEG refuses; a row OpenCV
+        cannot read either refuses the request, naming it."""
         images, transforms, on_cpu = [], [], 0
-        for k, answer in enumerate(answers):
-            if answer.has_error():
+        for k, (row, answer) in enumerate(zip(rows, answers)):
+            if answer is None or answer.has_error():
                 on_cpu += 1
                 try:
-                    image = decode(rows[k])
+                    image, transform = letterbox_rgb(decode(row), self.size)
                 except InvalidImageError as exc:
-                    return invalid_argument(f"images[{k}]: {exc}"), on_cpu
-                letterboxed = np.empty((1, self.buffer.size, self.buffer.size, 3), np.uint8)
-                transform = letterbox_rgb(image, self.buffer.size, out=letterboxed[0])[1]
-                images.append(letterboxed)
+                    return invalid_argument(f"{f'images[{k}]' if len(rows) > 1 else 'images'}: {exc}"), on_cpu
+                images.append(image[None])
                 transforms.append(transform_array([transform]))
             else:
                 tensors = {t.name(): host_array(t) for t in answer.output_tensors()}
@@ -219,8 +203,6 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.stopped.set()
         self.callers.shutdown(wait=False)
-        if self.pool is not None:
-            self.pool.shutdown(wait=False)
 
 
 FAILED_SAMPLE = re.compile(r"sample #(\d+)")

@@ -31,20 +31,11 @@ from python_models.contract import INPUT_IMAGES, OUTPUT_BOXES, OUTPUT_CLASSES, O
 from python_models.contract import OUTPUT_TRACK_IDS, PUBLIC_OUTPUT_NAMES, TRACK_OBJECTS_METRIC, TRACK_STREAMS_METRIC
 from python_models.runtime.decode import InvalidImageError, probe
 from python_models.runtime.tracking import NO_TRACK, Detections, SequenceLost, Streams, tracker_settings
-from python_models.runtime.triton.adapter import guarded, invalid_argument, model_config, output_dims, parameter
-from python_models.runtime.triton.adapter import tensors_response
+from python_models.runtime.triton.adapter import guarded, host_array, invalid_argument, model_config, output_dims
+from python_models.runtime.triton.adapter import parameter, tensors_response
 
 IDLE_MARGIN_S = 1.0
 """How long after Triton's idle timeout this model frees a stream's tracker."""
-
-
-def host_array(tensor) -> np.ndarray:
-    """A BLS output tensor as a host array, wherever the detector left it."""
-    if tensor.is_cpu():
-        return tensor.as_numpy()
-    from torch.utils import dlpack
-
-    return dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
 
 
 class TritonPythonModel:

@@ -32,11 +32,11 @@ def _reason(exc: Exception) -> str:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        name = model_config(args)["name"]
-        if name in os.environ.get(FAIL_LOAD_ENV, "").split(","):
-            raise RuntimeError(f"{name}: failing to load as asked by {FAIL_LOAD_ENV} (a DALI leaf whose dali.py the "
-                               "backend cannot serialise fails the same way)")
-        self.max_batch = model_config(args)["max_batch_size"]
+        config = model_config(args)
+        if config["name"] in os.environ.get(FAIL_LOAD_ENV, "").split(","):
+            raise RuntimeError(f"{config['name']}: failing to load as asked by {FAIL_LOAD_ENV} (a DALI leaf whose "
+                               "dali.py the backend cannot serialise fails the same way)")
+        self.max_batch = config["max_batch_size"]
         self.size = output_dims(args, LETTERBOXED_IMAGES)[0]  # as the production dali.py is generated with
         self.pipe = self._build()
 
