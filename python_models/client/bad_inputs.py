@@ -127,18 +127,21 @@ def damaged_scans(jpeg: bytes) -> dict[str, bytes]:
     }
 
 
-def decoder_only_damage(jpeg: bytes, png: bytes) -> dict[str, bytes]:
-    """Damage no header check finds, which every decoder here refuses, and which DALI fails a whole batch on: the
-    tracks' decoders refuse it alone (Track D's guard sends the failed batch to DALI again in halves). A PNG whose
-    compressed pixel data is destroyed with every chunk CRC recomputed (a writer that checksummed damaged data), and
-    ``jpeg`` re-encoded progressive with a malformed Huffman table in front of its second scan (the first scan's
-    headers are sound)."""
+def png_damaged_behind_crcs(png: bytes) -> bytes:
+    """``png`` with part of its compressed pixel data destroyed and every chunk CRC recomputed (a writer that
+    checksummed damaged data): no header or CRC check finds it, libpng (OpenCV, DALI) refuses it."""
     data = bytearray(png)
     at = data.find(b"IDAT")
     (length,) = struct.unpack_from(">I", data, at - 4)
     span = min(2000, length // 2)
     data[at + 4 + length // 4 : at + 4 + length // 4 + span] = bytes(range(256)) * (span // 256) + bytes(span % 256)
     data[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 4 + length])))
+    return bytes(data)
+
+
+def progressive_with_bad_later_table(jpeg: bytes) -> bytes:
+    """``jpeg`` re-encoded progressive with a malformed Huffman table in front of its second scan (the first scan's
+    headers are sound): libjpeg and DALI refuse it; nvJPEG is not shown to."""
     from PIL import Image
 
     with Image.open(io.BytesIO(jpeg)) as image:
@@ -147,16 +150,21 @@ def decoder_only_damage(jpeg: bytes, png: bytes) -> dict[str, bytes]:
     progressive = bytearray(out.getvalue())
     later = progressive.find(b"\xff\xc4", progressive.find(b"\xff\xda"))
     progressive[later + 5] = 200  # 200 one-bit codes: more than a code space of two holds
-    return {"png_pixel_data_damaged_crcs_intact": bytes(data),
-            "progressive_jpeg_bad_huffman_table_before_second_scan": bytes(progressive)}
+    return bytes(progressive)
 
 
-def damaged_but_decodable(jpeg: bytes, png: bytes | None = None) -> dict[str, bytes]:
+def decoder_only_damage(jpeg: bytes, png: bytes) -> dict[str, bytes]:
+    """Damage no header check finds, which every decoder here refuses, and which DALI fails a whole batch on: the
+    tracks' decoders refuse it alone (Track D's guard sends the failed batch to DALI again in parts)."""
+    return {"png_pixel_data_damaged_crcs_intact": png_damaged_behind_crcs(png),
+            "progressive_jpeg_bad_huffman_table_before_second_scan": progressive_with_bad_later_table(jpeg)}
+
+
+def damaged_but_decodable(jpeg: bytes) -> dict[str, bytes]:
     """``jpeg`` damaged in ways some decoders read through (libjpeg, and so OpenCV, decodes through the first two with
-    warnings): a marker where scan data should be, flipped bits, and (given a ``png``, which ``decoder_only_damage``
-    needs) a malformed Huffman table in front of a progressive JPEG's second scan, which libjpeg and DALI refuse and
-    nvJPEG may not. Every track must answer these within the contract or refuse them alone; none may fail a
-    batch-mate."""
+    warnings): a marker where scan data should be, flipped bits, and a malformed Huffman table in front of a
+    progressive JPEG's second scan, which libjpeg and DALI refuse and nvJPEG may not. Every track must answer these
+    within the contract or refuse them alone; none may fail a batch-mate."""
     segments = jpeg_segments(jpeg)
     sos, _, sos_length = segments[-1]
     start = sos + 2 + sos_length
@@ -168,9 +176,8 @@ def damaged_but_decodable(jpeg: bytes, png: bytes | None = None) -> dict[str, by
     for pos in rng.integers(start, len(jpeg) - 2, 200):
         if flipped[pos] != 0xFF and flipped[pos] ^ 0x5A != 0xFF:  # never make or break a marker
             flipped[pos] ^= 0x5A
-    later = {} if png is None else {key: value for key, value in decoder_only_damage(jpeg, png).items()
-                                    if key.startswith("progressive")}
-    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped), **later}
+    return {"marker_inside_scan": bytes(marker), "bit_flips_in_scan": bytes(flipped),
+            "progressive_jpeg_bad_huffman_table_before_second_scan": progressive_with_bad_later_table(jpeg)}
 
 
 EXIF_ORIENTATIONS = tuple(range(1, 9))
@@ -222,6 +229,5 @@ def bad_inputs(jpeg: bytes, png: bytes) -> dict[str, BadInput]:
         # Headers sound, data undecodable: only a decoder tells (and DALI's fails its whole batch). PNGs are decoded
         # by libpng on every track; the JPEG kind of this damage is among damaged_but_decodable, since nvJPEG (Track
         # A on a GPU) is not shown to refuse it.
-        "png_pixel_data_damaged_crcs_intact": BadInput(decoder_only_damage(jpeg, png)[
-            "png_pixel_data_damaged_crcs_intact"], "corrupt PNG"),
+        "png_pixel_data_damaged_crcs_intact": BadInput(png_damaged_behind_crcs(png), "corrupt PNG"),
     }

@@ -51,7 +51,7 @@ from python_models import contract as c
 from python_models.client import Detections, contract_violations, image_size, infer_grpc, served_spec
 from python_models.client import unpack_detections
 from python_models.client.bad_inputs import EXIF_ORIENTATIONS, bad_inputs, damaged_but_decodable, exif_rotated
-from python_models.client.matching import differences, predictor_detections, tolerance
+from python_models.client.matching import box_iou, differences, predictor_detections, tolerance
 
 PYTORCH = c.PYTORCH
 
@@ -153,6 +153,8 @@ class ServerCheck:
         """Median seconds one request of one image took, per model, alone on the server (``detections``)."""
         self.specs: dict[str, c.ModelSpec] = {}
         """The served model as each public model's config states it (``metadata``)."""
+        self.sequence_models: set[str] = set()
+        """The models checked as tracking models (``run`` asks the server which: the sequence batcher's)."""
         self._local = threading.local()
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -186,8 +188,8 @@ class ServerCheck:
         precision, self.decode = self.served_track_a()
         self.log(f"checking {', '.join(self.s.models)} on {self.s.grpc_url} at {precision}, Track A decoding on the "
                  f"{self.decode.upper()}, {len(self.s.images)} images")
-        tracking = [m for m in self.s.models if self._is_tracking(m)]
-        ready = [m for m in self.s.models if m not in tracking and self.ready_and_io(m)]
+        self.sequence_models = {m for m in self.s.models if self._is_tracking(m)}
+        ready = [m for m in self.s.models if m not in self.sequence_models and self.ready_and_io(m)]
         before = self._fallback_rows()
         for model in ready:
             self.detections(model, precision)
@@ -198,7 +200,7 @@ class ServerCheck:
             self.bad_inputs(model, precision)
         for model in ready:
             self.batching(model)
-        for model in tracking:
+        for model in [m for m in self.s.models if m in self.sequence_models]:
             self.ready_and_io(model)
             if self.client().is_model_ready(model):  # its I/O aside, a tracker that forgets is worth naming
                 self.tracking(model)
@@ -235,7 +237,7 @@ class ServerCheck:
         got_out = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]]
         names = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
         want_in = [(s.name, names[s.dtype], [-1, *s.dims]) for s in c.PUBLIC_INPUTS]
-        outputs = spec.track_outputs() if self._is_tracking(model) else spec.public_outputs()
+        outputs = spec.track_outputs() if model in self.sequence_models else spec.public_outputs()
         want_out = [(s.name, names[s.dtype], [-1, *s.dims]) for s in outputs]
         ok = got_in == want_in and sorted(got_out) == sorted(want_out)
         return described & self.add("contract_io", model, "", ok, "" if ok else f"inputs {got_in}, outputs "
@@ -353,14 +355,14 @@ class ServerCheck:
         """Why a Track D model is not ready, when its guard's gauge says: its DALI leaf is not loaded."""
         from python_models.client.metrics import scrape
 
-        guard = self._guards([model]).get(model)
-        if guard is None:
+        tier = next((t for t in c.DALI_TIERS if c.dali_ensemble_name(t) == model), None)
+        if tier is None:
             return ""
+        guard = c.dali_guard_name(tier)
         try:
             gauge = scrape(self.s.metrics_url, [c.DALI_LEAF_READY_METRIC]).get((c.DALI_LEAF_READY_METRIC, guard))
         except OSError:
             return ""
-        tier = next(t for t in c.DALI_TIERS if c.dali_guard_name(t) == guard)
         return (f"; its DALI leaf {c.dali_preprocess_name(tier)} is not loaded ({c.DALI_LEAF_READY_METRIC} of {guard} "
                 "is 0): the DALI backend could not load it") if gauge == 0 else ""
 
@@ -417,10 +419,10 @@ class ServerCheck:
             # Objects a tracker can tell apart: two boxes on one spot (an object detected as two classes) may trade
             # IDs in any tracker, which matches boxes, not classes.
             others = np.delete(boxes0, index, axis=0)
-            if track <= 0 or (len(others) and _iou(box, others).max() >= 0.3):
+            if track <= 0 or (len(others) and box_iou(box[None], others).max() >= 0.3):
                 continue
             for k, (boxes_k, ids_k) in enumerate(frames[1:], 1):
-                same = np.flatnonzero(_iou(box, boxes_k) >= 0.8) if len(boxes_k) else []
+                same = np.flatnonzero(box_iou(box[None], boxes_k)[0] >= 0.8)
                 if len(same) != 1:
                     continue
                 kept += ids_k[same[0]] == track
@@ -471,7 +473,7 @@ class ServerCheck:
         good_name = next(n for n, d in self.s.images.items() if d is jpeg)
         own = self.answers.get(model, {}).get(good_name)
         # Every bad kind and every damage a decoder may read through, each between good requests, all at once.
-        odd = damaged_but_decodable(jpeg, png)
+        odd = damaged_but_decodable(jpeg)
         jobs = [job for label, bad in catalogue.items() for job in (("good", good_name, jpeg), ("bad", label, bad.data))]
         jobs += [job for label, data in odd.items() for job in (("good", good_name, jpeg), ("odd", label, data))]
         # As many in flight as the batching check sends: bad and good rows share batches, and a slow host still
@@ -605,15 +607,6 @@ class ServerCheck:
         md_path = out / "check.md"
         md_path.write_text("\n".join(lines))
         return json_path, md_path
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1, y1, x2, y2 box with each of ``boxes``."""
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
 
 
 def timestamp() -> str:
