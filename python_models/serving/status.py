@@ -36,12 +36,8 @@ class ModelState:
 def model_states(http_url: str, key: str) -> list[ModelState]:
     """Every model the server knows, with its state and Triton's reason (the repository index, behind the key)."""
     import json
-    import urllib.request
 
-    request = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST",
-                                     headers={ADMIN_KEY_HEADER: key, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        index = json.loads(response.read())
+    index = json.loads(_repository_post(http_url, key, "index", timeout=30))
     return [ModelState(m["name"], m.get("state", "UNKNOWN"), m.get("reason", "")) for m in index]
 
 
@@ -72,12 +68,17 @@ def load_report(states: list[ModelState], expected: list[str],
 
 def unload(http_url: str, key: str, model: str) -> None:
     """Unload ``model`` (the repository API, behind the key): its readiness then says what its leaves' do."""
+    _repository_post(http_url, key, f"models/{model}/unload", timeout=120)
+
+
+def _repository_post(http_url: str, key: str, path: str, timeout: float) -> bytes:
+    """The body of a POST to Triton's repository API (``/v2/repository/<path>``), which needs the admin key."""
     import urllib.request
 
-    request = urllib.request.Request(f"http://{http_url}/v2/repository/models/{model}/unload", data=b"{}", method="POST",
+    request = urllib.request.Request(f"http://{http_url}/v2/repository/{path}", data=b"{}", method="POST",
                                      headers={ADMIN_KEY_HEADER: key, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120):
-        pass
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()
 
 
 def process_tree_rss(pid: int) -> int:
